@@ -1,0 +1,753 @@
+"""Configuration: load → interpolate → normalise → validate, in one pipeline.
+
+Every problem is a ConfigError naming the file and the key path (``At 'jobs.x.source': …``).
+The result is a tree of frozen dataclasses; nothing downstream looks at raw YAML.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_LOCATIONS = ("campaign-sync.yaml", "/etc/campaign-sync/campaign-sync.yaml")
+
+IMPORT_TYPES = ("recipient-import", "blocklist-import", "unsubscriber-import", "bounce-import")
+EXPORT_TYPES = ("recipient-export", "blocklist-export", "unsubscriber-export", "bounce-export")
+DISPATCH_TYPES = ("doi-dispatch",)
+JOB_TYPES = IMPORT_TYPES + EXPORT_TYPES + DISPATCH_TYPES
+# Job types that work on one recipient list and therefore need `list`.
+LIST_JOB_TYPES = ("recipient-import", "recipient-export", "doi-dispatch")
+
+IMPORT_MODES = ("upsert", "add-only", "update-only", "replace")
+FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A fixed date used only to check that a path's placeholders render.
+_SAMPLE_DATE = datetime.date(2000, 1, 31)
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A count (``50``) or a share of the data rows (``1%``)."""
+
+    value: float
+    percent: bool
+
+    def allowed(self, total: int) -> int:
+        return int(total * self.value / 100) if self.percent else int(self.value)
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%" if self.percent else str(int(self.value))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    type: str  # ssh | local
+    path: Path | None = None  # local: the folder remote paths are relative to
+    host: str = ""
+    port: int = 22
+    user: str | None = None
+    key_file: Path | None = None
+    key_passphrase: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    known_hosts: Path | None = None
+    host_key: str | None = None
+    protocol: str = "scp"  # scp | sftp
+    timeout: float = 30.0
+    retries: int = 3
+    agent: bool = False
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = False
+    ssl: bool = False
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sender: str = "campaign-sync@localhost"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    to: tuple[str, ...] = ()
+    webhook: str | None = None
+    webhook_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class BounceLimits:
+    hard_limit: int = 3
+    soft_limit: int = 10
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    delimiter: str = ","
+    quotechar: str = '"'
+    encoding: str = "utf-8"
+    date_format: str | None = None  # strptime format; None means ISO 8601
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    server: str
+    path: str
+    missing: str = "fail"  # fail | skip
+    after: str = "keep"  # keep | delete | archive
+    archive_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    server: str
+    path: str
+    atomic: bool = True
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    name: str
+    type: str
+    list: str | None = None
+    schedule: str | None = None
+    notify: tuple[str, ...] = ()
+    # imports
+    source: SourceConfig | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    mode: str = "upsert"
+    max_rejects: Limit | None = None
+    max_removals: Limit | None = None
+    # imports and exports
+    format: CsvFormat = field(default_factory=CsvFormat)
+    # exports
+    target: TargetConfig | None = None
+    fields: tuple[str, ...] = ()
+    include: str = "active"  # active | all
+    changes_only: bool = False
+    # dispatch
+    mailings: Path | None = None
+    rate: float | None = None  # messages per second
+
+    @property
+    def kind(self) -> str:
+        """`import`, `export` or `dispatch`: the command that runs this job."""
+        if self.type in IMPORT_TYPES:
+            return "import"
+        if self.type in EXPORT_TYPES:
+            return "export"
+        return "dispatch"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    store: str
+    work_dir: Path
+    timezone: str | None
+    log_file: Path | None
+    servers: dict[str, ServerConfig]
+    smtp: SmtpConfig | None
+    notify: NotifyConfig
+    bounces: BounceLimits
+    jobs: dict[str, JobConfig]
+
+    def job(self, name: str) -> JobConfig:
+        try:
+            return self.jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise ConfigError(
+                f"no job named '{name}' (configured jobs: {known})", path=str(self.path)
+            ) from None
+
+
+# --------------------------------------------------------------------------- locating
+
+
+def locate(explicit: str | None) -> Path:
+    """The config file to use: --config, then $CAMPAIGN_SYNC_CONFIG, then the defaults."""
+    chosen = explicit or os.environ.get("CAMPAIGN_SYNC_CONFIG")
+    if chosen:
+        return Path(chosen)
+    for candidate in DEFAULT_LOCATIONS:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise ConfigError(
+        "no config file found: pass --config PATH, set CAMPAIGN_SYNC_CONFIG, or create "
+        "./campaign-sync.yaml or /etc/campaign-sync/campaign-sync.yaml"
+    )
+
+
+def load(explicit: str | None = None, *, env: dict[str, str] | None = None) -> Config:
+    path = locate(explicit)
+    raw = _read_yaml(path)
+    raw = _interpolate(raw, os.environ if env is None else env, str(path), "")
+    return _Validator(path).config(raw)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file: {exc}", path=str(path)) from None
+
+    loader_base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class UniqueKeyLoader(loader_base):  # type: ignore[misc, valid-type]
+        """SafeLoader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"line {line}: key '{key}' is given twice", path=str(path))
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
+    )
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}invalid YAML: {problem}", path=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of keys", path=str(path))
+    return data
+
+
+def _interpolate(value: Any, env: Any, path: str, key: str) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string, naming the key of an unset one."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, path, _join(key, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, path, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"environment variable {name} is not set (set it, or write ${{{name}:-default}})",
+            path=path,
+            key=key,
+        )
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+# --------------------------------------------------------------------------- validating
+
+
+class _Validator:
+    """Turns the interpolated YAML tree into a Config, or raises the first problem found.
+
+    `problems()` collects every problem instead, for `campaign-sync validate`.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.base = path.resolve().parent
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, path=str(self.path), key=key)
+
+    # -- scalar helpers ------------------------------------------------------------
+
+    def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping, got {_kind(value)}")
+        for k in value:
+            if k not in allowed:
+                raise self.fail(
+                    _join(key, k), f"unknown key (allowed here: {', '.join(allowed)})"
+                )
+        return value
+
+    def string(self, value: Any, key: str, *, choices: tuple[str, ...] = ()) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(key, f"expected a string, got {_kind(value)}")
+        text = str(value)
+        if choices and text not in choices:
+            raise self.fail(key, f"'{text}' is not one of: {', '.join(choices)}")
+        if not text.strip():
+            raise self.fail(key, "must not be empty")
+        return text
+
+    def integer(self, value: Any, key: str, *, minimum: int = 0, maximum: int = 2**31) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)  # an interpolated ${PORT} arrives as text
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected a whole number, got {_kind(value)}")
+        if not minimum <= value <= maximum:
+            raise self.fail(key, f"{value} is out of range ({minimum}..{maximum})")
+        return value
+
+    def number(self, value: Any, key: str, *, minimum: float = 0.0) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise self.fail(key, f"expected a number, got '{value}'") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"expected a number, got {_kind(value)}")
+        if value < minimum:
+            raise self.fail(key, f"{value} must be at least {minimum:g}")
+        return float(value)
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {_kind(value)}")
+        return value
+
+    def local_path(self, value: Any, key: str) -> Path:
+        text = self.string(value, key)
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    def addresses(self, value: Any, key: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list of addresses, got {_kind(value)}")
+        out = []
+        for i, item in enumerate(value):
+            address = self.string(item, f"{key}[{i}]")
+            if "@" not in address:
+                raise self.fail(f"{key}[{i}]", f"'{address}' is not an email address")
+            out.append(address)
+        return tuple(out)
+
+    def limit(self, value: Any, key: str) -> Limit:
+        text = str(value).strip() if not isinstance(value, bool) else ""
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(%?)", text)
+        if not match:
+            raise self.fail(key, f"expected a count or a percentage like 1%, got {value!r}")
+        number, percent = float(match.group(1)), bool(match.group(2))
+        if percent and number > 100:
+            raise self.fail(key, f"{text} is more than 100%")
+        return Limit(number, percent)
+
+    # -- sections -----------------------------------------------------------------
+
+    def config(self, raw: dict[str, Any]) -> Config:
+        top = self.mapping(
+            raw,
+            "",
+            (
+                "store",
+                "work_dir",
+                "timezone",
+                "log_file",
+                "servers",
+                "smtp",
+                "notify",
+                "bounces",
+                "jobs",
+            ),
+        )
+        servers = {
+            self.name(name, "servers"): self.server(str(name), spec)
+            for name, spec in self.mapping(
+                top.get("servers"), "servers", tuple(map(str, top.get("servers") or {}))
+            ).items()
+        }
+        timezone = None
+        if top.get("timezone") is not None:
+            timezone = self.string(top["timezone"], "timezone")
+            _check_timezone(timezone, self.fail("timezone", f"unknown time zone '{timezone}'"))
+        jobs_raw = top.get("jobs") or {}
+        if not isinstance(jobs_raw, dict):
+            raise self.fail("jobs", f"expected a mapping of job names, got {_kind(jobs_raw)}")
+        smtp = self.smtp(top["smtp"]) if top.get("smtp") is not None else None
+        jobs = {}
+        for name, spec in jobs_raw.items():
+            name = self.name(name, "jobs")
+            jobs[name] = self.job(name, spec, servers, smtp)
+        store = self.string(top.get("store", "campaign-sync.db"), "store")
+        if "://" not in store:
+            store = str(self.local_path(store, "store"))
+        return Config(
+            path=self.path,
+            store=store,
+            work_dir=self.local_path(top.get("work_dir", "var"), "work_dir"),
+            timezone=timezone,
+            log_file=self.local_path(top["log_file"], "log_file") if top.get("log_file") else None,
+            servers=servers,
+            smtp=smtp,
+            notify=self.notify(top.get("notify")),
+            bounces=self.bounces(top.get("bounces")),
+            jobs=jobs,
+        )
+
+    def name(self, name: Any, section: str) -> str:
+        text = str(name)
+        if not JOB_NAME.match(text):
+            raise self.fail(
+                _join(section, text),
+                "names may use letters, digits, '-', '_' and '.', starting with a letter or digit",
+            )
+        return text
+
+    def server(self, name: str, raw: Any) -> ServerConfig:
+        key = f"servers.{name}"
+        spec = self.mapping(
+            raw,
+            key,
+            (
+                "type",
+                "path",
+                "host",
+                "port",
+                "user",
+                "key_file",
+                "key_passphrase",
+                "password",
+                "known_hosts",
+                "host_key",
+                "protocol",
+                "timeout",
+                "retries",
+                "agent",
+            ),
+        )
+        kind = self.string(spec.get("type"), f"{key}.type", choices=("ssh", "local"))
+        if kind == "local":
+            extra = sorted(set(spec) - {"type", "path"})
+            if extra:
+                raise self.fail(f"{key}.{extra[0]}", "not used by a server of type local")
+            if "path" not in spec:
+                raise self.fail(f"{key}.path", "required for a server of type local")
+            return ServerConfig(name=name, type="local", path=self.local_path(spec["path"], key))
+        if "path" in spec:
+            raise self.fail(f"{key}.path", "only servers of type local have a path")
+        if "host" not in spec:
+            raise self.fail(f"{key}.host", "required for a server of type ssh")
+        key_file = None
+        if spec.get("key_file") is not None:
+            key_file = self.local_path(spec["key_file"], f"{key}.key_file")
+            if not os.access(key_file, os.R_OK):
+                raise self.fail(f"{key}.key_file", f"cannot read key file {key_file}")
+        known_hosts = None
+        if spec.get("known_hosts") is not None:
+            known_hosts = self.local_path(spec["known_hosts"], f"{key}.known_hosts")
+        host_key = None
+        if spec.get("host_key") is not None:
+            host_key = self.string(spec["host_key"], f"{key}.host_key")
+            if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", host_key):
+                raise self.fail(
+                    f"{key}.host_key", "expected a fingerprint like SHA256:<43 base64 characters>"
+                )
+        if known_hosts is None and host_key is None:
+            known_hosts = Path("~/.ssh/known_hosts").expanduser()
+        return ServerConfig(
+            name=name,
+            type="ssh",
+            host=self.string(spec["host"], f"{key}.host"),
+            port=self.integer(spec.get("port", 22), f"{key}.port", minimum=1, maximum=65535),
+            user=self.string(spec["user"], f"{key}.user") if spec.get("user") else None,
+            key_file=key_file,
+            key_passphrase=_optional_str(spec.get("key_passphrase")),
+            password=_optional_str(spec.get("password")),
+            known_hosts=known_hosts,
+            host_key=host_key,
+            protocol=self.string(
+                spec.get("protocol", "scp"), f"{key}.protocol", choices=("scp", "sftp")
+            ),
+            timeout=self.number(spec.get("timeout", 30), f"{key}.timeout", minimum=0.1),
+            retries=self.integer(spec.get("retries", 3), f"{key}.retries", maximum=20),
+            agent=self.boolean(spec.get("agent", False), f"{key}.agent"),
+        )
+
+    def smtp(self, raw: Any) -> SmtpConfig:
+        spec = self.mapping(
+            raw,
+            "smtp",
+            ("host", "port", "starttls", "ssl", "user", "password", "from", "timeout"),
+        )
+        sender = self.string(spec.get("from", "campaign-sync@localhost"), "smtp.from")
+        if "@" not in sender:
+            raise self.fail("smtp.from", f"'{sender}' is not an email address")
+        return SmtpConfig(
+            host=self.string(spec.get("host", "localhost"), "smtp.host"),
+            port=self.integer(spec.get("port", 25), "smtp.port", minimum=1, maximum=65535),
+            starttls=self.boolean(spec.get("starttls", False), "smtp.starttls"),
+            ssl=self.boolean(spec.get("ssl", False), "smtp.ssl"),
+            user=self.string(spec["user"], "smtp.user") if spec.get("user") else None,
+            password=_optional_str(spec.get("password")),
+            sender=sender,
+            timeout=self.number(spec.get("timeout", 30), "smtp.timeout", minimum=0.1),
+        )
+
+    def notify(self, raw: Any) -> NotifyConfig:
+        spec = self.mapping(raw, "notify", ("to", "webhook", "webhook_timeout"))
+        webhook = None
+        if spec.get("webhook") is not None:
+            webhook = self.string(spec["webhook"], "notify.webhook")
+            if not re.match(r"https?://[^\s/]+", webhook):
+                raise self.fail("notify.webhook", "expected an http:// or https:// URL")
+        return NotifyConfig(
+            to=self.addresses(spec.get("to", []), "notify.to"),
+            webhook=webhook,
+            webhook_timeout=self.number(
+                spec.get("webhook_timeout", 10), "notify.webhook_timeout", minimum=0.1
+            ),
+        )
+
+    def bounces(self, raw: Any) -> BounceLimits:
+        spec = self.mapping(raw, "bounces", ("hard_limit", "soft_limit"))
+        return BounceLimits(
+            hard_limit=self.integer(spec.get("hard_limit", 3), "bounces.hard_limit", minimum=1),
+            soft_limit=self.integer(spec.get("soft_limit", 10), "bounces.soft_limit", minimum=1),
+        )
+
+    def csv_format(self, raw: Any, key: str) -> CsvFormat:
+        spec = self.mapping(raw, key, ("delimiter", "quotechar", "encoding", "date_format"))
+        fmt = CsvFormat()
+        delimiter = spec.get("delimiter", fmt.delimiter)
+        if delimiter == "\\t":
+            delimiter = "\t"
+        quotechar = spec.get("quotechar", fmt.quotechar)
+        for name, value in (("delimiter", delimiter), ("quotechar", quotechar)):
+            if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
+                raise self.fail(f"{key}.{name}", f"expected one character, got {value!r}")
+        if delimiter == quotechar:
+            raise self.fail(f"{key}.quotechar", "must differ from the delimiter")
+        encoding = self.string(spec.get("encoding", fmt.encoding), f"{key}.encoding")
+        import codecs
+
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise self.fail(f"{key}.encoding", f"unknown encoding '{encoding}'") from None
+        date_format = None
+        if spec.get("date_format") is not None:
+            date_format = self.string(spec["date_format"], f"{key}.date_format")
+        return CsvFormat(delimiter, quotechar, encoding, date_format)
+
+    def job(
+        self,
+        name: str,
+        raw: Any,
+        servers: dict[str, ServerConfig],
+        smtp: SmtpConfig | None,
+    ) -> JobConfig:
+        key = f"jobs.{name}"
+        if not isinstance(raw, dict):
+            raise self.fail(key, f"expected a mapping, got {_kind(raw)}")
+        kind = self.string(raw.get("type"), f"{key}.type", choices=JOB_TYPES)
+        common = ("type", "list", "schedule", "notify")
+        if kind in IMPORT_TYPES:
+            allowed = common + ("source", "format", "columns", "mode", "max_rejects")
+            allowed += ("max_removals",)
+        elif kind in EXPORT_TYPES:
+            allowed = common + ("target", "format", "fields", "include", "changes_only")
+        else:
+            allowed = common + ("mailings", "rate")
+        spec = self.mapping(raw, key, allowed)
+
+        values: dict[str, Any] = {"name": name, "type": kind}
+        if kind in LIST_JOB_TYPES or spec.get("list") is not None:
+            if spec.get("list") is None:
+                raise self.fail(f"{key}.list", f"required for a {kind} job")
+            values["list"] = self.string(spec["list"], f"{key}.list")
+        if spec.get("schedule") is not None:
+            values["schedule"] = self.schedule(spec["schedule"], f"{key}.schedule")
+        if spec.get("notify") is not None:
+            values["notify"] = self.addresses(spec["notify"], f"{key}.notify")
+        if "format" in spec:
+            values["format"] = self.csv_format(spec["format"], f"{key}.format")
+
+        if kind in IMPORT_TYPES:
+            values.update(self.import_settings(key, spec, servers))
+        elif kind in EXPORT_TYPES:
+            values.update(self.export_settings(key, spec, servers))
+        else:
+            if spec.get("mailings") is None:
+                raise self.fail(f"{key}.mailings", "required for a doi-dispatch job")
+            values["mailings"] = self.local_path(spec["mailings"], f"{key}.mailings")
+            if spec.get("rate") is not None:
+                values["rate"] = self.number(spec["rate"], f"{key}.rate", minimum=0.001)
+            if smtp is None:
+                raise self.fail("smtp", f"required by the doi-dispatch job '{name}'")
+        return JobConfig(**values)
+
+    def schedule(self, value: Any, key: str) -> str:
+        text = self.string(value, key)
+        from .schedule import ScheduleError, parse
+
+        try:
+            parse(text)
+        except ScheduleError as exc:
+            raise self.fail(key, str(exc)) from None
+        return text
+
+    def server_ref(self, value: Any, key: str, servers: dict[str, ServerConfig]) -> str:
+        name = self.string(value, key)
+        if name not in servers:
+            known = ", ".join(sorted(servers)) or "none configured"
+            raise self.fail(key, f"no server named '{name}' (servers: {known})")
+        return name
+
+    def remote_path(self, value: Any, key: str) -> str:
+        text = self.string(value, key)
+        try:
+            from .paths import render
+
+            render(text, _SAMPLE_DATE)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+        return text
+
+    def import_settings(
+        self, key: str, spec: dict[str, Any], servers: dict[str, ServerConfig]
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if spec.get("source") is not None:
+            skey = f"{key}.source"
+            src = self.mapping(
+                spec["source"], skey, ("server", "path", "missing", "after", "archive_dir")
+            )
+            for required in ("server", "path"):
+                if required not in src:
+                    raise self.fail(f"{skey}.{required}", "required")
+            after = self.string(
+                src.get("after", "keep"), f"{skey}.after", choices=("keep", "delete", "archive")
+            )
+            archive_dir = None
+            if after == "archive":
+                if not src.get("archive_dir"):
+                    raise self.fail(f"{skey}.archive_dir", "required when after is archive")
+                archive_dir = self.string(src["archive_dir"], f"{skey}.archive_dir")
+            values["source"] = SourceConfig(
+                server=self.server_ref(src["server"], f"{skey}.server", servers),
+                path=self.remote_path(src["path"], f"{skey}.path"),
+                missing=self.string(
+                    src.get("missing", "fail"), f"{skey}.missing", choices=("fail", "skip")
+                ),
+                after=after,
+                archive_dir=archive_dir,
+            )
+        if spec.get("columns") is not None:
+            ckey = f"{key}.columns"
+            columns = spec["columns"]
+            if not isinstance(columns, dict):
+                raise self.fail(ckey, f"expected a mapping of header: field, got {_kind(columns)}")
+            mapped = {}
+            for header, target in columns.items():
+                target = self.string(target, f"{ckey}.{header}")
+                if not FIELD_NAME.match(target):
+                    raise self.fail(
+                        f"{ckey}.{header}",
+                        f"'{target}' is not a field name (lower-case letters, digits, _)",
+                    )
+                mapped[str(header)] = target
+            values["columns"] = mapped
+        if spec.get("mode") is not None:
+            values["mode"] = self.string(spec["mode"], f"{key}.mode", choices=IMPORT_MODES)
+        if spec["type"] in ("unsubscriber-import", "bounce-import") and values.get(
+            "mode", "upsert"
+        ) not in ("upsert", "add-only"):
+            raise self.fail(f"{key}.mode", f"a {spec['type']} job only adds (mode upsert)")
+        if spec.get("max_rejects") is not None:
+            values["max_rejects"] = self.limit(spec["max_rejects"], f"{key}.max_rejects")
+        if spec.get("max_removals") is not None:
+            values["max_removals"] = self.limit(spec["max_removals"], f"{key}.max_removals")
+        return values
+
+    def export_settings(
+        self, key: str, spec: dict[str, Any], servers: dict[str, ServerConfig]
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if spec.get("target") is None:
+            raise self.fail(f"{key}.target", "required for an export job")
+        tkey = f"{key}.target"
+        tgt = self.mapping(spec["target"], tkey, ("server", "path", "atomic"))
+        for required in ("server", "path"):
+            if required not in tgt:
+                raise self.fail(f"{tkey}.{required}", "required")
+        values["target"] = TargetConfig(
+            server=self.server_ref(tgt["server"], f"{tkey}.server", servers),
+            path=self.remote_path(tgt["path"], f"{tkey}.path"),
+            atomic=self.boolean(tgt.get("atomic", True), f"{tkey}.atomic"),
+        )
+        if spec.get("fields") is not None:
+            fkey = f"{key}.fields"
+            if not isinstance(spec["fields"], list) or not spec["fields"]:
+                raise self.fail(fkey, "expected a non-empty list of field names")
+            names = []
+            for i, item in enumerate(spec["fields"]):
+                field_name = self.string(item, f"{fkey}[{i}]")
+                if not FIELD_NAME.match(field_name):
+                    raise self.fail(f"{fkey}[{i}]", f"'{field_name}' is not a field name")
+                names.append(field_name)
+            values["fields"] = tuple(names)
+        if spec.get("include") is not None:
+            values["include"] = self.string(
+                spec["include"], f"{key}.include", choices=("active", "all")
+            )
+        if spec.get("changes_only") is not None:
+            values["changes_only"] = self.boolean(spec["changes_only"], f"{key}.changes_only")
+        return values
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", bool: "true/false", str: "text"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_timezone(name: str, error: ConfigError) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise error from None
+
+
