@@ -32,6 +32,18 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SAMPLE_DATE = datetime.date(2000, 1, 31)
 
 
+TOP_LEVEL_KEYS = (
+    "store",
+    "work_dir",
+    "timezone",
+    "log_file",
+    "servers",
+    "smtp",
+    "notify",
+    "bounces",
+    "jobs",
+)
+
 # --------------------------------------------------------------------------- model
 
 
@@ -198,6 +210,43 @@ def load(explicit: str | None = None, *, env: dict[str, str] | None = None) -> C
     return _Validator(path).config(raw)
 
 
+def problems(explicit: str | None = None) -> list[str]:
+    """Every problem of the config file, each naming its location; empty when it is valid."""
+    path = locate(explicit)
+    try:
+        raw = _read_yaml(path)
+    except ConfigError as exc:
+        return [str(exc)]
+    found: list[str] = []
+    interpolated = _interpolate_collecting(raw, str(path), found)
+    validator = _Validator(path, collect=True)
+    try:
+        validator.config(interpolated)
+    except ConfigError as exc:
+        found.append(str(exc))
+    assert validator.collected is not None
+    return found + validator.collected
+
+
+def _interpolate_collecting(raw: Any, path: str, found: list[str]) -> Any:
+    """Interpolate value by value, noting each unset variable instead of stopping."""
+    if isinstance(raw, dict):
+        return {k: _interpolate_collecting_key(v, path, str(k), found) for k, v in raw.items()}
+    return raw
+
+
+def _interpolate_collecting_key(value: Any, path: str, key: str, found: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _interpolate_collecting_key(v, path, _join(key, k), found) for k, v in value.items()
+        }
+    try:
+        return _interpolate(value, os.environ, path, key)
+    except ConfigError as exc:
+        found.append(str(exc))
+        return None
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -280,9 +329,10 @@ class _Validator:
     `problems()` collects every problem instead, for `campaign-sync validate`.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, collect: bool = False):
         self.path = path
         self.base = path.resolve().parent
+        self.collected: list[str] | None = [] if collect else None
 
     def fail(self, key: str, message: str) -> ConfigError:
         return ConfigError(message, path=str(self.path), key=key)
@@ -296,9 +346,7 @@ class _Validator:
             raise self.fail(key, f"expected a mapping, got {_kind(value)}")
         for k in value:
             if k not in allowed:
-                raise self.fail(
-                    _join(key, k), f"unknown key (allowed here: {', '.join(allowed)})"
-                )
+                raise self.fail(_join(key, k), f"unknown key (allowed here: {', '.join(allowed)})")
         return value
 
     def string(self, value: Any, key: str, *, choices: tuple[str, ...] = ()) -> str:
@@ -369,40 +417,40 @@ class _Validator:
 
     # -- sections -----------------------------------------------------------------
 
+    def attempt(self, build: Any, default: Any = None) -> Any:
+        """Run one section's validation; when collecting, note its problem and go on."""
+        if self.collected is None:
+            return build()
+        try:
+            return build()
+        except ConfigError as exc:
+            self.collected.append(str(exc))
+            return default
+
     def config(self, raw: dict[str, Any]) -> Config:
-        top = self.mapping(
-            raw,
-            "",
-            (
-                "store",
-                "work_dir",
-                "timezone",
-                "log_file",
-                "servers",
-                "smtp",
-                "notify",
-                "bounces",
-                "jobs",
-            ),
-        )
-        servers = {
-            self.name(name, "servers"): self.server(str(name), spec)
-            for name, spec in self.mapping(
-                top.get("servers"), "servers", tuple(map(str, top.get("servers") or {}))
-            ).items()
-        }
-        timezone = None
-        if top.get("timezone") is not None:
-            timezone = self.string(top["timezone"], "timezone")
-            _check_timezone(timezone, self.fail("timezone", f"unknown time zone '{timezone}'"))
+        top = self.mapping(raw, "", TOP_LEVEL_KEYS)
+        servers_raw = top.get("servers") or {}
+        if not isinstance(servers_raw, dict):
+            raise self.fail(
+                "servers", f"expected a mapping of server names, got {_kind(servers_raw)}"
+            )
+        servers: dict[str, ServerConfig] = {}
+        for name, spec in servers_raw.items():
+            server = self.attempt(lambda n=name, s=spec: self.server(self.name(n, "servers"), s))
+            if server is not None:
+                servers[server.name] = server
+        timezone = self.attempt(lambda: self.timezone(top.get("timezone")))
+        smtp = self.attempt(lambda: self.smtp(top["smtp"]) if top.get("smtp") is not None else None)
         jobs_raw = top.get("jobs") or {}
         if not isinstance(jobs_raw, dict):
             raise self.fail("jobs", f"expected a mapping of job names, got {_kind(jobs_raw)}")
-        smtp = self.smtp(top["smtp"]) if top.get("smtp") is not None else None
-        jobs = {}
+        jobs: dict[str, JobConfig] = {}
         for name, spec in jobs_raw.items():
-            name = self.name(name, "jobs")
-            jobs[name] = self.job(name, spec, servers, smtp)
+            job = self.attempt(
+                lambda n=name, s=spec: self.job(self.name(n, "jobs"), s, servers_raw, servers, smtp)
+            )
+            if job is not None:
+                jobs[job.name] = job
         store = self.string(top.get("store", "campaign-sync.db"), "store")
         if "://" not in store:
             store = str(self.local_path(store, "store"))
@@ -414,10 +462,17 @@ class _Validator:
             log_file=self.local_path(top["log_file"], "log_file") if top.get("log_file") else None,
             servers=servers,
             smtp=smtp,
-            notify=self.notify(top.get("notify")),
-            bounces=self.bounces(top.get("bounces")),
+            notify=self.attempt(lambda: self.notify(top.get("notify")), NotifyConfig()),
+            bounces=self.attempt(lambda: self.bounces(top.get("bounces")), BounceLimits()),
             jobs=jobs,
         )
+
+    def timezone(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        name = self.string(value, "timezone")
+        _check_timezone(name, self.fail("timezone", f"unknown time zone '{name}'"))
+        return name
 
     def name(self, name: Any, section: str) -> str:
         text = str(name)
@@ -568,6 +623,7 @@ class _Validator:
         self,
         name: str,
         raw: Any,
+        declared: dict[str, Any],
         servers: dict[str, ServerConfig],
         smtp: SmtpConfig | None,
     ) -> JobConfig:
@@ -598,9 +654,9 @@ class _Validator:
             values["format"] = self.csv_format(spec["format"], f"{key}.format")
 
         if kind in IMPORT_TYPES:
-            values.update(self.import_settings(key, spec, servers))
+            values.update(self.import_settings(key, spec, declared))
         elif kind in EXPORT_TYPES:
-            values.update(self.export_settings(key, spec, servers))
+            values.update(self.export_settings(key, spec, declared))
         else:
             if spec.get("mailings") is None:
                 raise self.fail(f"{key}.mailings", "required for a doi-dispatch job")
@@ -621,7 +677,7 @@ class _Validator:
             raise self.fail(key, str(exc)) from None
         return text
 
-    def server_ref(self, value: Any, key: str, servers: dict[str, ServerConfig]) -> str:
+    def server_ref(self, value: Any, key: str, servers: dict[str, Any]) -> str:
         name = self.string(value, key)
         if name not in servers:
             known = ", ".join(sorted(servers)) or "none configured"
@@ -639,7 +695,7 @@ class _Validator:
         return text
 
     def import_settings(
-        self, key: str, spec: dict[str, Any], servers: dict[str, ServerConfig]
+        self, key: str, spec: dict[str, Any], servers: dict[str, Any]
     ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if spec.get("source") is not None:
@@ -695,7 +751,7 @@ class _Validator:
         return values
 
     def export_settings(
-        self, key: str, spec: dict[str, Any], servers: dict[str, ServerConfig]
+        self, key: str, spec: dict[str, Any], servers: dict[str, Any]
     ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if spec.get("target") is None:
@@ -749,5 +805,3 @@ def _check_timezone(name: str, error: ConfigError) -> None:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise error from None
-
-

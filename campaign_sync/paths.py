@@ -16,7 +16,8 @@ def render(template: str, day: datetime.date) -> str:
         name, _, spec = match.group(1).partition(":")
         if name != "date":
             raise ValueError(
-                f"unknown placeholder {{{match.group(1)}}} (only {{date}} and {{date:%Y%m%d}}-style)"
+                f"unknown placeholder {{{match.group(1)}}} "
+                "(only {date} and {date:%Y%m%d}-style placeholders)"
             )
         return day.strftime(spec) if spec else day.isoformat()
 

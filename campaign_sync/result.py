@@ -52,6 +52,7 @@ class RunResult:
     dry_run: bool = False
     message: str | None = None  # one line saying what happened, e.g. why it was skipped
     exit_code: int = 0
+    watermark: str | None = None  # export: data up to this change time is in the file
 
     def ordered_counts(self) -> dict[str, int]:
         known = {name: self.counts[name] for name in COUNT_NAMES if name in self.counts}

@@ -1,0 +1,324 @@
+"""Running one job: lock → fetch → merge / export / dispatch → commit → after-actions → notify.
+
+Every run is recorded and every failure becomes a failed run with a notice; the caller gets
+a RunResult whose `exit_code` is the one SPEC gives. Only the lock refusal (exit 75) and
+usage errors are raised instead: they change nothing and record nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import runs, store, workdir
+from .config import Config, JobConfig
+from .dates import local_zone
+from .errors import CampaignSyncError, SourceMissing, TransferError, UsageError
+from .paths import render
+from .result import FileInfo, RunResult
+from .transfer import Progress, open_transfer
+
+log = logging.getLogger("campaign_sync")
+
+# Makes a progress callback for a file of the given label, or None (no terminal).
+ProgressFactory = Callable[[str], "Progress | None"]
+
+
+@dataclass
+class RunOptions:
+    file: Path | None = None  # import this local file instead of fetching the source
+    date: datetime.date | None = None  # render path placeholders for this day
+    dry_run: bool = False
+    force: bool = False
+    output: Path | None = None  # export: write here instead of uploading
+    progress: ProgressFactory | None = None
+
+
+@dataclass
+class RunContext:
+    config: Config
+    job: JobConfig
+    options: RunOptions
+    conn: sqlite3.Connection
+    result: RunResult
+
+    @property
+    def day(self) -> datetime.date:
+        if self.options.date:
+            return self.options.date
+        return datetime.datetime.now(local_zone(self.config.timezone)).date()
+
+    def progress(self, label: str) -> Progress | None:
+        return self.options.progress(label) if self.options.progress else None
+
+
+def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunResult:
+    """Run job `name` as the command `kind` (import, export, dispatch) asked for."""
+    job = config.job(name)
+    if job.kind != kind:
+        raise UsageError(
+            f"'{name}' is a {job.type} job; run it with `campaign-sync {job.kind} {name}`"
+        )
+    if options.file is not None and not options.file.is_file():
+        raise UsageError(f"--file {options.file}: no such file")
+    from .runs import job_lock
+
+    with job_lock(config.work_dir, name):
+        conn = store.connect(config.store)
+        try:
+            return _run_locked(config, job, options, conn)
+        finally:
+            conn.close()
+
+
+def _run_locked(
+    config: Config, job: JobConfig, options: RunOptions, conn: sqlite3.Connection
+) -> RunResult:
+    runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
+    started = store.now()
+    result = RunResult(job=job.name, job_type=job.type, started=started, dry_run=options.dry_run)
+    if not options.dry_run:
+        result.run_id = runs.start(conn, job.name, job.type, started)
+    ctx = RunContext(config, job, options, conn, result)
+    clock = time.monotonic()
+    try:
+        if job.kind == "import":
+            _import(ctx)
+        elif job.kind == "export":
+            _export(ctx)
+        else:
+            _dispatch(ctx)
+    except CampaignSyncError as exc:
+        _fail(result, str(exc), exc.exit_code)
+    except BaseException as exc:
+        # A bug or an interrupt: record it, tell the operator, then let it propagate.
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"internal error: {exc!r}"
+        _fail(result, reason, 1)
+        if isinstance(exc, KeyboardInterrupt):
+            result.status = "interrupted"
+        _close(ctx, clock)
+        raise
+    _close(ctx, clock)
+    return result
+
+
+def _fail(result: RunResult, error: str, exit_code: int) -> None:
+    result.status = "failed"
+    result.error = error
+    result.exit_code = exit_code
+
+
+def _close(ctx: RunContext, clock: float) -> None:
+    """Record the outcome (unless the data transaction already did) and send notices."""
+    result = ctx.result
+    if result.finished is None:
+        result.finished = store.now()
+        result.duration_seconds = round(time.monotonic() - clock, 3)
+        if result.run_id is not None:
+            with store.transaction(ctx.conn):
+                runs.finish(ctx.conn, result)
+    from .notify import notify, should_notify
+
+    if not result.dry_run and should_notify(ctx.job, result):
+        notify(ctx.config, ctx.job, result)
+
+
+def _finish_in_transaction(ctx: RunContext, status: str) -> None:
+    """Mark the run finished as part of the caller's open transaction (data + record atomic)."""
+    result = ctx.result
+    result.status = status
+    result.finished = store.now()
+    started = datetime.datetime.fromisoformat(result.started or result.finished)
+    finished = datetime.datetime.fromisoformat(result.finished)
+    result.duration_seconds = round((finished - started).total_seconds(), 3)
+    if result.run_id is not None:
+        runs.finish(ctx.conn, result)
+
+
+# --------------------------------------------------------------------------- import
+
+
+def _import(ctx: RunContext) -> None:
+    job, options, result = ctx.job, ctx.options, ctx.result
+    staged: Path | None = None
+    remote: str | None = None
+    try:
+        if options.file is not None:
+            path, label = options.file, str(options.file)
+        else:
+            assert job.source is not None, "validated: an import without --file has a source"
+            remote = render(job.source.path, ctx.day)
+            staged = workdir.staging_file(ctx.config.work_dir, job.name, _suffix(remote))
+            try:
+                _fetch(ctx, remote, staged)
+            except SourceMissing as exc:
+                if job.source.missing == "skip":
+                    result.status = "skipped"
+                    result.message = f"{exc} (missing: skip)"
+                    return
+                raise
+            path, label = staged, remote
+        result.file = FileInfo(label, path.stat().st_size, _sha256(path))
+        previous = runs.already_imported(ctx.conn, job.name, result.file.sha256)
+        if previous and not options.force:
+            result.status = "skipped"
+            result.message = (
+                f"{label} was already imported by run {previous} (same SHA-256); "
+                "use --force to import it again"
+            )
+            if remote and not options.dry_run:
+                _after(ctx, remote)  # an earlier run may have died before archiving it
+            return
+        _merge_file(ctx, path, label)
+        if remote and not options.dry_run:
+            _after(ctx, remote)
+    finally:
+        workdir.remove_quietly(staged)
+
+
+def _suffix(remote: str) -> str:
+    return ".csv.gz" if remote.endswith(".gz") else ".csv"
+
+
+def _fetch(ctx: RunContext, remote: str, staged: Path) -> None:
+    """Fetch the source into the staging file, refusing one that changes while we read it."""
+    job = ctx.job
+    assert job.source is not None
+    server = ctx.config.servers[job.source.server]
+    with open_transfer(server) as transfer:
+        size_before = transfer.size(remote)
+        if size_before is None:
+            raise SourceMissing(f"no file {remote} on server '{server.name}'")
+        copied = transfer.fetch(remote, staged, ctx.progress(remote))
+        size_after = transfer.size(remote)
+    if not copied == size_before == size_after:
+        raise TransferError(
+            f"{remote} on '{server.name}' changed size while it was fetched "
+            f"({size_before} → {size_after} bytes, {copied} copied); it is probably still "
+            "being uploaded — the next run will pick it up"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
+    from .csvio import read_csv
+    from .merge import MergeContext, merge
+
+    job, result, conn = ctx.job, ctx.result, ctx.conn
+    rejects = None
+    conn.execute("BEGIN IMMEDIATE")
+    # The change time is taken once we hold the write lock, so that every export
+    # watermark is either before it or after this transaction commits.
+    merge_ctx = MergeContext(
+        conn=conn,
+        job=job,
+        tz=local_zone(ctx.config.timezone),
+        work_dir=ctx.config.work_dir,
+        run_id=result.run_id,
+        force=ctx.options.force,
+        now=store.now(),
+    )
+    try:
+        with read_csv(path, job.format, label=label) as src:
+            counts, rejects = merge(merge_ctx, src, label)
+        result.counts = dict(counts)
+        _record_rejects(result, rejects)
+        if ctx.options.dry_run:
+            result.status = "succeeded"
+            result.message = "dry run: nothing was changed"
+            conn.execute("ROLLBACK")
+            return
+        _finish_in_transaction(ctx, "succeeded")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _record_rejects(result: RunResult, rejects: object) -> None:
+    path = getattr(rejects, "path", None)
+    result.rejects_file = str(path) if path else None
+    result.first_rejects = list(getattr(rejects, "first", []))
+
+
+def _after(ctx: RunContext, remote: str) -> None:
+    """Archive or delete the imported remote file; a failure here is only a warning."""
+    source = ctx.job.source
+    assert source is not None
+    if source.after == "keep":
+        return
+    server = ctx.config.servers[source.server]
+    try:
+        with open_transfer(server) as transfer:
+            if source.after == "delete":
+                transfer.delete(remote)
+            else:
+                assert source.archive_dir is not None
+                transfer.archive(remote, render(source.archive_dir, ctx.day))
+    except CampaignSyncError as exc:
+        ctx.result.warnings.append(f"after: {source.after} of {remote} failed: {exc}")
+        log.warning("after: %s of %s failed: %s", source.after, remote, exc)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _export(ctx: RunContext) -> None:
+    from .export import write_export
+
+    job, options, result, conn = ctx.job, ctx.options, ctx.result, ctx.conn
+    assert job.target is not None
+    remote = render(job.target.path, ctx.day)
+    staged = workdir.staging_file(ctx.config.work_dir, job.name, _suffix(remote))
+    try:
+        changed_since = runs.last_watermark(conn, job.name) if job.changes_only else None
+        # Holding the write lock while reading makes the snapshot and its watermark agree:
+        # every import commits either wholly before it or gets a later change time.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result.watermark = store.now()
+            written = write_export(
+                conn, job, ctx.config.bounces, staged, changed_since=changed_since
+            )
+        finally:
+            conn.execute("ROLLBACK")
+        result.counts = {"written": written}
+        destination = str(options.output) if options.output else remote
+        result.file = FileInfo(destination, staged.stat().st_size, _sha256(staged))
+        if options.dry_run:
+            result.status = "succeeded"
+            result.message = f"dry run: {written} rows would be written to {destination}"
+            return
+        if options.output:
+            staged.replace(options.output)
+            staged = None
+        else:
+            server = ctx.config.servers[job.target.server]
+            with open_transfer(server) as transfer:
+                transfer.put(
+                    staged, remote, atomic=job.target.atomic, progress=ctx.progress(remote)
+                )
+        with store.transaction(conn):
+            _finish_in_transaction(ctx, "succeeded")
+    finally:
+        workdir.remove_quietly(staged)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def _dispatch(ctx: RunContext) -> None:
+    raise UsageError("doi-dispatch jobs are not supported by this version yet")

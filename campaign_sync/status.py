@@ -1,0 +1,187 @@
+"""What is configured, running, due and failing: the data behind list-jobs, lists and check.
+
+Read-only apart from marking dead runs `interrupted`, and light: it must not import
+transfer or mail code, so that monitoring stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from . import runs, store
+from .config import Config, JobConfig
+from .dates import local_zone
+
+# How long after its scheduled time a run may start and finish before the job counts as
+# overdue: cron starts a little late, and an import of a big file takes a while.
+OVERDUE_GRACE = datetime.timedelta(hours=1)
+
+
+def open_store(config: Config) -> sqlite3.Connection | None:
+    """The store, or None when no job has run yet (status commands create nothing)."""
+    if "://" not in config.store and not Path(config.store).exists():
+        return None
+    conn = store.connect(config.store)
+    runs.mark_interrupted(conn)
+    return conn
+
+
+def job_states(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
+    """One entry per configured job, in SPEC's list-jobs JSON shape."""
+    tz = local_zone(config.timezone)
+    now = datetime.datetime.now(tz)
+    latest = runs.latest_per_job(conn) if conn else {}
+    active = runs.running(conn) if conn else {}
+    return [
+        _job_state(job, latest.get(name), active.get(name), conn, now, tz)
+        for name, job in config.jobs.items()
+    ]
+
+
+def _job_state(
+    job: JobConfig,
+    last: dict[str, Any] | None,
+    running: dict[str, Any] | None,
+    conn: sqlite3.Connection | None,
+    now: datetime.datetime,
+    tz: datetime.tzinfo,
+) -> dict[str, Any]:
+    finished = _last_finished(job, last, conn)
+    return {
+        "name": job.name,
+        "type": job.type,
+        "list": job.list,
+        "schedule": job.schedule,
+        "next_run": _next_run(job, now, tz),
+        "state": _state(job, finished, running, conn, now, tz),
+        "running": _running_info(running, now) if running else None,
+        "last_run": finished,
+    }
+
+
+def _last_finished(
+    job: JobConfig, last: dict[str, Any] | None, conn: sqlite3.Connection | None
+) -> dict[str, Any] | None:
+    """The newest run that is not the one running now."""
+    if last is None or last["status"] != "running" or conn is None:
+        return last
+    older = runs.history(conn, job.name, 2)
+    return older[1] if len(older) > 1 else None
+
+
+def _running_info(run: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+    started = datetime.datetime.fromisoformat(run["started"])
+    return {
+        "run_id": run["run_id"],
+        "pid": run["pid"],
+        "started": run["started"],
+        "elapsed_seconds": round((now - started).total_seconds(), 1),
+    }
+
+
+def _next_run(job: JobConfig, now: datetime.datetime, tz: datetime.tzinfo) -> str | None:
+    if not job.schedule:
+        return None
+    from .schedule import parse
+
+    schedule = parse(job.schedule)
+    next_after = getattr(schedule, "next_after", None)
+    return next_after(now, tz).isoformat() if next_after else None
+
+
+def _state(
+    job: JobConfig,
+    last: dict[str, Any] | None,
+    running: dict[str, Any] | None,
+    conn: sqlite3.Connection | None,
+    now: datetime.datetime,
+    tz: datetime.tzinfo,
+) -> str:
+    if running:
+        return "running"
+    if last is None:
+        return "never-run"
+    if last["status"] in ("failed", "interrupted"):
+        return "failing"
+    if job.schedule and conn is not None and _overdue(job, conn, now, tz):
+        return "overdue"
+    return "idle"
+
+
+def _overdue(
+    job: JobConfig, conn: sqlite3.Connection, now: datetime.datetime, tz: datetime.tzinfo
+) -> bool:
+    """The last scheduled time (plus grace) passed without a successful run after it."""
+    from .schedule import parse
+
+    schedule = parse(job.schedule or "")
+    previous = getattr(schedule, "previous_at_or_before", None)
+    if previous is None:
+        return False
+    due = previous(now - OVERDUE_GRACE, tz)
+    if due is None:
+        return False
+    success = runs.last_success(conn, job.name)
+    ended = success["finished"] if success else None
+    return ended is None or datetime.datetime.fromisoformat(ended) < due
+
+
+def problems(states: list[dict[str, Any]]) -> list[str]:
+    """One line per job that monitoring should alert on."""
+    found = []
+    for state in states:
+        last = state["last_run"] or {}
+        if state["state"] == "failing":
+            found.append(
+                f"{state['name']}: last run {last.get('status')} at {last.get('finished')}: "
+                f"{last.get('error') or 'no error recorded'}"
+            )
+        elif state["state"] == "overdue":
+            found.append(f"{state['name']}: overdue (schedule '{state['schedule']}')")
+    return found
+
+
+def list_counts(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
+    """Per list: active, unsubscribed, blocklisted and outbounced members."""
+    from .addresses import Blocklist
+    from .export import outbounced_sql
+
+    names = sorted({job.list for job in config.jobs.values() if job.list})
+    if conn is None:
+        return [_counts(name, 0, 0, 0, 0) for name in names]
+    names = sorted(set(names) | {row[0] for row in conn.execute("SELECT name FROM lists")})
+    blocklist = Blocklist(row[0] for row in conn.execute("SELECT pattern FROM blocklist"))
+    outbounced, params = outbounced_sql(config.bounces)
+    out = []
+    for name in names:
+        counted = {"active": 0, "unsubscribed": 0, "blocklisted": 0, "outbounced": 0}
+        for email, status, bounced in conn.execute(
+            f"SELECT r.email, r.status, r.email IN ({outbounced}) FROM recipients r "
+            "JOIN lists l ON l.id = r.list_id WHERE l.name = ? AND r.status != 'removed'",
+            (*params, name),
+        ):
+            if status == "unsubscribed":
+                counted["unsubscribed"] += 1
+            elif blocklist.matches(email):
+                counted["blocklisted"] += 1
+            elif bounced:
+                counted["outbounced"] += 1
+            else:
+                counted["active"] += 1
+        out.append(_counts(name, **counted))
+    return out
+
+
+def _counts(
+    name: str, active: int, unsubscribed: int, blocklisted: int, outbounced: int
+) -> dict[str, Any]:
+    return {
+        "list": name,
+        "active": active,
+        "unsubscribed": unsubscribed,
+        "blocklisted": blocklisted,
+        "outbounced": outbounced,
+    }

@@ -1,0 +1,181 @@
+"""The store: one SQLite file holding lists, recipients, blocklist, unsubscribers, bounces, runs.
+
+WAL mode so status commands read while a job writes; a busy timeout so two jobs writing
+the same store wait for each other instead of failing. The schema is versioned with
+`PRAGMA user_version` and migrated forward in order, each step in its own transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StoreError
+
+BUSY_TIMEOUT_MS = 60_000
+
+# Each entry migrates from version i to i+1. Append only; never edit a released step.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE lists (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE recipients (
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        email TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active'
+            CHECK (status IN ('active', 'unsubscribed', 'removed')),
+        fields TEXT NOT NULL DEFAULT '{}',          -- JSON object: every other field
+        doi_confirmed_at TEXT,                       -- double opt-in confirmation, UTC ISO
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (list_id, email)
+    ) WITHOUT ROWID;
+    CREATE INDEX recipients_by_update ON recipients (list_id, updated_at);
+    CREATE TABLE blocklist (
+        pattern TEXT PRIMARY KEY,                    -- lower-cased; * ? and \\ escapes
+        reason TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        modified_at TEXT NOT NULL
+    );
+    CREATE TABLE unsubscribers (
+        email TEXT NOT NULL,
+        list TEXT NOT NULL DEFAULT '',               -- '' means every list
+        unsubscribed_at TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (email, list)
+    ) WITHOUT ROWID;
+    CREATE TABLE bounces (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL,
+        type TEXT NOT NULL CHECK (type IN ('hard', 'soft')),
+        bounced_at TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT '',             -- the job that recorded it
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX bounces_by_email ON bounces (email);
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY,
+        first_seen TEXT NOT NULL                     -- when the job first ran (DOI cut-off)
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('running', 'succeeded', 'failed', 'skipped', 'interrupted')),
+        pid INTEGER,
+        host TEXT,
+        started TEXT NOT NULL,
+        finished TEXT,
+        file_path TEXT,
+        file_bytes INTEGER,
+        file_sha256 TEXT,
+        counts TEXT NOT NULL DEFAULT '{}',
+        rejects_file TEXT,
+        error TEXT,
+        message TEXT,
+        warnings TEXT NOT NULL DEFAULT '[]',
+        watermark TEXT                               -- export: changes up to here are out
+    );
+    CREATE INDEX runs_by_job ON runs (job, id);
+    CREATE INDEX runs_by_checksum ON runs (job, file_sha256) WHERE status = 'succeeded';
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> str:
+    """The current time as stored everywhere: UTC, ISO 8601, microseconds, so text sorts."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def connect(location: str, *, create: bool = True) -> sqlite3.Connection:
+    """Open the store, creating and migrating it as needed.
+
+    Transactions are explicit (`transaction()`); the connection runs in autocommit mode
+    otherwise, so a reader never holds a snapshot open by accident.
+    """
+    if "://" in location:
+        raise StoreError(
+            f"store '{location}': only SQLite files are supported by this version; "
+            "set `store` to a file path"
+        )
+    path = Path(location)
+    if not create and not path.exists():
+        raise StoreError(f"store {path} does not exist yet (it is created by the first run)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed import must survive a power cut, not only a process crash.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB, bounded whatever the list size
+        _migrate(conn, path)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from None
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path} has schema version {version}, newer than this campaign-sync "
+            f"understands ({SCHEMA_VERSION}); upgrade campaign-sync"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with transaction(conn):
+            # Re-check inside the write lock: another process may have migrated meanwhile.
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= target:
+                continue
+            for statement in _statements(MIGRATIONS[target - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements (executescript would commit on its own)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip():
+        yield buffer
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (including KeyboardInterrupt).
+
+    IMMEDIATE takes the write lock up front, so two writers queue on the busy timeout
+    instead of one failing with "database is locked" half-way through.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def list_id(conn: sqlite3.Connection, name: str, *, create: bool) -> int | None:
+    """The id of the named list, created on first use when `create` is set."""
+    row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+    if row:
+        return int(row[0])
+    if not create:
+        return None
+    cursor = conn.execute("INSERT INTO lists (name, created_at) VALUES (?, ?)", (name, now()))
+    return int(cursor.lastrowid or 0)

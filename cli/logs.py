@@ -1,0 +1,35 @@
+"""Logging to stderr (and optionally a log file): never to stdout, which JSON owns."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+_FILE_FORMAT = "%(asctime)s %(process)d %(levelname)s %(message)s"
+
+
+def setup_logging(verbose: int, quiet: bool, log_file: Path | None) -> None:
+    """-q: errors only; default: warnings; -v: info; -vv: debug."""
+    level = (
+        logging.ERROR
+        if quiet
+        else (logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    )
+    root = logging.getLogger("campaign_sync")
+    root.setLevel(min(level, logging.INFO) if log_file else level)
+    if not any(getattr(h, "_campaign_sync_stderr", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("campaign-sync: %(levelname)s: %(message)s"))
+        handler._campaign_sync_stderr = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    for handler in root.handlers:
+        if getattr(handler, "_campaign_sync_stderr", False):
+            handler.setLevel(level)
+    if log_file and not any(getattr(h, "_campaign_sync_file", False) for h in root.handlers):
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+        file_handler.setLevel(logging.INFO)
+        file_handler._campaign_sync_file = True  # type: ignore[attr-defined]
+        root.addHandler(file_handler)
+    root.propagate = False

@@ -1,0 +1,301 @@
+"""The `campaign-sync` command: parse options, call the engine, render the result.
+
+Nothing here decides anything about data; the engine raises typed errors and this layer
+turns them into one clear line and the exit code SPEC gives.
+"""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from campaign_sync import __version__
+from campaign_sync.errors import EXIT_FAILED, EXIT_USAGE, CampaignSyncError
+
+from . import output
+from .logs import setup_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Settings:
+    """The global options, shared by every command through the Click context."""
+
+    def __init__(self, config: str | None, as_json: bool, verbose: int, quiet: bool):
+        self.config_path = config
+        self.as_json = as_json
+        self.verbose = verbose
+        self.quiet = quiet
+        self._config: Any = None
+
+    def config(self) -> Any:
+        if self._config is None:
+            from campaign_sync import config as config_module
+
+            self._config = config_module.load(self.config_path)
+            setup_logging(self.verbose, self.quiet, self._config.log_file)
+        return self._config
+
+
+def json_option(command: F) -> F:
+    """Accept --json after the command name too, as if it were given before it."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.find_object(Settings).as_json = True  # type: ignore[union-attr]
+        return value
+
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=remember,
+        is_eager=True,
+        help="Print one JSON document on stdout (logs go to stderr).",
+    )(command)
+
+
+def fail(settings: Settings, message: str, exit_code: int) -> NoReturn:
+    """Report an error the way the output mode wants, then exit."""
+    if settings.as_json:
+        output.emit_json({"error": message, "exit_code": exit_code})
+    click.echo(f"campaign-sync: error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def engine_call(function: F) -> F:
+    """Turn engine errors into one line and their exit code; never a traceback for them."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        settings = click.get_current_context().find_object(Settings)
+        assert settings is not None
+        try:
+            return function(*args, **kwargs)
+        except CampaignSyncError as exc:
+            fail(settings, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail(settings, "interrupted; the run was rolled back and recorded", EXIT_FAILED)
+
+    wrapper.__name__ = function.__name__
+    wrapper.__doc__ = function.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file [default: $CAMPAIGN_SYNC_CONFIG, ./campaign-sync.yaml, "
+    "/etc/campaign-sync/campaign-sync.yaml].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (for cron).")
+@click.version_option(__version__, "--version", prog_name="campaign-sync")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, as_json: bool, verbose: int, quiet: bool):
+    """Scheduled imports, exports and double opt-in dispatch for email campaigns."""
+    ctx.obj = Settings(config_path, as_json, verbose, quiet)
+    setup_logging(verbose, quiet, None)
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def _parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a date like 2026-01-31") from None
+
+
+def _run(settings: Settings, name: str, kind: str, **options: Any) -> None:
+    from campaign_sync.runner import RunOptions, run_job
+
+    config = settings.config()
+    progress = None if settings.as_json or settings.quiet else output.progress_factory()
+    # cron and `timeout` stop jobs with SIGTERM: roll back and record it like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    result = run_job(config, name, kind, RunOptions(progress=progress, **options))
+    output.show_run(result, settings.as_json)
+    sys.exit(result.exit_code)
+
+
+def _interrupt(_signum: int, _frame: Any) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+@main.command("import")
+@click.argument("job")
+@click.option("--file", "file", type=click.Path(path_type=Path), help="Import this local file.")
+@click.option(
+    "--date",
+    "date",
+    callback=_parse_date,
+    metavar="YYYY-MM-DD",
+    help="Render the source path for this day instead of today.",
+)
+@click.option("--dry-run", is_flag=True, help="Fetch, parse, validate and count; change nothing.")
+@click.option(
+    "--force", is_flag=True, help="Import an already imported file; allow a large or empty replace."
+)
+@json_option
+@pass_settings
+@engine_call
+def import_command(settings: Settings, job: str, **options: Any) -> None:
+    """Run an import job (recipient-, blocklist-, unsubscriber- or bounce-import)."""
+    _run(settings, job, "import", **options)
+
+
+@main.command("export")
+@click.argument("job")
+@click.option(
+    "--date",
+    "date",
+    callback=_parse_date,
+    metavar="YYYY-MM-DD",
+    help="Render the target path for this day instead of today.",
+)
+@click.option("--dry-run", is_flag=True, help="Write the file but upload nothing, record nothing.")
+@click.option(
+    "--output", type=click.Path(path_type=Path), help="Write the file here instead of uploading it."
+)
+@json_option
+@pass_settings
+@engine_call
+def export_command(settings: Settings, job: str, **options: Any) -> None:
+    """Run an export job (recipient-, blocklist-, unsubscriber- or bounce-export)."""
+    _run(settings, job, "export", **options)
+
+
+@main.command("dispatch")
+@click.argument("job")
+@click.option("--dry-run", is_flag=True, help="Show who would receive what; send nothing.")
+@json_option
+@pass_settings
+@engine_call
+def dispatch_command(settings: Settings, job: str, dry_run: bool) -> None:
+    """Send a list's latest mailing to newly confirmed recipients (doi-dispatch)."""
+    _run(settings, job, "dispatch", dry_run=dry_run)
+
+
+@main.command("list-jobs")
+@click.option("--running", is_flag=True, help="Only jobs running now, with pid and elapsed time.")
+@json_option
+@pass_settings
+@engine_call
+def list_jobs(settings: Settings, running: bool) -> None:
+    """Configured jobs: schedule, next run, state and last run."""
+    from campaign_sync import status
+
+    config = settings.config()
+    conn = status.open_store(config)
+    states = status.job_states(config, conn)
+    if running:
+        states = [state for state in states if state["running"]]
+    output.show_jobs(states, settings.as_json, running_only=running)
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+@pass_settings
+@engine_call
+def history(settings: Settings, job: str | None, limit: int) -> None:
+    """Recent runs, newest first, of one job or of all."""
+    from campaign_sync import runs, status
+
+    config = settings.config()
+    if job is not None:
+        config.job(job)
+    conn = status.open_store(config)
+    records = runs.history(conn, job, limit) if conn else []
+    output.show_history(records, settings.as_json)
+
+
+@main.command()
+@json_option
+@pass_settings
+@engine_call
+def lists(settings: Settings) -> None:
+    """Per list: active, unsubscribed, blocklisted and outbounced counts."""
+    from campaign_sync import status
+
+    config = settings.config()
+    output.show_lists(status.list_counts(config, status.open_store(config)), settings.as_json)
+
+
+@main.command()
+@json_option
+@pass_settings
+@engine_call
+def validate(settings: Settings) -> None:
+    """Check the config file; report every problem with its location."""
+    from campaign_sync import config as config_module
+
+    path = config_module.locate(settings.config_path)
+    found = config_module.problems(str(path))
+    if settings.as_json:
+        output.emit_json({"config": str(path), "valid": not found, "problems": found})
+    else:
+        for problem in found:
+            click.echo(problem)
+        if not found:
+            click.echo(f"{path}: OK")
+    sys.exit(EXIT_USAGE if found else 0)
+
+
+@main.command()
+@json_option
+@pass_settings
+@engine_call
+def crontab(settings: Settings) -> None:
+    """Print the crontab lines that run every scheduled job."""
+    from campaign_sync.crontab import lines_for
+
+    config = settings.config()
+    lines = lines_for(config, executable=_executable())
+    if settings.as_json:
+        output.emit_json({"lines": lines})
+    else:
+        click.echo("\n".join(lines))
+
+
+def _executable() -> str:
+    found = Path(sys.argv[0])
+    return (
+        str(found.resolve())
+        if found.name == "campaign-sync" and found.exists()
+        else (__import__("shutil").which("campaign-sync") or "campaign-sync")
+    )
+
+
+@main.command()
+@json_option
+@pass_settings
+@engine_call
+def check(settings: Settings) -> None:
+    """For monitoring: exit 1 naming the jobs that are overdue or whose last run failed."""
+    from campaign_sync import status
+
+    config = settings.config()
+    states = status.job_states(config, status.open_store(config))
+    found = status.problems(states)
+    if settings.as_json:
+        output.emit_json({"ok": not found, "problems": found})
+    else:
+        click.echo(
+            "\n".join(found) if found else f"OK: {len(states)} jobs, none overdue or failing"
+        )
+    sys.exit(EXIT_FAILED if found else 0)
