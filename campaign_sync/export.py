@@ -13,7 +13,7 @@ from pathlib import Path
 from . import store
 from .addresses import Blocklist
 from .config import BounceLimits, JobConfig
-from .csvio import CsvWriter
+from .csvwrite import CsvWriter
 from .errors import InputError
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import addresses, store, workdir
 from .config import FIELD_NAME, JobConfig, Limit
-from .csvio import CsvRows
+from .csvread import CsvRows
 from .dates import parse_date
 from .errors import InputError, LimitExceeded
 

@@ -214,7 +214,7 @@ def _sha256(path: Path) -> str:
 
 
 def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
-    from .csvio import read_csv
+    from .csvread import read_csv
     from .merge import MergeContext, merge
 
     job, result, conn = ctx.job, ctx.result, ctx.conn

@@ -1,9 +1,8 @@
-"""Reading partner CSV files and writing ours, in the job's dialect.
+"""Reading partner CSV files in the job's dialect.
 
 Reading fails the whole file (InputError naming the line) when its structure is broken:
 undecodable bytes, an unterminated quote, a truncated last row, an absurdly long line.
 Row-level problems are not decided here; the caller validates each row.
-Writing neutralises cells a spreadsheet would run as a formula.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from .errors import InputError
 
 # One physical line longer than this is not a CSV row of recipients but a broken file.
 MAX_LINE_CHARS = 1 << 20
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 csv.field_size_limit(MAX_LINE_CHARS)
 
@@ -125,46 +123,3 @@ def _data_rows(
                 f"{width} fields, no line end); the file looks truncated"
             )
         yield start, row
-
-
-def neutralise(cell: str) -> str:
-    """Prefix a formula-like cell with ' so a spreadsheet shows it instead of running it."""
-    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
-
-
-class CsvWriter:
-    """Writes rows to an already created private file, gzip-compressed when asked."""
-
-    def __init__(self, path: Path, fmt: CsvFormat, *, compress: bool):
-        raw: IO[bytes] = open(path, "r+b")  # noqa: SIM115 - closed in close()
-        raw.truncate(0)
-        self._binary: IO[bytes] = (
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) if compress else raw
-        )
-        self._raw = raw
-        self._text = io.TextIOWrapper(
-            self._binary, encoding=fmt.encoding, errors="replace", newline=""
-        )
-        self._writer = csv.writer(
-            self._text,
-            delimiter=fmt.delimiter,
-            quotechar=fmt.quotechar,
-            lineterminator="\r\n",
-            quoting=csv.QUOTE_MINIMAL,
-        )
-        self.rows = 0
-
-    def write(self, cells: list[str]) -> None:
-        self._writer.writerow([neutralise(cell) for cell in cells])
-        self.rows += 1
-
-    def write_header(self, names: list[str]) -> None:
-        self._writer.writerow(names)
-
-    def close(self) -> None:
-        self._text.flush()
-        self._text.detach()
-        if self._binary is not self._raw:
-            self._binary.close()
-        self._raw.flush()
-        self._raw.close()
