@@ -284,6 +284,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if "expected ',' or '}'" in problem:
+            problem += ' (inside {…} quote values that contain { or }, e.g. path: "/x_{date}.csv")'
         raise ConfigError(f"{where}invalid YAML: {problem}", path=str(path)) from None
     if data is None:
         data = {}

@@ -1,0 +1,123 @@
+"""Shared fixtures: a throwaway workspace with a config, a local 'server' folder and a store."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from campaign_sync_cli.main import main
+from click.testing import CliRunner, Result
+
+BASE_CONFIG = """\
+store: store.db
+work_dir: var
+timezone: Europe/Berlin
+servers:
+  inbox:
+    type: local
+    path: inbox
+jobs:
+  newsletter-import:
+    type: recipient-import
+    list: newsletter
+    schedule: daily 02:30
+    source: {{server: inbox, path: "/import/newsletter_{{date:%Y%m%d}}.csv"}}
+    format: {{delimiter: ";"}}
+    columns: {{E-Mail: email, Vorname: first_name, Nachname: last_name, DOI: doi_confirmed_at}}
+    max_rejects: 50%
+  newsletter-export:
+    type: recipient-export
+    list: newsletter
+    schedule: weekly mon 06:00
+    target: {{server: inbox, path: /export/newsletter.csv}}
+    fields: [email, first_name, last_name]
+{extra}"""
+
+
+@dataclass
+class Workspace:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "campaign-sync.yaml"
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store.db"
+
+    def write_config(self, extra: str = "", *, text: str | None = None) -> Path:
+        body = text if text is not None else BASE_CONFIG.format(extra=textwrap.dedent(extra))
+        self.config.write_text(body, encoding="utf-8")
+        return self.config
+
+    def drop(self, remote: str, content: str | bytes) -> Path:
+        """Put a file on the local 'server' as a partner would."""
+        path = self.inbox / remote.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        path.write_bytes(content)
+        return path
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        """Run the CLI in-process, the way sqlite-utils tests do."""
+        return CliRunner().invoke(main, ["--config", str(self.config), *args], env=env)
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the installed console script, as cron would."""
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            ["campaign-sync", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=120,
+            **kw,
+        )
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.store) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def recipients(self, list_name: str = "newsletter") -> dict[str, tuple[str, dict[str, Any]]]:
+        rows = self.query(
+            "SELECT r.email, r.status, r.fields FROM recipients r JOIN lists l ON l.id = r.list_id "
+            "WHERE l.name = ? ORDER BY r.email",
+            (list_name,),
+        )
+        return {email: (status, json.loads(fields)) for email, status, fields in rows}
+
+    def dump(self) -> list[str]:
+        """Every row of every table, for before/after comparisons."""
+        with sqlite3.connect(self.store) as conn:
+            return list(conn.iterdump())
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    workspace = Workspace(tmp_path)
+    workspace.inbox.mkdir()
+    workspace.write_config()
+    return workspace
+
+
+SAMPLE = (
+    "E-Mail;Vorname;Nachname;DOI\n"
+    "anna@example.com;Anna;Schmidt;2026-11-20T10:15:00+01:00\n"
+    "Ben@Example.com ;Ben;Müller;\n"
+    "carla@example.org;Carla;Rossi;\n"
+)

@@ -1,0 +1,305 @@
+"""End to end through the CLI: imports, exports, exit codes, locks and run records."""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+
+from conftest import SAMPLE, Workspace
+
+TODAY = datetime.datetime.now(datetime.timezone.utc).astimezone().strftime("%Y%m%d")
+
+
+def drop_for(ws: Workspace, day: str, content: str) -> None:
+    ws.drop(f"/import/newsletter_{day}.csv", content)
+
+
+def test_import_json_document_has_spec_fields_and_counts(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)  # exactly one document, nothing else
+    assert run["job"] == "newsletter-import"
+    assert run["status"] == "succeeded"
+    assert run["run_id"] == 1
+    assert run["file"]["path"] == "/import/newsletter_20261101.csv"
+    assert run["file"]["bytes"] == len(SAMPLE.encode())
+    assert len(run["file"]["sha256"]) == 64
+    assert run["counts"] == {
+        "read": 3,
+        "inserted": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "rejected": 0,
+        "duplicates": 0,
+    }
+    for key in ("started", "finished", "duration_seconds", "rejects_file", "error"):
+        assert key in run
+    assert ws.recipients() == {
+        "anna@example.com": ("active", {"first_name": "Anna", "last_name": "Schmidt"}),
+        "ben@example.com": ("active", {"first_name": "Ben", "last_name": "Müller"}),
+        "carla@example.org": ("active", {"first_name": "Carla", "last_name": "Rossi"}),
+    }
+
+
+def test_json_flag_is_accepted_after_the_command_name(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.cli("import", "newsletter-import", "--date", "2026-11-01", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["counts"]["inserted"] == 3
+
+
+def test_same_file_twice_is_skipped_and_force_imports_it_again(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
+    again = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert again.exit_code == 0
+    skipped = json.loads(again.stdout)
+    assert skipped["status"] == "skipped"
+    assert "already imported by run 1" in skipped["message"]
+    forced = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-01", "--force")
+    assert json.loads(forced.stdout)["counts"]["unchanged"] == 3
+
+
+def test_upsert_counts_updates_and_keeps_fields_not_in_the_file(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    ws.cli("import", "newsletter-import", "--date", "2026-11-01")
+    drop_for(
+        ws,
+        "20261102",
+        "e-mail ; VORNAME\nanna@example.com;Annette\nben@example.com;Ben\ndora@example.com;Dora\n",
+    )
+    done = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-02")
+    assert json.loads(done.stdout)["counts"] == {
+        "read": 3,
+        "inserted": 1,
+        "updated": 1,
+        "unchanged": 1,
+        "rejected": 0,
+        "duplicates": 0,
+    }
+    people = ws.recipients()
+    assert people["anna@example.com"][1] == {"first_name": "Annette", "last_name": "Schmidt"}
+    assert people["dora@example.com"][1] == {"first_name": "Dora"}
+
+
+def test_file_option_imports_a_local_file(ws: Workspace) -> None:
+    local = ws.root / "manual.csv"
+    local.write_text(SAMPLE, encoding="utf-8")
+    done = ws.cli("--json", "import", "newsletter-import", "--file", str(local))
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["file"]["path"] == str(local)
+    assert len(ws.recipients()) == 3
+
+
+def test_rejected_rows_go_to_a_private_rejects_file(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE + "broken-address;X;Y;\n")
+    done = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    run = json.loads(done.stdout)
+    assert run["counts"]["rejected"] == 1
+    assert run["first_rejects"][0]["line"] == 5
+    rejects = ws.root / run["rejects_file"]
+    assert oct(rejects.stat().st_mode & 0o777) == "0o600"
+    lines = rejects.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "line;reason;E-Mail;Vorname;Nachname;DOI"
+    assert lines[1].startswith("5;") and lines[1].endswith(";broken-address;X;Y;")
+
+
+def test_missing_source_exits_3_and_records_a_failed_run(ws: Workspace) -> None:
+    done = ws.run("import", "newsletter-import", "--date", "2026-11-05")
+    assert done.returncode == 3
+    assert "no file /import/newsletter_20261105.csv on server 'inbox'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert ws.query("SELECT status FROM runs") == [("failed",)]
+
+
+def test_missing_source_with_skip_exits_0(ws: Workspace) -> None:
+    ws.write_config(
+        text=ws.config.read_text().replace(
+            'path: "/import/newsletter_{date:%Y%m%d}.csv"}',
+            'path: "/import/newsletter_{date:%Y%m%d}.csv", missing: skip}',
+        )
+    )
+    done = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-05")
+    assert done.exit_code == 0
+    assert json.loads(done.stdout)["status"] == "skipped"
+
+
+def test_wrong_kind_of_job_is_a_usage_error(ws: Workspace) -> None:
+    done = ws.run("export", "newsletter-import")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "campaign-sync: error: 'newsletter-import' is a recipient-import job; "
+        "run it with `campaign-sync import newsletter-import`"
+    )
+
+
+def test_unknown_job_is_a_usage_error(ws: Workspace) -> None:
+    done = ws.run("import", "nope")
+    assert done.returncode == 2
+    assert "no job named 'nope' (configured jobs: newsletter-export, newsletter-import)" in (
+        done.stderr
+    )
+
+
+def test_errors_in_json_mode_still_print_one_json_document(ws: Workspace) -> None:
+    done = ws.run("--json", "import", "nope")
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["exit_code"] == 2
+
+
+def broken_file_fails_cleanly(ws: Workspace, content: bytes, expected: str) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    ws.cli("import", "newsletter-import", "--date", "2026-11-01")
+    before = ws.dump()
+    drop_for(ws, "20261102", "")
+    ws.drop("/import/newsletter_20261102.csv", content)
+    done = ws.run("import", "newsletter-import", "--date", "2026-11-02")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert expected in done.stderr, done.stderr
+    after = [line for line in ws.dump() if 'INSERT INTO "runs"' not in line]
+    assert after == [line for line in before if 'INSERT INTO "runs"' not in line]
+    assert ws.query("SELECT status FROM runs ORDER BY id") == [("succeeded",), ("failed",)]
+
+
+def test_undecodable_file_fails_naming_the_line(ws: Workspace) -> None:
+    broken_file_fails_cleanly(
+        ws,
+        b"E-Mail;Vorname\nanna@example.com;Anna\nbert@example.com;B\xe4rbel\n",
+        "cannot decode as utf-8 (byte 0xe4)",
+    )
+
+
+def test_file_without_email_column_fails(ws: Workspace) -> None:
+    broken_file_fails_cleanly(ws, b"Mail;Vorname\nanna@example.com;Anna\n", "no 'email' column")
+
+
+def test_unterminated_quote_fails_naming_the_line(ws: Workspace) -> None:
+    broken_file_fails_cleanly(
+        ws,
+        b'E-Mail;Vorname\nanna@example.com;Anna\nbert@example.com;"Bert\n',
+        "line 3: broken CSV structure",
+    )
+
+
+def test_truncated_last_row_fails(ws: Workspace) -> None:
+    broken_file_fails_cleanly(
+        ws,
+        b"E-Mail;Vorname;Nachname\nanna@example.com;Anna;S\nbert@exam",
+        "line 3: the last row is incomplete",
+    )
+
+
+def test_second_concurrent_run_exits_75_and_changes_nothing(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    lock_dir = ws.root / "var" / "locks"
+    lock_dir.mkdir(parents=True)
+    fd = os.open(lock_dir / "newsletter-import.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a run in progress holds this
+    try:
+        done = ws.run("import", "newsletter-import", "--date", "2026-11-01")
+    finally:
+        os.close(fd)
+    assert done.returncode == 75
+    assert "another run of 'newsletter-import' is in progress" in done.stderr
+    assert not ws.store.exists()  # it did not even open the store
+
+
+def test_dead_run_shows_as_interrupted(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    ws.cli("import", "newsletter-import", "--date", "2026-11-01")
+    ws.query(
+        "INSERT INTO runs (job, type, status, pid, host, started) "
+        "VALUES ('newsletter-export', 'recipient-export', 'running', 999999999, ?, ?)",
+        (os.uname().nodename, "2026-11-01T00:00:00+00:00"),
+    )
+    ws.query("SELECT 1")  # the insert above committed via the context manager
+    done = ws.cli("--json", "list-jobs")
+    states = {job["name"]: job for job in json.loads(done.stdout)}
+    assert states["newsletter-export"]["last_run"]["status"] == "interrupted"
+    assert states["newsletter-export"]["state"] == "failing"
+    assert states["newsletter-export"]["running"] is None
+
+
+def test_export_writes_the_final_name_only(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    ws.cli("import", "newsletter-import", "--date", "2026-11-01")
+    done = ws.cli("--json", "export", "newsletter-export")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["counts"] == {"written": 3}
+    exported = ws.inbox / "export"
+    assert [p.name for p in exported.iterdir()] == ["newsletter.csv"]
+    assert (exported / "newsletter.csv").read_text(encoding="utf-8").splitlines() == [
+        "email,first_name,last_name",
+        "anna@example.com,Anna,Schmidt",
+        "ben@example.com,Ben,Müller",
+        "carla@example.org,Carla,Rossi",
+    ]
+    assert list((ws.root / "var" / "staging").iterdir()) == []
+
+
+def test_dry_run_import_counts_but_changes_nothing(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-01", "--dry-run")
+    run = json.loads(done.stdout)
+    assert run["dry_run"] is True
+    assert run["counts"]["inserted"] == 3
+    assert ws.recipients() == {}
+    assert ws.query("SELECT count(*) FROM runs") == [(0,)]
+
+
+def test_list_jobs_json_fields(ws: Workspace) -> None:
+    done = ws.cli("--json", "list-jobs")
+    assert done.exit_code == 0
+    jobs = json.loads(done.stdout)
+    assert [job["name"] for job in jobs] == ["newsletter-import", "newsletter-export"]
+    assert set(jobs[0]) == {
+        "name",
+        "type",
+        "list",
+        "schedule",
+        "next_run",
+        "state",
+        "running",
+        "last_run",
+    }
+    assert jobs[0]["state"] == "never-run"
+    assert not ws.store.exists()  # looking creates nothing
+
+
+def test_list_jobs_plain_when_piped(ws: Workspace) -> None:
+    done = ws.run("list-jobs")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == [
+        "JOB",
+        "TYPE",
+        "LIST",
+        "SCHEDULE",
+        "NEXT",
+        "RUN",
+        "STATE",
+        "LAST",
+        "RUN",
+    ]
+    assert lines[1].split()[:2] == ["newsletter-import", "recipient-import"]
+    assert "\x1b[" not in done.stdout
+
+
+def test_history_lists_runs_newest_first(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    ws.cli("import", "newsletter-import", "--date", "2026-11-01")
+    ws.cli("import", "newsletter-import", "--date", "2026-11-01")
+    done = ws.cli("--json", "history", "newsletter-import", "--limit", "5")
+    runs = json.loads(done.stdout)
+    assert [(r["run_id"], r["status"]) for r in runs] == [(2, "skipped"), (1, "succeeded")]
+
+
+def test_quiet_run_prints_nothing_on_stderr_when_it_succeeds(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.run("-q", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 0
+    assert done.stderr == ""

@@ -1,0 +1,211 @@
+"""Config: every key of SPEC's example is accepted; every mistake names file, key path, reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Workspace
+
+from campaign_sync import config
+from campaign_sync.errors import ConfigError
+
+SPEC_EXAMPLE = """\
+store: campaign-sync.db
+work_dir: var
+timezone: Europe/Berlin
+servers:
+  campaign:
+    type: ssh
+    host: upload.example.net
+    port: 22
+    user: client-4711
+    key_file: id_test
+    key_passphrase: ${CAMPAIGN_KEY_PASSPHRASE}
+    known_hosts: known_hosts
+    host_key: SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+    protocol: scp
+    timeout: 30
+    retries: 3
+  inbox:
+    type: local
+    path: /srv/campaign/inbox
+smtp:
+  host: localhost
+  port: 25
+  starttls: false
+  user: mailer
+  password: ${SMTP_PASSWORD}
+  from: campaign-sync@example.com
+notify:
+  to: [crm-ops@example.com]
+  webhook: https://hooks.example.com/campaign
+bounces:
+  hard_limit: 3
+  soft_limit: 10
+jobs:
+  newsletter-import:
+    type: recipient-import
+    list: newsletter
+    schedule: daily 02:30
+    source:
+      server: campaign
+      path: /import/newsletter_{date:%Y%m%d}.csv
+      missing: fail
+      after: archive
+      archive_dir: /import/done
+    format: {delimiter: ";", quotechar: '"', encoding: utf-8}
+    columns: {E-Mail: email, Vorname: first_name, Nachname: last_name, DOI: doi_confirmed_at}
+    mode: upsert
+    max_rejects: 1%
+    max_removals: 10%
+    notify: [newsletter-team@example.com]
+  newsletter-export:
+    type: recipient-export
+    list: newsletter
+    schedule: weekly mon 06:00
+    target: {server: campaign, path: "/export/newsletter_{date:%Y%m%d}.csv.gz"}
+    fields: [email, first_name, last_name, updated_at]
+    include: active
+    changes_only: false
+  welcome:
+    type: doi-dispatch
+    list: newsletter
+    schedule: hourly :15
+    mailings: mailings/newsletter
+"""
+
+ENV = {"CAMPAIGN_KEY_PASSPHRASE": "s3cret-pass", "SMTP_PASSWORD": "mail-pass"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "id_test").write_text("not really a key")
+    path = tmp_path / "campaign-sync.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_spec_example_loads_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    loaded = config.load(str(write(tmp_path, SPEC_EXAMPLE)), env=ENV)
+    server = loaded.servers["campaign"]
+    assert server.key_passphrase == "s3cret-pass"
+    assert server.key_file == tmp_path / "id_test"
+    assert loaded.store == str(tmp_path / "campaign-sync.db")
+    assert loaded.smtp is not None and loaded.smtp.password == "mail-pass"
+    job = loaded.jobs["newsletter-import"]
+    assert job.format.delimiter == ";"
+    assert str(job.max_rejects) == "1%"
+    assert job.max_rejects is not None and job.max_rejects.allowed(1000) == 10
+    assert loaded.jobs["welcome"].mailings == tmp_path / "mailings/newsletter"
+    assert "s3cret-pass" not in repr(loaded)  # secrets never show in a repr
+
+
+def test_default_value_interpolation(tmp_path: Path) -> None:
+    text = SPEC_EXAMPLE.replace("${SMTP_PASSWORD}", "${SMTP_PASSWORD:-fallback}")
+    loaded = config.load(str(write(tmp_path, text)), env={"CAMPAIGN_KEY_PASSPHRASE": "x"})
+    assert loaded.smtp is not None and loaded.smtp.password == "fallback"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("    retries: 3\n", "    retries: 3\n    retires: 4\n"),
+            "At 'servers.campaign.retires': unknown key",
+        ),
+        (("    port: 22\n", "    port: twenty\n"), "At 'servers.campaign.port': expected a whole"),
+        (
+            ("target: {server: campaign,", "target: {server: elsewhere,"),
+            "At 'jobs.newsletter-export.target.server': no server named 'elsewhere'",
+        ),
+        (
+            ("schedule: daily 02:30", "schedule: daily 25:00"),
+            "At 'jobs.newsletter-import.schedule': 'daily 25:00' is not a schedule",
+        ),
+        (
+            ("key_file: id_test", "key_file: missing_key"),
+            "At 'servers.campaign.key_file': cannot read key file",
+        ),
+        (
+            ("mode: upsert", "mode: merge"),
+            "At 'jobs.newsletter-import.mode': 'merge' is not one of",
+        ),
+        (("max_rejects: 1%", "max_rejects: lots"), "expected a count or a percentage"),
+        (("timezone: Europe/Berlin", "timezone: Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
+        (
+            ("{E-Mail: email,", "{E-Mail: E-Mail,"),
+            "At 'jobs.newsletter-import.columns.E-Mail': 'E-Mail' is not a field name",
+        ),
+    ],
+)
+def test_mistakes_name_file_key_path_and_reason(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE.replace(*change))
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), env=ENV)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+def test_unset_variable_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), env={"SMTP_PASSWORD": "x"})
+    assert str(caught.value) == (
+        f"{path}: At 'servers.campaign.key_passphrase': environment variable "
+        "CAMPAIGN_KEY_PASSPHRASE is not set (set it, or write ${CAMPAIGN_KEY_PASSPHRASE:-default})"
+    )
+
+
+def test_duplicate_key_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="line 2: key 'store' is given twice"):
+        config.load(str(write(tmp_path, "store: a.db\nstore: b.db\n")), env={})
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        config.load(str(write(tmp_path, "jobs: [unclosed\n")), env={})
+    # SPEC's own example writes a {date} path inside a {…} mapping unquoted: say what to do.
+    with pytest.raises(ConfigError, match=r"line 1: .*quote values that contain \{ or \}"):
+        config.load(str(write(tmp_path, "target: {path: /x_{date:%Y}.csv}\n")), env={})
+
+
+def test_validate_lists_every_problem_and_exits_2(ws: Workspace) -> None:
+    ws.write_config(
+        text=ws.config.read_text()
+        .replace("schedule: daily 02:30", "schedule: at noon")
+        .replace("path: /export/newsletter.csv", "path: /export/x.csv, colour: red")
+    )
+    done = ws.run("validate")
+    assert done.returncode == 2
+    problems = done.stdout.splitlines()
+    assert len(problems) == 2, done.stdout
+    assert "At 'jobs.newsletter-import.schedule'" in problems[0]
+    assert "At 'jobs.newsletter-export.target.colour': unknown key" in problems[1]
+
+
+def test_validate_ok_and_json(ws: Workspace) -> None:
+    done = ws.run("--json", "validate")
+    assert done.returncode == 0
+    assert json.loads(done.stdout) == {"config": str(ws.config), "valid": True, "problems": []}
+
+
+def test_config_error_exits_2_without_traceback(ws: Workspace) -> None:
+    ws.write_config(text="jobs:\n  x:\n    type: teleport\n")
+    done = ws.run("list-jobs")
+    assert done.returncode == 2
+    assert "At 'jobs.x.type': 'teleport' is not one of" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_config_is_found_through_the_environment(ws: Workspace, tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        ["campaign-sync", "--json", "list-jobs"],
+        capture_output=True,
+        text=True,
+        env={"PATH": __import__("os").environ["PATH"], "CAMPAIGN_SYNC_CONFIG": str(ws.config)},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 2
