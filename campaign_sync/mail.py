@@ -209,6 +209,9 @@ class SmtpSession:
             self._mail_from(conn, sender, options)
             for rcpt in recipients:
                 code, reply = conn.rcpt(rcpt)
+                if code == 421:
+                    # "Closing the session" is about the server, not this recipient.
+                    raise smtplib.SMTPServerDisconnected(f"{code} {_text(reply)}")
                 if code in (250, 251):
                     outcome.accepted.append(rcpt)
                 else:

@@ -136,6 +136,15 @@ class _Handler:
     owner: SmtpTestServer
     messages: list[ReceivedMessage] = field(default_factory=list)
 
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self.owner.sender_reply is not None:
+            return self.owner.sender_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
@@ -160,6 +169,9 @@ class _Handler:
                 authenticated_as=login,
             )
         )
+        if self.owner.drop_after_data:
+            # Took the message, then "crashed" before saying so: the client cannot know.
+            server.transport.close()
         return "250 Message accepted for delivery"
 
 
@@ -167,6 +179,7 @@ class SmtpTestServer:
     """A real SMTP server (aiosmtpd) on a free loopback port, in a background thread.
 
     tls:  offer STARTTLS with this certificate.
+    implicit_tls: speak TLS from the first byte instead (SMTPS, port 465 style); needs tls.
     auth: accept AUTH PLAIN/LOGIN for these user → password pairs (over TLS only, as real
           servers do, unless auth_require_tls=False).
     """
@@ -175,17 +188,23 @@ class SmtpTestServer:
         self,
         *,
         tls: TlsFiles | None = None,
+        implicit_tls: bool = False,
         auth: dict[str, str] | None = None,
         auth_require_tls: bool = True,
     ):
+        if implicit_tls and tls is None:
+            raise ValueError("implicit_tls needs tls files")
         self.host = LOOPBACK
         self.port = 0
         self.rejections: dict[str, str] = {}
         self.data_reply: str | None = None
+        self.sender_reply: str | None = None
+        self.drop_after_data = False
         self.auth = dict(auth or {})
         self.auth_attempts: list[str] = []  # user names tried, successful or not
         self._handler = _Handler(self)
         self._tls = tls
+        self._implicit_tls = implicit_tls
         self._auth_require_tls = auth_require_tls
         self._controller: Controller | None = None
 
@@ -202,6 +221,10 @@ class SmtpTestServer:
         default = "Mailbox unavailable" if code >= 500 else "Try again later"
         self.rejections[address.lower()] = f"{code} {text or default}"
 
+    def reject_sender(self, code: int, text: str = "Sender not allowed") -> None:
+        """Refuse every MAIL FROM (a misconfigured sender address, a blocked account)."""
+        self.sender_reply = f"{code} {text}"
+
     def reject_data(self, code: int, text: str = "Message content rejected") -> None:
         """Refuse every message after its data was sent (e.g. 554 spam)."""
         self.data_reply = f"{code} {text}"
@@ -210,12 +233,16 @@ class SmtpTestServer:
         self.messages.clear()
         self.rejections.clear()
         self.data_reply = None
+        self.sender_reply = None
+        self.drop_after_data = False
 
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> SmtpTestServer:
         kwargs: dict[str, Any] = {}
-        if self._tls is not None:
+        if self._tls is not None and self._implicit_tls:
+            kwargs["ssl_context"] = self._tls.server_context()
+        elif self._tls is not None:
             kwargs["tls_context"] = self._tls.server_context()
         if self.auth:
             kwargs["authenticator"] = self._authenticate
