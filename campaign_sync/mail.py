@@ -47,7 +47,9 @@ class Refusal:
 
     code: int
     text: str
-    stage: str = "rcpt"  # rcpt | data: DATA refusals apply to every recipient of the message
+    # rcpt: refused at RCPT; data: refused at DATA, for every recipient of the message;
+    # local: never offered to the server (an address this session cannot carry).
+    stage: str = "rcpt"
 
     @property
     def permanent(self) -> bool:
@@ -203,12 +205,23 @@ class SmtpSession:
         if not recipients:
             return SendOutcome()
         outcome = SendOutcome()
-        sender = self.smtp.sender
-        options = self._mail_options(conn, sender, recipients)
+        utf8 = self._use_smtputf8(conn, [self.smtp.sender, *recipients])
+        sender = _envelope_address(self.smtp.sender, utf8)
+        if sender is None:
+            raise self._error(
+                f"the sender <{self.smtp.sender}> needs SMTPUTF8, which the server does not offer"
+            )
+        options = ["smtputf8"] if utf8 else []
+        if utf8 and conn.has_extn("8bitmime"):
+            options.append("body=8bitmime")
         try:
             self._mail_from(conn, sender, options)
             for rcpt in recipients:
-                code, reply = conn.rcpt(rcpt)
+                address = _envelope_address(rcpt, utf8)
+                if address is None:
+                    outcome.refused[rcpt] = Refusal(553, _NO_SMTPUTF8, stage="local")
+                    continue
+                code, reply = conn.rcpt(address)
                 if code == 421:
                     # "Closing the session" is about the server, not this recipient.
                     raise smtplib.SMTPServerDisconnected(f"{code} {_text(reply)}")
@@ -225,7 +238,7 @@ class SmtpSession:
                 f"session failed before sending: {_describe(exc, self.smtp.timeout)}"
             ) from None
 
-        data = _serialise(message, international="smtputf8" in options)
+        data = _serialise(message, international=utf8)
         try:
             code, reply = conn.data(data)
         except smtplib.SMTPDataError as exc:
@@ -243,12 +256,10 @@ class SmtpSession:
             return _refuse_all(outcome, Refusal(code, _text(reply), "data"))
         return outcome
 
-    def _mail_options(self, conn: smtplib.SMTP, sender: str, recipients: list[str]) -> list[str]:
-        # Non-ASCII addresses (internationalised local parts) need SMTPUTF8 from the server;
-        # without it the server refuses such a recipient at RCPT, which the outcome reports.
-        if any(not a.isascii() for a in [sender, *recipients]) and conn.has_extn("smtputf8"):
-            return ["smtputf8", "body=8bitmime"]
-        return []
+    @staticmethod
+    def _use_smtputf8(conn: smtplib.SMTP, addresses: list[str]) -> bool:
+        # Only when needed: SMTPUTF8 asks more of every relay down the line.
+        return conn.has_extn("smtputf8") and not all(a.isascii() for a in addresses)
 
     def _mail_from(self, conn: smtplib.SMTP, sender: str, options: list[str]) -> None:
         code, reply = conn.mail(sender, options)
@@ -292,6 +303,26 @@ def build_text_message(
         msg[name] = " ".join(value.split())
     msg.set_content(body)
     return msg
+
+
+_NO_SMTPUTF8 = "address needs SMTPUTF8, which the server does not offer (not sent)"
+
+
+def _envelope_address(address: str, utf8: bool) -> str | None:
+    """The address as it can go into MAIL FROM / RCPT TO on this session, or None.
+
+    Without SMTPUTF8 an internationalised domain still works as punycode (IDNA); a non-ASCII
+    local part does not, and such a recipient is refused locally (stage "local").
+    """
+    if utf8 or address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at or not local.isascii():
+        return None
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return None
 
 
 def _refuse_all(outcome: SendOutcome, refusal: Refusal) -> SendOutcome:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .config import Config, JobConfig, SmtpConfig
+from .config import Config, JobConfig, NotifyConfig, SmtpConfig
 from .result import RunResult
 
 SUBJECT_PREFIX = "[campaign-sync]"
@@ -75,20 +75,28 @@ def notify(
         return
     scrub = Scrubber.from_config(config)
     warn = _warner(result, log, scrub)
+    # Mail first: its warnings then travel in the webhook's JSON too.
     try:
-        _mail_notice(config, job, result, scrub, warn)
+        _mail_notice(config, job, result, scrub, warn, log)
     except Exception as exc:  # noqa: BLE001 - best effort by contract, see module doc
         warn(f"notification mail failed unexpectedly: {type(exc).__name__}: {exc}")
     if config.notify.webhook:
-        try:
-            _post_webhook(config.notify.webhook, config.notify.webhook_timeout, result, scrub)
-        except WebhookError as exc:
-            warn(f"webhook notification to {_safe_url(config.notify.webhook)} failed: {exc}")
-        except Exception as exc:  # noqa: BLE001 - best effort by contract
-            warn(
-                f"webhook notification to {_safe_url(config.notify.webhook)} failed "
-                f"unexpectedly: {type(exc).__name__}: {exc}"
-            )
+        _webhook_notice(config.notify, result, scrub, warn, log)
+
+
+def _webhook_notice(
+    settings: NotifyConfig, result: RunResult, scrub: Scrubber, warn: Warn, log: logging.Logger
+) -> None:
+    assert settings.webhook is not None
+    where = _safe_url(settings.webhook)
+    try:
+        _post_webhook(settings.webhook, settings.webhook_timeout, result, scrub)
+    except WebhookError as exc:
+        warn(f"webhook notification to {where} failed: {exc}")
+    except Exception as exc:  # noqa: BLE001 - best effort by contract
+        warn(f"webhook notification to {where} failed unexpectedly: {type(exc).__name__}: {exc}")
+    else:
+        log.info("run result posted to the webhook at %s", where)
 
 
 def _warner(result: RunResult, log: logging.Logger, scrub: Scrubber) -> Warn:
@@ -104,7 +112,12 @@ def _warner(result: RunResult, log: logging.Logger, scrub: Scrubber) -> Warn:
 
 
 def _mail_notice(
-    config: Config, job: JobConfig, result: RunResult, scrub: Scrubber, warn: Warn
+    config: Config,
+    job: JobConfig,
+    result: RunResult,
+    scrub: Scrubber,
+    warn: Warn,
+    log: logging.Logger,
 ) -> None:
     to = recipients(config, job)
     if not to:
@@ -136,6 +149,8 @@ def _mail_notice(
         return
     for address, refusal in outcome.refused.items():
         warn(f"notification mail to {address} refused by the SMTP server: {refusal}")
+    if outcome.accepted:
+        log.info("notification mailed to %s", ", ".join(outcome.accepted))
 
 
 def subject(result: RunResult) -> str:

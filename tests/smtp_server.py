@@ -180,6 +180,7 @@ class SmtpTestServer:
 
     tls:  offer STARTTLS with this certificate.
     implicit_tls: speak TLS from the first byte instead (SMTPS, port 465 style); needs tls.
+    smtputf8: offer SMTPUTF8 (internationalised addresses); on by default, as in aiosmtpd.
     auth: accept AUTH PLAIN/LOGIN for these user → password pairs (over TLS only, as real
           servers do, unless auth_require_tls=False).
     """
@@ -191,6 +192,7 @@ class SmtpTestServer:
         implicit_tls: bool = False,
         auth: dict[str, str] | None = None,
         auth_require_tls: bool = True,
+        smtputf8: bool = True,
     ):
         if implicit_tls and tls is None:
             raise ValueError("implicit_tls needs tls files")
@@ -205,6 +207,7 @@ class SmtpTestServer:
         self._handler = _Handler(self)
         self._tls = tls
         self._implicit_tls = implicit_tls
+        self._smtputf8 = smtputf8
         self._auth_require_tls = auth_require_tls
         self._controller: Controller | None = None
 
@@ -239,7 +242,7 @@ class SmtpTestServer:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> SmtpTestServer:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": self._smtputf8}
         if self._tls is not None and self._implicit_tls:
             kwargs["ssl_context"] = self._tls.server_context()
         elif self._tls is not None:

@@ -158,6 +158,17 @@ def test_international_recipient_uses_smtputf8(smtp_server: SmtpTestServer) -> N
     assert received.text == "Grüße\n"
 
 
+def test_without_smtputf8_idn_domains_go_as_punycode_and_utf8_local_parts_are_refused() -> None:
+    recipients = ["anna@bücher.example", "jürgen@example.com", "plain@example.com"]
+    with SmtpTestServer(smtputf8=False) as server, SmtpSession(smtp_config(server)) as session:
+        outcome = session.send(message(), recipients)
+    assert outcome.accepted == ["anna@bücher.example", "plain@example.com"]
+    refusal = outcome.refused["jürgen@example.com"]
+    assert (refusal.code, refusal.stage) == (553, "local")
+    assert "SMTPUTF8" in refusal.text
+    assert server.messages[0].rcpt_tos == ["anna@xn--bcher-kva.example", "plain@example.com"]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(

@@ -289,11 +289,17 @@ def test_failure_notice_of_an_export(tmp_path: Path, smtp_server: SmtpTestServer
 
 
 def test_webhook_gets_the_run_as_json(
-    tmp_path: Path, smtp_server: SmtpTestServer, webhook: WebhookTestServer
+    tmp_path: Path,
+    smtp_server: SmtpTestServer,
+    webhook: WebhookTestServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = make_config(tmp_path, smtp=smtp_for(smtp_server), webhook=webhook.url)
     result = import_result()
-    notify(config, make_job(), result)
+    with caplog.at_level(logging.INFO, logger="campaign_sync.notify"):
+        notify(config, make_job(), result)
+    assert "notification mailed to newsletter-team@example.com, crm-ops@example.com" in caplog.text
+    assert "run result posted to the webhook at http://127.0.0.1:" in caplog.text
     [request] = webhook.requests
     assert request.method == "POST"
     assert request.path == "/hooks/campaign-sync"
