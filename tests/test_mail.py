@@ -293,7 +293,7 @@ def test_sender_refused_is_a_session_error(smtp_server: SmtpTestServer) -> None:
     assert smtp_server.messages == []
 
 
-def test_messages_module_stays_out_of_light_imports() -> None:
+def test_importing_notify_does_not_load_smtplib_or_email() -> None:
     # Status commands import config and result; they must not drag in smtplib via notify.
     import subprocess
     import sys
