@@ -31,6 +31,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from dateutil.rrule import rrule
+
 GRAMMAR = "'hourly :MM', 'daily HH:MM', 'weekly mon[,thu] HH:MM' or 'monthly 1..28|last HH:MM'"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LAST_DAY = -1  # Schedule.monthday for `monthly last` (rrule's bymonthday=-1)
@@ -102,7 +106,8 @@ class Schedule:
         for wall in self._rule(start):
             yield from _resolve(wall, tz, every_occurrence=self.kind == "hourly")
 
-    def _rule(self, start: datetime):  # -> dateutil.rrule.rrule (imported lazily)
+    def _rule(self, start: datetime) -> rrule:
+        """The recurrence in naive wall-clock time from `start` (dateutil imported only here)."""
         from dateutil.rrule import DAILY, HOURLY, MONTHLY, WEEKLY, rrule, weekday
 
         dtstart = start.replace(second=0, microsecond=0, tzinfo=None, fold=0)
