@@ -18,10 +18,10 @@ from pathlib import Path
 
 from . import runs, store, workdir
 from .config import Config, JobConfig
-from .dates import local_zone
 from .errors import CampaignSyncError, SourceMissing, TransferError, UsageError
 from .paths import render
 from .result import FileInfo, RunResult
+from .schedule import zone
 from .transfer import Progress, open_transfer
 
 log = logging.getLogger("campaign_sync")
@@ -52,7 +52,7 @@ class RunContext:
     def day(self) -> datetime.date:
         if self.options.date:
             return self.options.date
-        return datetime.datetime.now(local_zone(self.config.timezone)).date()
+        return datetime.datetime.now(zone(self.config.timezone)).date()
 
     def progress(self, label: str) -> Progress | None:
         return self.options.progress(label) if self.options.progress else None
@@ -243,7 +243,7 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
     merge_ctx = MergeContext(
         conn=conn,
         job=job,
-        tz=local_zone(ctx.config.timezone),
+        tz=zone(ctx.config.timezone),
         work_dir=ctx.config.work_dir,
         run_id=result.run_id,
         force=ctx.options.force,

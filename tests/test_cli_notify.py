@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 
 import pytest
-
 from conftest import SAMPLE, Workspace
 from smtp_server import ClosedPort, SmtpTestServer
 from webhook_server import WebhookTestServer
