@@ -7,6 +7,7 @@ Row-level problems are not decided here; the caller validates each row.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -46,22 +47,38 @@ def read_csv(path: Path, fmt: CsvFormat, *, label: str | None = None) -> Iterato
     binary: IO[bytes] = (
         gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
     )
-    stream = io.TextIOWrapper(binary, encoding=_text_encoding(fmt.encoding), newline="")
     try:
-        tracker = _LineTracker(stream, name)
-        reader = csv.reader(tracker, delimiter=fmt.delimiter, quotechar=fmt.quotechar, strict=True)
-        header = _next_row(reader, tracker, fmt)
+        lines = _lines(binary, fmt.encoding, name)
+        reader = csv.reader(lines, delimiter=fmt.delimiter, quotechar=fmt.quotechar, strict=True)
+        header = _next_row(reader, lines, fmt)
         if header is None:
             raise InputError(f"{name}: the file is empty (no header line)")
-        yield CsvRows(header, _data_rows(reader, tracker, fmt, len(header)))
+        yield CsvRows(header, _data_rows(reader, lines, fmt, len(header)))
     finally:
-        stream.close()
+        binary.close()
+
+
+def _lines(binary: IO[bytes], encoding: str, name: str) -> _LineTracker:
+    codec = _text_encoding(encoding)
+    if _ascii_compatible(codec):
+        return _DecodingLines(binary, codec, name)
+    # UTF-16 and friends cannot be split into lines as bytes; let io find the lines (an
+    # undecodable byte is then reported at the line being read, which may be a little early).
+    return _LineTracker(io.TextIOWrapper(binary, encoding=codec, newline=""), name)
+
+
+def _ascii_compatible(codec: str) -> bool:
+    """Whether line ends and CSV punctuation are single ASCII bytes in this encoding."""
+    try:
+        return '\n,;"|\t'.encode(codec) == b'\n,;"|\t'
+    except (UnicodeError, LookupError):
+        return False
 
 
 class _LineTracker:
     """Feeds lines to csv.reader, bounding their length and remembering the last one."""
 
-    def __init__(self, stream: io.TextIOWrapper, name: str):
+    def __init__(self, stream: IO[str], name: str):
         self.stream = stream
         self.name = name
         self.count = 0
@@ -71,17 +88,51 @@ class _LineTracker:
         return self
 
     def __next__(self) -> str:
-        line = self.stream.readline(MAX_LINE_CHARS)
+        try:
+            line = self.stream.readline(MAX_LINE_CHARS)
+        except UnicodeDecodeError:
+            self.count += 1
+            raise
         if not line:
             raise StopIteration
+        return self._counted(line, line.endswith("\n"))
+
+    def _counted(self, line: str, complete: bool) -> str:
         self.count += 1
-        self.last_complete = line.endswith("\n")
-        if len(line) >= MAX_LINE_CHARS and not self.last_complete:
+        self.last_complete = complete
+        if len(line) >= MAX_LINE_CHARS and not complete:
             raise InputError(
                 f"{self.name}: line {self.count} is longer than {MAX_LINE_CHARS:,} characters; "
                 "this is not a recipient file (check the delimiter and line endings)"
             )
         return line
+
+
+class _DecodingLines(_LineTracker):
+    """Reads byte lines and decodes each one, so a decoding error names its exact line.
+
+    (io.TextIOWrapper decodes 8 KiB chunks ahead of the line being parsed: its errors point
+    dozens of lines too early.) The incremental decoder carries a BOM and any multi-byte
+    state across lines.
+    """
+
+    def __init__(self, binary: IO[bytes], codec: str, name: str):
+        super().__init__(io.StringIO(), name)
+        self.binary = binary
+        self.decode = codecs.getincrementaldecoder(codec)("strict").decode
+
+    def __next__(self) -> str:
+        raw = self.binary.readline(MAX_LINE_CHARS)
+        if not raw:
+            self.decode(b"", True)  # a multi-byte sequence cut off at the end raises here
+            raise StopIteration
+        complete = raw.endswith(b"\n")
+        try:
+            line = self.decode(raw)
+        except UnicodeDecodeError:
+            self.count += 1
+            raise
+        return self._counted(line, complete)
 
 
 def _next_row(
@@ -94,8 +145,9 @@ def _next_row(
         return None
     except UnicodeDecodeError as exc:
         raise InputError(
-            f"{tracker.name}: line {tracker.count + 1}: cannot decode as {fmt.encoding} "
-            f"(byte 0x{exc.object[exc.start]:02x}); set the job's format.encoding "
+            f"{tracker.name}: line {max(tracker.count, 1)}: cannot decode as {fmt.encoding} "
+            f"(byte 0x{bytes(exc.object[exc.start : exc.start + 1]).hex()}); "
+            "set the job's format.encoding "
             "(e.g. latin-1, cp1252)"
         ) from None
     except csv.Error as exc:
