@@ -10,7 +10,8 @@ round times, side by side on the same file:
 * `upsert` of the same file again into the now full list (every row unchanged; --force).
 
 Each import runs in its own child process, so its peak RSS (resource.getrusage of the child)
-is the import's alone (os.wait4: that child's own rusage, ru_maxrss). Prints every round, then medians and the ratios to the sqlite3 CLI.
+is the import's alone (os.wait4: that child's own rusage, ru_maxrss). Prints every
+round, then medians and the ratios to the sqlite3 CLI.
 Targets (issue 4): ratio ≤ 2.0 for both imports, peak RSS ≤ 150 MB.
 """
 

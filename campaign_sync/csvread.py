@@ -69,10 +69,13 @@ def _lines(binary: IO[bytes], encoding: str, name: str) -> _LineTracker:
 
 def _ascii_compatible(codec: str) -> bool:
     """Whether line ends and CSV punctuation are single ASCII bytes in this encoding."""
+    probe = '\n,;"|\t'
     try:
-        return '\n,;"|\t'.encode(codec) == b'\n,;"|\t'
+        encoded = codecs.getincrementalencoder(codec)().encode(probe)
     except (UnicodeError, LookupError):
         return False
+    # utf-8-sig puts its BOM in front; what matters is that the characters are bytes.
+    return encoded.removeprefix(codecs.BOM_UTF8) == probe.encode("ascii")
 
 
 class _LineTracker:

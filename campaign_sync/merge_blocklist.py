@@ -42,7 +42,10 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
                 rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
                 continue
             pattern = addresses.normalise(row[pattern_at])
-            problem = addresses.pattern_problem(pattern) if pattern else "empty pattern"
+            if not pattern:
+                rejects.add(line, row, "empty pattern")
+                continue
+            problem = addresses.pattern_problem(pattern)
             if problem:
                 rejects.add(line, row, f"invalid pattern: {problem}")
                 continue

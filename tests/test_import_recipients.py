@@ -17,7 +17,8 @@ jobs:
   rec: {type: recipient-import, list: news, max_rejects: 50%}
   rec-add: {type: recipient-import, list: news, mode: add-only, max_rejects: 50%}
   rec-update: {type: recipient-import, list: news, mode: update-only, max_rejects: 50%}
-  rec-replace: {type: recipient-import, list: news, mode: replace, max_removals: 2, max_rejects: 50%}
+  rec-replace:
+    {type: recipient-import, list: news, mode: replace, max_removals: 2, max_rejects: 50%}
   rec-other: {type: recipient-import, list: other}
   rec-lax: {type: recipient-import, list: news, max_rejects: 90%}
   rec-semi:
