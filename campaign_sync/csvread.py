@@ -12,11 +12,12 @@ import csv
 import gzip
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .config import CsvFormat
 from .errors import InputError
@@ -48,23 +49,26 @@ def read_csv(path: Path, fmt: CsvFormat, *, label: str | None = None) -> Iterato
         gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
     )
     try:
-        lines = _lines(binary, fmt.encoding, name)
+        last: list[str] = [""]  # the latest physical line, for the truncation check
+        lines = _lines(binary, fmt.encoding, name, last)
         reader = csv.reader(lines, delimiter=fmt.delimiter, quotechar=fmt.quotechar, strict=True)
-        header = _next_row(reader, lines, fmt)
+        header = _header(reader, name)
         if header is None:
             raise InputError(f"{name}: the file is empty (no header line)")
-        yield CsvRows(header, _data_rows(reader, lines, fmt, len(header)))
+        yield CsvRows(header, _data_rows(reader, name, len(header), last))
     finally:
         binary.close()
 
 
-def _lines(binary: IO[bytes], encoding: str, name: str) -> _LineTracker:
+def _lines(binary: IO[bytes], encoding: str, name: str, last: list[str]) -> Iterator[str]:
     codec = _text_encoding(encoding)
     if _ascii_compatible(codec):
-        return _DecodingLines(binary, codec, name)
+        decode = codecs.getincrementaldecoder(codec)("strict").decode
+        return _decoded_lines(binary, decode, name, encoding, last)
     # UTF-16 and friends cannot be split into lines as bytes; let io find the lines (an
     # undecodable byte is then reported at the line being read, which may be a little early).
-    return _LineTracker(io.TextIOWrapper(binary, encoding=codec, newline=""), name)
+    text = io.TextIOWrapper(binary, encoding=codec, newline="")
+    return _text_lines(text.readline, name, encoding, last)
 
 
 def _ascii_compatible(codec: str) -> bool:
@@ -78,103 +82,103 @@ def _ascii_compatible(codec: str) -> bool:
     return encoded.removeprefix(codecs.BOM_UTF8) == probe.encode("ascii")
 
 
-class _LineTracker:
-    """Feeds lines to csv.reader, bounding their length and remembering the last one."""
+def _decoded_lines(
+    binary: IO[bytes], decode: Callable[..., str], name: str, encoding: str, last: list[str]
+) -> Iterator[str]:
+    """Byte lines decoded one by one, so that a decoding error names its exact line.
 
-    def __init__(self, stream: IO[str], name: str):
-        self.stream = stream
-        self.name = name
-        self.count = 0
-        self.last_complete = True
-
-    def __iter__(self) -> _LineTracker:
-        return self
-
-    def __next__(self) -> str:
-        try:
-            line = self.stream.readline(MAX_LINE_CHARS)
-        except UnicodeDecodeError:
-            self.count += 1
-            raise
-        if not line:
-            raise StopIteration
-        return self._counted(line, line.endswith("\n"))
-
-    def _counted(self, line: str, complete: bool) -> str:
-        self.count += 1
-        self.last_complete = complete
-        if len(line) >= MAX_LINE_CHARS and not complete:
-            raise InputError(
-                f"{self.name}: line {self.count} is longer than {MAX_LINE_CHARS:,} characters; "
-                "this is not a recipient file (check the delimiter and line endings)"
-            )
-        return line
-
-
-class _DecodingLines(_LineTracker):
-    """Reads byte lines and decodes each one, so a decoding error names its exact line.
-
-    (io.TextIOWrapper decodes 8 KiB chunks ahead of the line being parsed: its errors point
-    dozens of lines too early.) The incremental decoder carries a BOM and any multi-byte
-    state across lines.
+    (io.TextIOWrapper decodes 8 KiB ahead of the line being parsed: its errors point dozens
+    of lines too early.) The incremental decoder carries a BOM and multi-byte state across
+    lines. This is the hot loop of a million-row file: locals only, no method per line.
     """
-
-    def __init__(self, binary: IO[bytes], codec: str, name: str):
-        super().__init__(io.StringIO(), name)
-        self.binary = binary
-        self.decode = codecs.getincrementaldecoder(codec)("strict").decode
-
-    def __next__(self) -> str:
-        raw = self.binary.readline(MAX_LINE_CHARS)
-        if not raw:
-            self.decode(b"", True)  # a multi-byte sequence cut off at the end raises here
-            raise StopIteration
-        complete = raw.endswith(b"\n")
+    number = 0
+    for raw in iter(partial(binary.readline, MAX_LINE_CHARS), b""):
+        number += 1
         try:
-            line = self.decode(raw)
-        except UnicodeDecodeError:
-            self.count += 1
-            raise
-        return self._counted(line, complete)
-
-
-def _next_row(
-    reader: Iterator[list[str]], tracker: _LineTracker, fmt: CsvFormat
-) -> list[str] | None:
-    start = tracker.count + 1
+            line = decode(raw)
+        except UnicodeDecodeError as exc:
+            raise _undecodable(name, number, encoding, exc) from None
+        if len(raw) >= MAX_LINE_CHARS and raw[-1:] != b"\n":
+            raise _too_long(name, number)
+        last[0] = line
+        yield line
     try:
-        return next(reader)
-    except StopIteration:
-        return None
+        decode(b"", True)  # a multi-byte sequence cut off at the very end
     except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{tracker.name}: line {max(tracker.count, 1)}: cannot decode as {fmt.encoding} "
-            f"(byte 0x{bytes(exc.object[exc.start : exc.start + 1]).hex()}); "
-            "set the job's format.encoding "
-            "(e.g. latin-1, cp1252)"
-        ) from None
-    except csv.Error as exc:
-        raise InputError(
-            f"{tracker.name}: line {start}: broken CSV structure ({exc}); check quoting, the "
+        raise _undecodable(name, max(number, 1), encoding, exc) from None
+
+
+def _text_lines(
+    readline: Callable[[int], str], name: str, encoding: str, last: list[str]
+) -> Iterator[str]:
+    number = 0
+    while True:
+        try:
+            line = readline(MAX_LINE_CHARS)
+        except UnicodeDecodeError as exc:
+            raise _undecodable(name, number + 1, encoding, exc) from None
+        if not line:
+            return
+        number += 1
+        if len(line) >= MAX_LINE_CHARS and not line.endswith("\n"):
+            raise _too_long(name, number)
+        last[0] = line
+        yield line
+
+
+def _undecodable(name: str, line: int, encoding: str, exc: UnicodeDecodeError) -> InputError:
+    byte = bytes(exc.object[exc.start : exc.start + 1]).hex()
+    return InputError(
+        f"{name}: line {line}: cannot decode as {encoding} (byte 0x{byte}); "
+        "set the job's format.encoding (e.g. latin-1, cp1252)"
+    )
+
+
+def _too_long(name: str, line: int) -> InputError:
+    return InputError(
+        f"{name}: line {line} is longer than {MAX_LINE_CHARS:,} characters; "
+        "this is not a recipient file (check the delimiter and line endings)"
+    )
+
+
+def _broken(name: str, start: int, exc: Exception) -> InputError:
+    """The csv and gzip modules' errors as an InputError naming the line."""
+    if isinstance(exc, csv.Error):
+        return InputError(
+            f"{name}: line {start}: broken CSV structure ({exc}); check quoting, the "
             "delimiter, or whether the file was cut off"
-        ) from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InputError(f"{tracker.name}: the gzip data is broken or cut off ({exc})") from None
+        )
+    return InputError(f"{name}: the gzip data is broken or cut off ({exc})")
+
+
+_BROKEN = (csv.Error, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _header(reader: Any, name: str) -> list[str] | None:
+    try:
+        return next(reader, None)
+    except _BROKEN as exc:
+        raise _broken(name, 1, exc) from None
 
 
 def _data_rows(
-    reader: Iterator[list[str]], tracker: _LineTracker, fmt: CsvFormat, width: int
+    reader: Any, name: str, width: int, last: list[str]
 ) -> Iterator[tuple[int, list[str]]]:
+    line_num = reader.line_num
     while True:
-        start = tracker.count + 1
-        row = _next_row(reader, tracker, fmt)
-        if row is None:
+        start = line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
             return
+        except _BROKEN as exc:
+            raise _broken(name, start, exc) from None
+        line_num = reader.line_num
         if not row or row == [""]:
             continue  # blank line
-        if len(row) < width and not tracker.last_complete:
+        if len(row) < width and not last[0].endswith("\n"):
             raise InputError(
-                f"{tracker.name}: line {start}: the last row is incomplete ({len(row)} of "
+                f"{name}: line {start}: the last row is incomplete ({len(row)} of "
                 f"{width} fields, no line end); the file looks truncated"
             )
         yield start, row

@@ -54,9 +54,9 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
     try:
         distinct = stage(
             conn,
-            "CREATE TEMP TABLE incoming (pattern TEXT PRIMARY KEY, reason TEXT, action TEXT) "
-            "WITHOUT ROWID",
-            "INSERT OR REPLACE INTO incoming (pattern, reason) VALUES (?, ?)",
+            "pattern TEXT NOT NULL, reason TEXT",
+            "pattern",
+            ["pattern", "reason"],
             staged_rows(),
         )
     finally:

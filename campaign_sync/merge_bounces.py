@@ -61,9 +61,9 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
     try:
         distinct = stage(
             conn,
-            "CREATE TEMP TABLE incoming (email TEXT NOT NULL, type TEXT NOT NULL, "
-            "at TEXT NOT NULL, action TEXT, PRIMARY KEY (email, type, at)) WITHOUT ROWID",
-            "INSERT OR REPLACE INTO incoming (email, type, at) VALUES (?, ?, ?)",
+            "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL",
+            "email, type, at",
+            ["email", "type", "at"],
             staged_rows(),
         )
     finally:

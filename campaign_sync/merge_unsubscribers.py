@@ -62,9 +62,9 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
     try:
         distinct = stage(
             conn,
-            "CREATE TEMP TABLE incoming (email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, "
-            "reason TEXT, action TEXT, PRIMARY KEY (email, list)) WITHOUT ROWID",
-            "INSERT OR REPLACE INTO incoming (email, list, at, reason) VALUES (?, ?, ?, ?)",
+            "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT",
+            "email, list",
+            ["email", "list", "at", "reason"],
             staged_rows(),
         )
     finally:
