@@ -147,19 +147,29 @@ def stage(
     `columns` is the table's column definitions, `key` the column(s) identifying an entry,
     `names` the columns each row of `rows` gives. Returns the number of distinct keys.
     The table is clustered on the key (WITHOUT ROWID), so the set-based statements that
-    follow walk it in the same order as the store's own primary keys. (Appending to a rowid
-    table and indexing afterwards stages faster but made the merge 2x slower overall.)
+    follow walk it in the same order as the store's own primary keys. (A rowid table with
+    an index on the key made the statements after it 2x slower.)
     """
     # The temp database has its own page cache (2 MB by default), and a million-row stage
     # spilled to disk through it; 32 MiB keeps it in memory yet bounds it.
     conn.execute("PRAGMA temp.cache_size = -32768")
-    conn.execute("DROP TABLE IF EXISTS temp.incoming")
+    for table in ("incoming", "incoming_raw"):
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    listed, marks = ", ".join(names), ", ".join("?" * len(names))
+    # Rows are appended as they come (cheap), then sorted once into the clustered table:
+    # ~2x faster than inserting a million keys into a B-tree in random order.
+    conn.execute(f"CREATE TEMP TABLE incoming_raw ({columns})")
+    conn.executemany(f"INSERT INTO incoming_raw ({listed}) VALUES ({marks})", rows)
     conn.execute(
         f"CREATE TEMP TABLE incoming ({columns}, action TEXT, PRIMARY KEY ({key})) WITHOUT ROWID"
     )
-    marks = ", ".join("?" * len(names))
-    # INSERT OR REPLACE: of several rows with one key in a file, the last one wins.
-    conn.executemany(f"INSERT OR REPLACE INTO incoming ({', '.join(names)}) VALUES ({marks})", rows)
+    # Sorted by key and then file order, INSERT OR REPLACE lets the last of several rows with
+    # one key win.
+    conn.execute(
+        f"INSERT OR REPLACE INTO incoming ({listed}) SELECT {listed} FROM incoming_raw "
+        f"ORDER BY {key}, rowid"
+    )
+    conn.execute("DROP TABLE temp.incoming_raw")
     return int(conn.execute("SELECT count(*) FROM incoming").fetchone()[0])
 
 
