@@ -94,11 +94,9 @@ CELL = st.one_of(
     st.text(alphabet=st.sampled_from("a@.;,'\"\r\n \t\\*?éü€x-"), max_size=12),
     st.text(max_size=8),
 )
-HEADERS = st.lists(
-    st.sampled_from(["email", "E-Mail", "pattern", "reason", "type", "date", "list", "doi_confirmed_at",
-                     "first_name", "Weird Header", "", "status"]),
-    min_size=1, max_size=5,
-)  # fmt: skip
+HEADER_NAMES = ["email", "E-Mail", "pattern", "reason", "type", "date", "list",
+                "doi_confirmed_at", "first_name", "Weird Header", "", "status"]  # fmt: skip
+HEADERS = st.lists(st.sampled_from(HEADER_NAMES), min_size=1, max_size=5)
 
 
 @SETTINGS
@@ -158,10 +156,8 @@ class Model:
         return email in self.blocked or ("*@" + email.split("@")[1]) in self.blocked
 
     def is_unsubscribed(self, email: str, list_name: str, doi: str | None) -> bool:
-        return any(
-            (email, lst) in self.unsubscribed and (doi is None or doi <= self.unsubscribed[(email, lst)])
-            for lst in ("", list_name)
-        )  # fmt: skip
+        dates = [self.unsubscribed.get((email, lst)) for lst in ("", list_name)]
+        return any(at is not None and (doi is None or doi <= at) for at in dates)
 
     def recipients(self, mode: str, rows: list[tuple[str, dict[str, str], str | None]],
                    list_name: str = "news") -> dict[str, int]:  # fmt: skip
