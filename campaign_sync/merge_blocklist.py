@@ -55,7 +55,7 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
         distinct = stage(
             conn,
             "pattern TEXT NOT NULL, reason TEXT",
-            "pattern",
+            ["pattern"],
             ["pattern", "reason"],
             staged_rows(),
         )

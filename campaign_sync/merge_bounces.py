@@ -62,7 +62,7 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
         distinct = stage(
             conn,
             "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL",
-            "email, type, at",
+            ["email", "type", "at"],
             ["email", "type", "at"],
             staged_rows(),
         )

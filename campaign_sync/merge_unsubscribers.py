@@ -63,7 +63,7 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
         distinct = stage(
             conn,
             "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT",
-            "email, list",
+            ["email", "list"],
             ["email", "list", "at", "reason"],
             staged_rows(),
         )
