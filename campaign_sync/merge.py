@@ -15,7 +15,8 @@ import csv
 import operator
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -75,6 +76,21 @@ class Rejects:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    @contextmanager
+    def collecting(self) -> Iterator[Rejects]:
+        """Close the file after staging; drop it if the file as a whole turned out broken
+        (the run fails naming the line, and half a rejects file would only mislead)."""
+        try:
+            yield self
+        except InputError:
+            self.close()
+            if self.path is not None:
+                workdir.remove_quietly(self.path)
+                self.path = None
+            raise
+        finally:
+            self.close()
 
 
 def resolve_columns(
@@ -304,10 +320,8 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
     columns = "email TEXT NOT NULL, doi TEXT, blocked INTEGER NOT NULL" + "".join(
         f", {cell} TEXT NOT NULL" for cell in cells
     )
-    try:
+    with rejects.collecting():
         stage_raw(conn, columns, ["email", "doi", "blocked", *cells], staged_rows())
-    finally:
-        rejects.close()
     check_rejects(ctx, counts, rejects)
 
     list_id = store.list_id(conn, job.list, create=True)

@@ -51,7 +51,7 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
                 continue
             yield pattern, None if reason_at is None else row[reason_at].strip()
 
-    try:
+    with rejects.collecting():
         distinct = stage(
             conn,
             "pattern TEXT NOT NULL, reason TEXT",
@@ -59,8 +59,6 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
             ["pattern", "reason"],
             staged_rows(),
         )
-    finally:
-        rejects.close()
     check_rejects(ctx, counts, rejects)
     counts["duplicates"] = counts["read"] - rejects.count - distinct
 

@@ -58,7 +58,7 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
                 continue
             yield email, kind, when or ctx.now
 
-    try:
+    with rejects.collecting():
         distinct = stage(
             conn,
             "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL",
@@ -66,8 +66,6 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
             ["email", "type", "at"],
             staged_rows(),
         )
-    finally:
-        rejects.close()
     check_rejects(ctx, counts, rejects)
     counts["duplicates"] = counts["read"] - rejects.count - distinct
 

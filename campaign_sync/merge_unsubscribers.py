@@ -59,7 +59,7 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
             reason = None if reason_at is None else row[reason_at].strip()
             yield email, list_name, when, reason
 
-    try:
+    with rejects.collecting():
         distinct = stage(
             conn,
             "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT",
@@ -67,8 +67,6 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
             ["email", "list", "at", "reason"],
             staged_rows(),
         )
-    finally:
-        rejects.close()
     check_rejects(ctx, counts, rejects)
     counts["duplicates"] = counts["read"] - rejects.count - distinct
 

@@ -299,3 +299,61 @@ def test_lists_are_separate(cs: Workspace) -> None:
     code, doc = run(cs, "rec-other", "email\na@x.de\n")
     assert doc["counts"]["inserted"] == 1
     assert set(members(cs, "other")) == {"a@x.de"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"email,city\nz@x.de,bad\nq@x.de,K\xf6ln\n",
+            "line 3: cannot decode as utf-8 (byte 0xf6); set the job's format.encoding "
+            "(e.g. latin-1, cp1252)",
+        ),
+        (
+            b"mail,city\nz@x.de,Ulm\n",
+            "line 1: no 'email' column (header: mail, city); map yours in the job's columns, "
+            "e.g. columns: {E-Mail: email}",
+        ),
+        (
+            b'email,city\nbad,x\nz@x.de,"Ulm\nq@x.de,Bonn\n',
+            "line 3: broken CSV structure (unexpected end of data); check quoting, the "
+            "delimiter, or whether the file was cut off",
+        ),
+        (
+            b"email,city,zip\nbad,x,1\nz@x.de,Ulm,1\nq@x.de,Bo",
+            "line 4: the last row is incomplete (2 of 3 fields, no line end); the file looks "
+            "truncated",
+        ),
+    ],
+    ids=["undecodable", "no-key-column", "unterminated-quote", "truncated"],
+)
+def test_broken_files_fail_whole_naming_the_line(
+    cs: Workspace, content: bytes, message: str
+) -> None:
+    run(cs, "rec", BASE)
+    before = data(cs)
+    code, doc = run(cs, "rec-lax", content)
+    assert code == 1
+    assert doc["status"] == "failed"
+    assert doc["error"].endswith(message)
+    assert doc["rejects_file"] is None
+    assert data(cs) == before
+    # A rejects file started before the break is not left behind.
+    assert list((cs.root / "var" / "rejects").glob("rec-lax-*")) == []
+
+
+def test_max_rejects_as_a_count(cs: Workspace) -> None:
+    cs.write_config(
+        text=CONFIG + "  rec-two: {type: recipient-import, list: news, max_rejects: 2}\n"
+    )
+    code, doc = run(cs, "rec-two", "email\nx\ny\na@x.de\n")
+    assert code == 0 and doc["counts"]["rejected"] == 2
+    code, doc = run(cs, "rec-two", "email\nx\ny\nz\na@x.de\n")
+    assert code == 1
+    assert doc["error"].startswith("3 of 4 rows were rejected, more than the limit 2;")
+
+
+def test_cells_are_trimmed_like_str_strip(cs: Workspace) -> None:
+    code, doc = run(cs, "rec", "email,city,note\na@x.de,\u00a0Köln\t, \u3000x y\u2029 \n")
+    assert code == 0, doc
+    assert members(cs)["a@x.de"] == ("active", {"city": "Köln", "note": "x y"})
