@@ -33,6 +33,8 @@ from .errors import InputError, LimitExceeded
 DEFAULT_MAX_REJECTS = Limit(10, percent=True)
 DEFAULT_MAX_REMOVALS = Limit(10, percent=True)
 FIRST_REJECTS = 10
+# What SQLite may use for caches and sorting during an import (process-wide, advisory).
+SQLITE_HEAP_LIMIT = 96 << 20
 
 # Fields kept in their own columns or managed by us: a file cannot set them as fields.
 RESERVED_FIELDS = ("status", "created_at", "updated_at", "list", "fields")
@@ -173,8 +175,11 @@ def stage_raw(
 ) -> None:
     """Append the rows as they come to `incoming_raw` (cheap), for cluster() to sort once."""
     # The temp database has its own page cache (2 MB by default); a million-row stage is
-    # much faster with more, and 32 MiB keeps the process within its memory budget.
+    # much faster with more. On top of the main cache (64 MiB) and the sorter (as much
+    # again), that came to 200 MB for 1M rows: the soft heap limit makes SQLite recycle
+    # cache pages and spill sorts early, so memory stays flat whatever the file size.
     conn.execute("PRAGMA temp.cache_size = -32768")
+    conn.execute(f"PRAGMA soft_heap_limit = {SQLITE_HEAP_LIMIT}")
     for table in ("incoming", "incoming_raw"):
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     conn.execute(f"CREATE TEMP TABLE incoming_raw ({columns})")
@@ -197,17 +202,22 @@ def cluster(
     One sorted pass instead of a million random B-tree inserts (~2x faster), and the
     statements after it walk `incoming` in the order of the store's own primary keys.
     `action` (SQL over the raw row `i` and `joins`) decides each row's action in the same
-    pass. Sorted by key and then file order, INSERT OR REPLACE lets the last row of a key win.
+    pass.
     """
     conn.execute(
         f"CREATE TEMP TABLE incoming ({columns}, action TEXT, PRIMARY KEY ({', '.join(key)})) "
         "WITHOUT ROWID"
     )
+    # The raw rows are sorted first (a co-routine: LIMIT -1 keeps SQLite from flattening it),
+    # so the joins below look the store up in key order and the clustered table is built by
+    # appending. Rows arrive by key and then file order, so INSERT OR REPLACE keeps the last
+    # row of a key. (Sorting after the join cost 1M random lookups into the store.)
+    listed = ", ".join(names)
     conn.execute(
-        f"INSERT OR REPLACE INTO incoming ({', '.join(names)}, action) "
+        f"INSERT OR REPLACE INTO incoming ({listed}, action) "
         f"SELECT {', '.join('i.' + name for name in names)}, {action} "
-        f"FROM incoming_raw AS i {joins} "
-        f"ORDER BY {', '.join('i.' + name for name in key)}, i.rowid",
+        f"FROM (SELECT {listed} FROM incoming_raw ORDER BY {', '.join(key)}, rowid LIMIT -1) "
+        f"AS i {joins}",
         params or {},
     )
     conn.execute("DROP TABLE temp.incoming_raw")
@@ -290,11 +300,11 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
     blocklist = load_blocklist(conn)
     normalise, check, blocked = addresses.normalise, addresses.check, blocklist.matches
     check_blocked = len(blocklist) > 0
-    pick = _picker(cells_at)
+    pick, strip = _picker(cells_at), str.strip
 
-    # The hot loop of a million-row import: locals only, the fast address check first, and
-    # the cells staged as they are: SQLite trims them and builds the JSON (~10x faster than
-    # json.dumps, and one C call picks the cells instead of a Python loop).
+    # The hot loop of a million-row import: locals only, the fast address check first, the
+    # cells picked and trimmed by C calls (itemgetter, map), and the JSON left to SQLite
+    # (json.dumps cost ~10x more than the rest of the row).
     def staged_rows() -> Any:
         read = 0
         for line, row in src.rows:
@@ -313,7 +323,7 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
                 except ValueError as exc:
                     rejects.add(line, row, str(exc))
                     continue
-            yield (email, doi, check_blocked and blocked(email) is not None, *pick(row))
+            yield (email, doi, check_blocked and blocked(email) is not None, *map(strip, pick(row)))
         counts["read"] = read
 
     cells = [f"c{n}" for n in range(len(names))]
@@ -356,17 +366,11 @@ def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
     return lambda row: tuple(row[index] for index in positions)
 
 
-# Exactly the characters str.strip() removes, for SQL's trim(): cells are stored trimmed.
-_SPACES = "".join(char for char in map(chr, range(0x3001)) if char.isspace())
-
-
 def _fields_sql(names: list[str], table: str) -> str:
-    """SQL building a staged row's fields as a JSON object of trimmed cells.
-
-    Names are checked field names; the cells are columns c0, c1, … of `table`.
-    """
+    """SQL building a staged row's fields as a JSON object (names are checked field names);
+    the cells are the columns c0, c1, … of `table`."""
     assert all(FIELD_NAME.match(name) for name in names)
-    pairs = ", ".join(f"'{name}', trim({table}.c{n}, '{_SPACES}')" for n, name in enumerate(names))
+    pairs = ", ".join(f"'{name}', {table}.c{n}" for n, name in enumerate(names))
     return f"json_object({pairs})"
 
 
