@@ -208,16 +208,15 @@ def cluster(
         f"CREATE TEMP TABLE incoming ({columns}, action TEXT, PRIMARY KEY ({', '.join(key)})) "
         "WITHOUT ROWID"
     )
-    # The raw rows are sorted first (a co-routine: LIMIT -1 keeps SQLite from flattening it),
-    # so the joins below look the store up in key order and the clustered table is built by
-    # appending. Rows arrive by key and then file order, so INSERT OR REPLACE keeps the last
-    # row of a key. (Sorting after the join cost 1M random lookups into the store.)
+    # Sorted by key and then file order, INSERT OR REPLACE keeps the last row of a key.
+    # (Sorting the raw rows before the join, for key-order lookups, measured 1.5x more CPU
+    # than looking up in file order and sorting the result.)
     listed = ", ".join(names)
     conn.execute(
         f"INSERT OR REPLACE INTO incoming ({listed}, action) "
         f"SELECT {', '.join('i.' + name for name in names)}, {action} "
-        f"FROM (SELECT {listed} FROM incoming_raw ORDER BY {', '.join(key)}, rowid LIMIT -1) "
-        f"AS i {joins}",
+        f"FROM incoming_raw AS i {joins} "
+        f"ORDER BY {', '.join('i.' + name for name in key)}, i.rowid",
         params or {},
     )
     conn.execute("DROP TABLE temp.incoming_raw")
