@@ -1,0 +1,372 @@
+"""Notices about runs: a plain-text mail to people, the run's JSON to a webhook.
+
+A notice is sent after every import (whatever its status) and after any failed run of any
+job (`should_notify`). Notifying is best effort by contract: a server that refuses, fails or
+hangs becomes a warning in the log and in the run result, never an exception, and never
+changes the run's status. A dry run sends nothing.
+
+No secret may appear in a notice. None is ever put into one on purpose; as a second line of
+defence every text that leaves (subject, body, JSON, warnings) is scrubbed of the configured
+secret values, because an error message quoting a server's reply could carry one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .config import Config, JobConfig, NotifyConfig, SmtpConfig
+from .result import RunResult
+
+SUBJECT_PREFIX = "[campaign-sync]"
+FIRST_REJECTS_SHOWN = 10
+REDACTED = "***"
+FAILED_STATUSES = ("failed", "interrupted")
+# Counts worth naming in a subject; `read` is left to the body.
+_SUBJECT_COUNT_LIMIT = 4
+_SUBJECT_MAX = 150
+
+_log = logging.getLogger(__name__)
+
+Warn = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def should_notify(job: JobConfig, result: RunResult) -> bool:
+    """After every import (any outcome), and after any failed run of any job; never dry."""
+    if result.dry_run or result.status == "running":
+        return False
+    return job.kind == "import" or result.status in FAILED_STATUSES
+
+
+def recipients(config: Config, job: JobConfig) -> list[str]:
+    """The job's own `notify` then the global `notify.to`, each address once (any case)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for address in (*job.notify, *config.notify.to):
+        key = address.strip().lower()
+        if key and key not in seen:
+            seen.add(key)
+            out.append(address.strip())
+    return out
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def notify(
+    config: Config,
+    job: JobConfig,
+    result: RunResult,
+    *,
+    log: logging.Logger | None = None,
+) -> None:
+    """Send the run's notice by mail and webhook; problems become warnings on `result`.
+
+    Call it when `should_notify` says so; it does not decide that itself, except that a dry
+    run never sends anything.
+    """
+    log = log or _log
+    if result.dry_run:
+        log.info("dry run: no notification sent")
+        return
+    scrub = Scrubber.from_config(config)
+    warn = _warner(result, log, scrub)
+    # Mail first: its warnings then travel in the webhook's JSON too.
+    try:
+        _mail_notice(config, job, result, scrub, warn, log)
+    except Exception as exc:  # noqa: BLE001 - best effort by contract, see module doc
+        warn(f"notification mail failed unexpectedly: {type(exc).__name__}: {exc}")
+    if config.notify.webhook:
+        _webhook_notice(config.notify, result, scrub, warn, log)
+
+
+def _webhook_notice(
+    settings: NotifyConfig, result: RunResult, scrub: Scrubber, warn: Warn, log: logging.Logger
+) -> None:
+    assert settings.webhook is not None
+    where = _safe_url(settings.webhook)
+    try:
+        _post_webhook(settings.webhook, settings.webhook_timeout, result, scrub)
+    except WebhookError as exc:
+        warn(f"webhook notification to {where} failed: {exc}")
+    except Exception as exc:  # noqa: BLE001 - best effort by contract
+        warn(f"webhook notification to {where} failed unexpectedly: {type(exc).__name__}: {exc}")
+    else:
+        log.info("run result posted to the webhook at %s", where)
+
+
+def _warner(result: RunResult, log: logging.Logger, scrub: Scrubber) -> Warn:
+    def warn(message: str) -> None:
+        message = scrub(message)
+        result.warnings.append(message)
+        log.warning(message)
+
+    return warn
+
+
+# --------------------------------------------------------------------------- mail
+
+
+def _mail_notice(
+    config: Config,
+    job: JobConfig,
+    result: RunResult,
+    scrub: Scrubber,
+    warn: Warn,
+    log: logging.Logger,
+) -> None:
+    to = recipients(config, job)
+    if not to:
+        return
+    if config.smtp is None:
+        warn(f"notification mail to {', '.join(to)} not sent: no smtp block in the config")
+        return
+    # Imported only when a mail actually goes out: smtplib and email are not cheap.
+    from .errors import MailError
+    from .mail import SmtpSession, build_text_message
+
+    message = build_text_message(
+        sender=config.smtp.sender,
+        to=to,
+        subject=scrub(subject(result)),
+        body=scrub(body(job, result)),
+        headers={
+            # RFC 3834: no vacation replies to a machine's notice.
+            "Auto-Submitted": "auto-generated",
+            "X-Campaign-Sync-Job": result.job,
+            "X-Campaign-Sync-Status": result.status,
+        },
+    )
+    try:
+        with SmtpSession(config.smtp) as session:
+            outcome = session.send(message, to)
+    except MailError as exc:
+        warn(f"notification mail to {', '.join(to)} not sent: {exc}")
+        return
+    for address, refusal in outcome.refused.items():
+        warn(f"notification mail to {address} refused by the SMTP server: {refusal}")
+    if outcome.accepted:
+        log.info("notification mailed to %s", ", ".join(outcome.accepted))
+
+
+def subject(result: RunResult) -> str:
+    """One line saying job and status at a glance, e.g. `… newsletter-import succeeded: 3 …`."""
+    status = result.status.upper() if result.status in FAILED_STATUSES else result.status
+    head = f"{SUBJECT_PREFIX} {result.job} {status}"
+    detail = _subject_detail(result)
+    text = f"{head}: {detail}" if detail else head
+    text = " ".join(text.split())
+    return text if len(text) <= _SUBJECT_MAX else text[: _SUBJECT_MAX - 1] + "…"
+
+
+def _subject_detail(result: RunResult) -> str:
+    if result.status in FAILED_STATUSES:
+        return _first_line(result.error or result.message or "")
+    if result.status == "skipped":
+        return _first_line(result.message or "")
+    counts = [
+        f"{value} {name.replace('_', ' ')}"
+        for name, value in result.ordered_counts().items()
+        if value and name != "read"
+    ]
+    if not counts:
+        return "no changes"
+    return ", ".join(counts[:_SUBJECT_COUNT_LIMIT])
+
+
+def body(job: JobConfig, result: RunResult) -> str:
+    """The notice text: everything an operator needs without opening a terminal."""
+    lines = [
+        f"Job:       {result.job} ({result.job_type})",
+        f"Status:    {result.status}",
+    ]
+    if job.list:
+        lines.append(f"List:      {job.list}")
+    if result.run_id is not None:
+        lines.append(f"Run:       {result.run_id}")
+    lines += [
+        f"Started:   {result.started or '-'}",
+        f"Finished:  {result.finished or '-'}",
+        f"Duration:  {_duration(result.duration_seconds)}",
+    ]
+    if result.file is not None:
+        f = result.file
+        lines += [
+            f"File:      {f.path}",
+            f"           {f.bytes:,} bytes, sha256 {f.sha256}",
+        ]
+    if result.message:
+        lines += ["", result.message]
+    if result.error:
+        lines += ["", "Error:", *_indent(result.error.splitlines() or [result.error])]
+    lines += _counts_section(result)
+    lines += _rejects_section(result)
+    if result.warnings:
+        lines += ["", "Warnings:", *(f"  - {w}" for w in result.warnings)]
+    # Which machine sent it: with several hosts running jobs, that is where to look.
+    lines += ["", "-- ", f"campaign-sync on {_hostname()}"]
+    return "\n".join(lines) + "\n"
+
+
+def _counts_section(result: RunResult) -> list[str]:
+    counts = result.ordered_counts()
+    if not counts:
+        return []
+    width = max(len(name) for name in counts)
+    return ["", "Counts:", *(f"  {name:<{width}}  {value:>10,}" for name, value in counts.items())]
+
+
+def _rejects_section(result: RunResult) -> list[str]:
+    if not result.rejects_file and not result.first_rejects:
+        return []
+    lines = [""]
+    if result.rejects_file:
+        lines.append(f"Rejects file: {result.rejects_file}")
+    shown = result.first_rejects[:FIRST_REJECTS_SHOWN]
+    if shown:
+        lines.append(f"First rejects ({len(shown)}):")
+        lines += [f"  {_describe_reject(row)}" for row in shown]
+    total = result.counts.get("rejected", len(result.first_rejects))
+    if total > len(shown):
+        lines.append(f"  … and {total - len(shown):,} more in the rejects file")
+    return lines
+
+
+def _describe_reject(row: dict[str, Any]) -> str:
+    """`line 7: invalid address — email=foo@` from whatever keys the importer recorded."""
+    row = dict(row)
+    line = row.pop("line", None)
+    reason = row.pop("reason", None)
+    rest = ", ".join(f"{k}={_clip(str(v), 60)}" for k, v in row.items())
+    text = f"line {line}: " if line is not None else ""
+    text += str(reason) if reason is not None else "rejected"
+    if rest:
+        text += f" — {rest}"
+    return _clip(" ".join(text.split()), 300)
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname() or "unknown host"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _indent(lines: Iterable[str]) -> list[str]:
+    return [f"  {line}" for line in lines]
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+class WebhookError(Exception):
+    """The webhook did not take the notice; the message says why (no URL secrets in it)."""
+
+
+def _post_webhook(url: str, timeout: float, result: RunResult, scrub: Scrubber) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    payload = json.dumps(scrub.data(result.as_dict()), ensure_ascii=False).encode("utf-8")
+    request = urllib.request.Request(
+        url,
+        data=payload,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "campaign-sync",
+        },
+    )
+    # The timeout applies to the connect and to each wait for data: a server that accepts
+    # and never answers costs `timeout`, not the run.
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            response.read(65536)
+    except urllib.error.HTTPError as exc:
+        raise WebhookError(f"HTTP {exc.code} {exc.reason}") from None
+    except TimeoutError:  # socket.timeout is an alias of it since 3.10
+        raise WebhookError(f"no answer within {timeout:g} s") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            raise WebhookError(f"no answer within {timeout:g} s") from None
+        raise WebhookError(str(reason)) from None
+    except OSError as exc:  # reset or closed mid-answer
+        raise WebhookError(str(exc) or type(exc).__name__) from None
+
+
+def _safe_url(url: str) -> str:
+    """scheme://host[:port]: the path, query or user info of a webhook may be a token."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+class Scrubber:
+    """Replaces every configured secret value in a text with ***."""
+
+    def __init__(self, secrets: Iterable[str | None]):
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Scrubber:
+        return cls(_secrets(config))
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def data(self, value: Any) -> Any:
+        """The same for every string in a JSON-like structure."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {k: self.data(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.data(v) for v in value]
+        return value
+
+
+def _secrets(config: Config) -> list[str | None]:
+    found: list[str | None] = []
+    smtp: SmtpConfig | None = config.smtp
+    if smtp is not None:
+        found.append(smtp.password)
+    for server in config.servers.values():
+        found += [server.password, server.key_passphrase]
+    if config.notify.webhook:
+        # Credentials embedded in the webhook URL are secrets too.
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(config.notify.webhook)
+        found += [parts.password]
+    return found
