@@ -117,16 +117,34 @@ def _fail(result: RunResult, error: str, exit_code: int) -> None:
 def _close(ctx: RunContext, clock: float) -> None:
     """Record the outcome (unless the data transaction already did) and send notices."""
     result = ctx.result
+    _scrub(ctx.config, result)
     if result.finished is None:
         result.finished = store.now()
         result.duration_seconds = round(time.monotonic() - clock, 3)
-        if result.run_id is not None:
-            with store.transaction(ctx.conn):
-                runs.finish(ctx.conn, result)
+        _record(ctx)
     from .notify import notify, should_notify
 
-    if not result.dry_run and should_notify(ctx.job, result):
-        notify(ctx.config, ctx.job, result)
+    if should_notify(ctx.job, result):
+        warned = len(result.warnings)
+        notify(ctx.config, ctx.job, result, log=log)
+        if len(result.warnings) != warned:
+            _record(ctx)  # keep the notice's warnings with the run
+
+
+def _record(ctx: RunContext) -> None:
+    if ctx.result.run_id is not None:
+        with store.transaction(ctx.conn):
+            runs.finish(ctx.conn, ctx.result)
+
+
+def _scrub(config: Config, result: RunResult) -> None:
+    """No secret leaves the process, even one a library quoted back in an error."""
+    from .redact import Scrubber
+
+    scrub = Scrubber.from_config(config)
+    result.error = scrub(result.error) if result.error else result.error
+    result.message = scrub(result.message) if result.message else result.message
+    result.warnings = [scrub(warning) for warning in result.warnings]
 
 
 def _finish_in_transaction(ctx: RunContext, status: str) -> None:

@@ -32,4 +32,3 @@ def setup_logging(verbose: int, quiet: bool, log_file: Path | None) -> None:
         file_handler.setLevel(logging.INFO)
         file_handler._campaign_sync_file = True  # type: ignore[attr-defined]
         root.addHandler(file_handler)
-    root.propagate = False

@@ -22,7 +22,8 @@ from campaign_sync.config import (
     ServerConfig,
     SmtpConfig,
 )
-from campaign_sync.notify import Scrubber, body, notify, recipients, should_notify, subject
+from campaign_sync.notify import body, notify, recipients, should_notify, subject
+from campaign_sync.redact import Scrubber
 from campaign_sync.result import FileInfo, RunResult
 
 SENDER = "campaign-sync@example.com"

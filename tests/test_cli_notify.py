@@ -1,0 +1,92 @@
+"""Notices end to end: the installed command, a real SMTP server and a real webhook."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import SAMPLE, Workspace
+from smtp_server import ClosedPort, SmtpTestServer
+from webhook_server import WebhookTestServer
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpTestServer]:
+    with SmtpTestServer() as server:
+        yield server
+
+
+def configure(ws: Workspace, host: str, port: int, webhook: str | None = None) -> None:
+    extra = (
+        f"smtp:\n  host: {host}\n  port: {port}\n  from: sync@example.com\n  timeout: 3\n"
+        "  password: ${SMTP_PASSWORD:-}\n"
+        "notify:\n  to: [ops@example.com]\n"
+    )
+    if webhook:
+        extra += f"  webhook: {webhook}\n  webhook_timeout: 2\n"
+    ws.write_config(text=ws.config.read_text() + extra)
+
+
+def test_import_success_notice_is_mailed_and_posted(ws: Workspace, smtp: SmtpTestServer) -> None:
+    with WebhookTestServer() as hook:
+        configure(ws, smtp.host, smtp.port, hook.url)
+        ws.drop("/import/newsletter_20261101.csv", SAMPLE + "bad-address;X;Y;\n")
+        done = ws.run("import", "newsletter-import", "--date", "2026-11-01")
+        assert done.returncode == 0, done.stderr
+        assert len(smtp.messages) == 1
+        notice = smtp.messages[0]
+        assert notice.rcpt_tos == ["ops@example.com"]
+        assert notice.message["Subject"] == (
+            "[campaign-sync] newsletter-import succeeded: 3 inserted, 1 rejected"
+        )
+        assert "line 5: invalid" in notice.text
+        assert [request.json["status"] for request in hook.requests] == ["succeeded"]
+
+
+def test_failure_notice_for_an_export(ws: Workspace, smtp: SmtpTestServer) -> None:
+    configure(ws, smtp.host, smtp.port)
+    ws.write_config(
+        text=ws.config.read_text()
+        .replace("inbox\n", "inbox\n  nowhere:\n    type: local\n    path: /proc/no-such-dir\n", 1)
+        .replace("target: {server: inbox", "target: {server: nowhere")
+    )
+    done = ws.run("export", "newsletter-export")
+    assert done.returncode == 1
+    assert len(smtp.messages) == 1
+    assert (
+        smtp.messages[0].message["Subject"].startswith("[campaign-sync] newsletter-export FAILED")
+    )
+
+
+def test_unreachable_smtp_is_a_warning_not_a_failure(ws: Workspace) -> None:
+    with ClosedPort() as closed:
+        configure(ws, closed.host, closed.port)
+        ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+        done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 0
+    run = json.loads(done.stdout)
+    assert run["status"] == "succeeded"
+    assert run["warnings"] and "not sent" in run["warnings"][0]
+    assert len(ws.recipients()) == 3  # nothing rolled back
+    recorded = json.loads(ws.query("SELECT warnings FROM runs")[0][0])
+    assert recorded == run["warnings"]
+
+
+def test_no_secret_in_any_output(ws: Workspace, smtp: SmtpTestServer) -> None:
+    configure(ws, smtp.host, smtp.port)
+    secret = "pa55-w0rd-xyz"
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    done = ws.run(
+        "-v",
+        "--json",
+        "import",
+        "newsletter-import",
+        "--date",
+        "2026-11-01",
+        env={"SMTP_PASSWORD": secret},
+    )
+    assert secret not in done.stdout + done.stderr
+    assert all(secret not in m.text for m in smtp.messages)
+    assert all(secret not in line for line in ws.dump())
