@@ -339,4 +339,8 @@ def _export(ctx: RunContext) -> None:
 
 
 def _dispatch(ctx: RunContext) -> None:
-    raise UsageError("doi-dispatch jobs are not supported by this version yet")
+    from .dispatch import dispatch
+
+    # Each send is committed on its own (exactly once needs that); dispatch sets the status
+    # and counts, and _close records the run.
+    dispatch(ctx.conn, ctx.config, ctx.job, ctx.result, dry_run=ctx.options.dry_run)
