@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -91,33 +93,51 @@ def dispatch(
 def _settle_dead_sends(
     conn: sqlite3.Connection, job: str, result: RunResult, *, dry_run: bool
 ) -> int:
-    """Turn `sending` rows of runs that are no longer running into `unknown`; report each.
+    """Turn `sending` rows left by dead runs into `unknown`; report each. Returns how many.
 
-    A row whose run is still `running` belongs to a live overlapping run and is left alone
-    (the runner has already marked every run that died as interrupted).
+    A row whose run is still alive belongs to an overlapping run and is left alone. The
+    runner marks every other run of the job interrupted once it holds the lock, so the run's
+    status alone would call a live run (one that ignored the lock) dead: its process is
+    checked too.
     """
-    query = (
-        "SELECT id, email, message_id, run_id FROM sends "
-        "WHERE job = ? AND state = 'sending' AND (run_id IS NULL OR run_id NOT IN "
-        "(SELECT id FROM runs WHERE status = 'running'))"
-    )
-    if dry_run:
-        rows = conn.execute(query, (job,)).fetchall()
-    else:
+    rows = conn.execute(
+        "SELECT s.id, s.email, s.message_id, s.run_id, r.status, r.pid, r.host "
+        "FROM sends AS s LEFT JOIN runs AS r ON r.id = s.run_id "
+        "WHERE s.job = ? AND s.state = 'sending'",
+        (job,),
+    ).fetchall()
+    dead = [row[:4] for row in rows if not _run_alive(*row[4:])]
+    if dead and not dry_run:
         with store.transaction(conn):
-            rows = conn.execute(query, (job,)).fetchall()
             conn.executemany(
                 "UPDATE sends SET state = 'unknown', updated_at = ?, "
                 "detail = 'the run ended during the SMTP transaction' "
                 "WHERE id = ? AND state = 'sending'",
-                [(store.now(), row[0]) for row in rows],
+                [(store.now(), row[0]) for row in dead],
             )
-    for _, email, message_id, run_id in rows:
+    for _, email, message_id, run_id in dead:
         result.warnings.append(
             f"outcome unknown: {email} (Message-ID {message_id}): run {run_id} ended during "
             "its SMTP transaction; not sent again — the mail server's log can tell"
         )
-    return len(rows)
+    return len(dead)
+
+
+def _run_alive(status: str | None, pid: int | None, host: str | None) -> bool:
+    """Whether the run that claimed a send may still be sending it."""
+    if status == "running":
+        return True
+    if not pid or pid == os.getpid() or host != socket.gethostname():
+        # Another host's run is only known by its record; ours is not `running` any more.
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A reused pid only delays the report to a later run; it never causes a resend.
+    return True
 
 
 # --------------------------------------------------------------------------- recipients
