@@ -11,6 +11,11 @@ Exactly once rests on the `sends` table (store migration 2), one row per job and
 A process killed between 1 and 3 leaves `sending` behind. The next run cannot know whether
 the server took the message, so it reports the row as `unknown` and never sends it again:
 a missing welcome mail is a support ticket, a duplicate is a spam complaint.
+
+Counts: `sent` accepted by the server; `bounced` refused by it (5xx hard, 4xx soft, each
+recorded in `bounces`); `skipped` newly confirmed members left out (unsubscribed, blocklisted,
+outbounced, or an address the session cannot carry); `unknown` sends of unknown outcome found
+or caused by this run. A dry run counts as `sent` who would be sent to.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class Selection:
 
     due: list[Recipient] = field(default_factory=list)
     skipped: int = 0
+    never_ran: bool = False  # no cut-off yet: nobody counts as newly confirmed
 
 
 def dispatch(
@@ -76,6 +82,11 @@ def dispatch(
     if dry_run:
         counts["sent"] = len(selection.due)
         result.message = _dry_run_message(mailing, selection, config.smtp.sender)
+        if selection.never_ran:
+            result.message += (
+                "\n  (the job has never run: its first run sets the cut-off, and only "
+                "confirmations after it are sent)"
+            )
         result.status = "succeeded"
         return
     if selection.due:
@@ -150,8 +161,8 @@ def select_recipients(conn: sqlite3.Connection, config: Config, job: JobConfig) 
     """
     list_id = store.list_id(conn, job.list or "", create=False)
     cutoff = _cutoff(conn, job.name)
-    selection = Selection()
-    if list_id is None:
+    selection = Selection(never_ran=cutoff is None)
+    if list_id is None or cutoff is None:
         return selection
     outbounced, bounce_params = outbounced_sql(config.bounces)
     # An unsubscription counts unless the address confirmed double opt-in again after it
@@ -180,10 +191,10 @@ def select_recipients(conn: sqlite3.Connection, config: Config, job: JobConfig) 
     return selection
 
 
-def _cutoff(conn: sqlite3.Connection, job: str) -> str:
-    """Confirmations after this moment are new: the job's first run (now, before it ran)."""
+def _cutoff(conn: sqlite3.Connection, job: str) -> str | None:
+    """Confirmations after this moment are new: the job's first run (None: it never ran)."""
     row = conn.execute("SELECT first_seen FROM jobs WHERE name = ?", (job,)).fetchone()
-    return str(row[0]) if row else store.now()
+    return str(row[0]) if row else None
 
 
 # --------------------------------------------------------------------------- sending
@@ -266,6 +277,13 @@ def _record_outcome(
     if refusal is None:
         settle(conn, send_id, "sent", "")
         result.counts["sent"] += 1
+        return
+    if refusal.stage == "local":
+        # Our session cannot carry the address (no SMTPUTF8): not the recipient's bounce.
+        # Left for a later run (perhaps via another server) and counted as skipped.
+        settle(conn, send_id, "deferred", str(refusal))
+        result.counts["skipped"] += 1
+        result.warnings.append(f"not sent to {email}: {refusal.text}")
         return
     state = "failed" if refusal.permanent else "deferred"
     settle(conn, send_id, state, str(refusal), bounce=(email, refusal.kind, job.name))

@@ -708,3 +708,97 @@ def test_store_migration_keeps_existing_data(tmp_path: Path) -> None:
         assert migrated.execute("SELECT count(*) FROM sends").fetchone() == (0,)
     finally:
         migrated.close()
+
+
+# --------------------------------------------------------------------------- more outcomes
+
+
+def test_nobody_due_needs_no_smtp_connection(ws: Dispatch) -> None:
+    ws.seed({"old@example.com": OLD_DOI})
+    with ClosedPort() as closed:
+        ws.write_config(port=closed.port)
+        result = ws.run()
+    assert (result.status, counts(result)) == (
+        "succeeded",
+        {"sent": 0, "skipped": 0, "bounced": 0, "unknown": 0},
+    )
+
+
+def test_421_at_rcpt_fails_the_run_and_retries_without_a_bounce(
+    ws: Dispatch, smtp: SmtpTestServer
+) -> None:
+    ws.seed({"a@example.com": NEW_DOI})
+    smtp.reject("a@example.com", 421, "Service shutting down")
+
+    result = ws.run()
+
+    assert (result.status, result.exit_code) == ("failed", 1)
+    assert result.error is not None and "421 Service shutting down" in result.error
+    assert ws.sends() == {"a@example.com": ("deferred", 1)}
+    assert ws.query("SELECT count(*) FROM bounces") == [(0,)]
+
+    smtp.clear()
+    assert ws.run().counts["sent"] == 1
+    assert received(smtp) == Counter({"a@example.com": 1})
+
+
+def test_message_refused_after_data_is_a_hard_bounce(ws: Dispatch, smtp: SmtpTestServer) -> None:
+    ws.seed({"a@example.com": NEW_DOI})
+    smtp.reject_data(554, "Spam detected")
+
+    result = ws.run()
+
+    assert counts(result) == {"sent": 0, "skipped": 0, "bounced": 1, "unknown": 0}
+    assert ws.sends() == {"a@example.com": ("failed", 1)}
+    assert ws.query("SELECT email, type, detail FROM bounces") == [
+        ("a@example.com", "hard", "554 Spam detected")
+    ]
+
+
+def test_address_the_session_cannot_carry_is_skipped_not_bounced(tmp_path: Path) -> None:
+    with SmtpTestServer(smtputf8=False) as server:
+        ws = Dispatch(tmp_path, server.host, server.port)
+        ws.write_config()
+        ws.mailing()
+        ws.seed({"jürgen@example.com": NEW_DOI, "ok@example.com": NEW_DOI})
+
+        result = ws.run()
+
+        assert counts(result) == {"sent": 1, "skipped": 1, "bounced": 0, "unknown": 0}
+        assert received(server) == Counter({"ok@example.com": 1})
+    assert ws.sends()["jürgen@example.com"] == ("deferred", 1)
+    assert ws.query("SELECT count(*) FROM bounces") == [(0,)]
+    assert any("jürgen@example.com" in warning for warning in result.warnings)
+
+
+def test_dry_run_before_the_first_run_says_why_nobody_is_due(
+    ws: Dispatch, smtp: SmtpTestServer
+) -> None:
+    ws.seed({"anna@example.com": NEW_DOI})
+    ws.execute("DELETE FROM jobs")
+
+    result = ws.run(dry_run=True)
+
+    assert result.counts["sent"] == 0
+    assert result.message is not None
+    assert result.message.endswith(
+        "(the job has never run: its first run sets the cut-off, and only confirmations "
+        "after it are sent)"
+    )
+    assert ws.query("SELECT count(*) FROM jobs") == [(0,)]
+
+
+def test_dry_run_reports_a_dead_send_without_settling_it(
+    ws: Dispatch, smtp: SmtpTestServer
+) -> None:
+    ws.seed(recipients(2))
+    proc = child(ws, "before-send", 1)
+    proc.communicate(timeout=60)
+
+    dry = ws.run(dry_run=True)
+
+    assert (dry.counts["unknown"], dry.counts["sent"]) == (1, 1)
+    assert ws.sends() == {"r00@example.com": ("sending", 1)}
+    real = ws.run()
+    assert (real.counts["unknown"], real.counts["sent"]) == (1, 1)
+    assert ws.sends() == {"r00@example.com": ("unknown", 1), "r01@example.com": ("sent", 1)}
