@@ -131,7 +131,7 @@ def _block(rng: random.Random, start: int, delimiter: str) -> list[str]:
             email = email.title()
         elif bits & 0x3FF == 1:  # ~0.1 %: stray whitespace from a spreadsheet
             email = f" {email} "
-        digits = 5 - len(zip_prefix)
+        digits = (5 if country == "DE" else 4) - len(zip_prefix)
         zip_code = f"{zip_prefix}{(bits >> 10 & 0x1FFFF) % 10**digits:0{digits}d}"
         birthday = ""
         if bits >> 27 & 0x3 == 0:  # ~25 % known: most lists never ask
