@@ -24,7 +24,7 @@ import enum
 import re
 import string
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import idna
@@ -274,7 +274,8 @@ class _Bucket:
     texts: list[str]
     sources: list[str]
     trivial: str | None = None
-    _regex: re.Pattern[str] | None = None
+    _regex: re.Pattern[str] | None = None  # compiled on first use: most buckets never are
+    _singles: list[re.Pattern[str]] | None = None
 
     def add(self, text: str, tokens: list[Token], trivial: bool) -> None:
         if trivial and self.trivial is None:
@@ -286,11 +287,19 @@ class _Bucket:
         if self.trivial is not None:
             return self.trivial
         if self._regex is None:
-            # One group per pattern: fullmatch tries the alternatives in order and
-            # `lastindex` tells which one matched.
-            self._regex = re.compile("|".join(f"({s})" for s in self.sources), re.DOTALL)
-        found = self._regex.fullmatch(address)
-        return None if found is None else self.texts[found.lastindex - 1]  # type: ignore[operator]
+            # No capturing groups: the regex compiler then factors out common prefixes and
+            # skips branches on their first character, which groups would prevent (measured:
+            # 150 `spam<n>*@gmx.de` patterns cost 17 us per gmx.de address with groups).
+            self._regex = re.compile("|".join(self.sources), re.DOTALL)
+        if self._regex.fullmatch(address) is None:
+            return None
+        # A hit is rare; only then find out which pattern it was, in the order added.
+        if self._singles is None:
+            self._singles = [re.compile(source, re.DOTALL) for source in self.sources]
+        for text, single in zip(self.texts, self._singles, strict=True):
+            if single.fullmatch(address):
+                return text
+        raise AssertionError("combined pattern matched but no single one did")  # unreachable
 
 
 def _new_bucket() -> _Bucket:
@@ -374,47 +383,61 @@ class Blocklist:
         found = self._exact.get(address)
         if found is not None:
             return found
-        for bucket in self._candidates(address):
-            found = bucket.match(address)
-            if found is not None:
+        # Hand-inlined loops, not generators: this runs a million times per import.
+        tails, heads = self._tail_sep, self._head_sep
+        if tails:
+            at = last_at = address.rfind("@")
+            while at >= 0:  # every "@": one for a valid address
+                bucket = tails.get(address[at:])
+                if bucket is not None and (found := bucket.match(address)) is not None:
+                    return found
+                at = address.rfind("@", 0, at)
+            dot = address.find(".", last_at + 1)
+            while dot >= 0:  # dots of the domain: tail keys without "@"
+                bucket = tails.get(address[dot:])
+                if bucket is not None and (found := bucket.match(address)) is not None:
+                    return found
+                dot = address.find(".", dot + 1)
+        if heads:
+            first_at = address.find("@")
+            at = first_at
+            while at >= 0:
+                bucket = heads.get(address[: at + 1])
+                if bucket is not None and (found := bucket.match(address)) is not None:
+                    return found
+                at = address.find("@", at + 1)
+            end = len(address) if first_at < 0 else first_at
+            dot = address.find(".", 0, end)
+            while dot >= 0:  # dots of the local part: head keys without "@"
+                bucket = heads.get(address[: dot + 1])
+                if bucket is not None and (found := bucket.match(address)) is not None:
+                    return found
+                dot = address.find(".", dot + 1, end)
+        for length, buckets in self._tail_len.items():
+            bucket = buckets.get(address[-length:])
+            if bucket is not None and (found := bucket.match(address)) is not None:
+                return found
+        for length, buckets in self._head_len.items():
+            bucket = buckets.get(address[:length])
+            if bucket is not None and (found := bucket.match(address)) is not None:
                 return found
         if self._has_floating:
             return self._floating.match(address)
         return None
 
-    def _candidates(self, address: str) -> Iterator[_Bucket]:
-        if self._tail_sep or self._head_sep:
-            for at in _separators(address):
-                if self._tail_sep:
-                    bucket = self._tail_sep.get(address[at:])
-                    if bucket is not None:
-                        yield bucket
-                if self._head_sep:
-                    bucket = self._head_sep.get(address[: at + 1])
-                    if bucket is not None:
-                        yield bucket
-        for length, buckets in self._tail_len.items():
-            bucket = buckets.get(address[-length:])
-            if bucket is not None:
-                yield bucket
-        for length, buckets in self._head_len.items():
-            bucket = buckets.get(address[:length])
-            if bucket is not None:
-                yield bucket
-
-
-_SEP_RE = re.compile(r"[@.]")
-
-
-def _separators(address: str) -> Iterator[int]:
-    for found in _SEP_RE.finditer(address):
-        yield found.start()
-
 
 def _sep_key(literal: str, *, tail: bool) -> str | None:
-    """The part of a literal tail from its first ``@``/``.`` (of a head: up to its last one)."""
+    """The index key of a literal tail or head, None if it has no ``@`` or ``.``.
+
+    A tail's key runs from its last ``@`` -- or, without one, from its first ``.`` -- to the
+    end, so it starts at an ``@`` of the address, or at a dot after the address's last ``@``:
+    :meth:`Blocklist.matches` looks up only those few suffixes.  Heads mirror this: up to the
+    first ``@``, else up to the last dot (a dot before the address's first ``@``).
+    """
     if tail:
-        found = _SEP_RE.search(literal)
-        return None if found is None else literal[found.start() :]
-    positions = [m.start() for m in _SEP_RE.finditer(literal)]
-    return None if not positions else literal[: positions[-1] + 1]
+        at = literal.rfind("@")
+        start = at if at >= 0 else literal.find(".")
+        return None if start < 0 else literal[start:]
+    at = literal.find("@")
+    end = at if at >= 0 else literal.rfind(".")
+    return None if end < 0 else literal[: end + 1]
