@@ -114,7 +114,7 @@ def _local_problem(local: str) -> str | None:
         if char != "." and char not in _ATEXT_CHARS:
             if not char.isascii():
                 return "invalid local part (non-ASCII characters are not supported)"
-            return f"invalid local part (character {char!r} not allowed)"
+            return f"invalid local part (character {_show(char)} not allowed)"
     return None
 
 
@@ -135,11 +135,16 @@ def _domain_problem(domain: str) -> tuple[str, str | None]:
         ascii_labels.append(ascii_label)
     tld = ascii_labels[-1]
     if not (_TLD_RE.fullmatch(tld) or tld.lower().startswith("xn--")):
-        return "", f"invalid domain (top-level domain {labels[-1]!r} must be letters)"
+        return "", f"invalid domain (top-level domain {_show(labels[-1])} must be letters)"
     ascii_domain = ".".join(ascii_labels)
     if len(ascii_domain) > MAX_DOMAIN:
         return "", "too long"
     return ascii_domain, None
+
+
+def _show(text: str) -> str:
+    """Quote a piece of the input for a reason, cut short: reasons go into one CSV cell."""
+    return repr(text if len(text) <= 24 else text[:24] + "…")
 
 
 def _label_problem(label: str) -> tuple[str, str | None]:
@@ -150,24 +155,24 @@ def _label_problem(label: str) -> tuple[str, str | None]:
         if len(label) > MAX_LABEL:
             return "", "invalid domain (label longer than 63 characters)"
         if not _LDH_RE.fullmatch(label):
-            return "", f"invalid domain (label {label!r}: letters, digits, inner hyphens only)"
+            return "", f"invalid domain (label {_show(label)}: letters, digits, inner hyphens only)"
         if label[2:4] == "--" and label[:2].lower() == "xn":
             # An A-label must decode to a valid U-label, else it is not a domain at all.
             try:
                 idna.decode(label.lower())
             except (idna.IDNAError, UnicodeError, ValueError):
-                return "", f"invalid domain (label {label!r} is not valid IDNA)"
+                return "", f"invalid domain (label {_show(label)} is not valid IDNA)"
         return label, None
     try:
         # UTS 46 mapping first (case folding, width), then strict IDNA 2008 encoding.
         mapped = idna.uts46_remap(label, std3_rules=True, transitional=False)
         ascii_label = idna.alabel(mapped).decode("ascii")
     except (idna.IDNAError, UnicodeError, ValueError):
-        return "", f"invalid domain (label {label!r} is not valid IDNA)"
+        return "", f"invalid domain (label {_show(label)} is not valid IDNA)"
     if mapped != unicodedata.normalize("NFC", label.lower()):
         # Fullwidth letters and the like map to a different label: storing the raw text would
         # make two recipients of one address, and silently rewriting it would surprise.
-        return "", f"invalid domain (label {label!r} is not in canonical form)"
+        return "", f"invalid domain (label {_show(label)} is not in canonical form)"
     if len(ascii_label) > MAX_LABEL:
         return "", "invalid domain (label longer than 63 characters)"
     return ascii_label, None

@@ -110,7 +110,8 @@ def test_254_boundary_is_exact() -> None:
 
 
 def test_reasons_are_short_single_lines() -> None:
-    for address, _ in REJECTED:
+    long_label = f"a@{'x' * 60}_{'y' * 60}.de"
+    for address in [a for a, _ in REJECTED] + [long_label, "a@x.d\ne", "a\r\n@x.de"]:
         reason = check(address)
         assert reason and "\n" not in reason and len(reason) < 120
 
@@ -129,6 +130,13 @@ def test_reasons_are_short_single_lines() -> None:
 def test_normalise(raw: str, stored: str) -> None:
     assert normalise(raw) == stored
     assert normalise(stored) == stored
+
+
+@pytest.mark.parametrize("address", ["a@\udcff.de", "\udcff@x.de", "a@b\udcff.de", "a@\x00.de"])
+def test_surrogates_and_controls_are_rejected_not_raised(address: str) -> None:
+    # Files decoded with errors="surrogateescape" can carry lone surrogates.
+    assert check(address)
+    assert Blocklist(["*@x.de"]).matches(address) in (None, "*@x.de")
 
 
 # --- properties of the check ---------------------------------------------------------------
@@ -282,6 +290,18 @@ def test_blocklist_many_domains() -> None:
     assert blocklist.matches("a@x.domain1.example") is None
 
 
+def test_many_patterns_under_one_key_report_the_right_one() -> None:
+    patterns = [f"spam{i}*@gmx.de" for i in range(150)] + ["*@*.gmx.de", "x?@gmx.de"]
+    blocklist = Blocklist(patterns)
+    assert blocklist.matches("spam149-x@gmx.de") == "spam1*@gmx.de"  # the first one added
+    assert blocklist.matches("spam99@gmx.de") == "spam9*@gmx.de"
+    assert blocklist.matches("spam7@gmx.de") == "spam7*@gmx.de"
+    assert blocklist.matches("xy@gmx.de") == "x?@gmx.de"
+    assert blocklist.matches("a@mx.gmx.de") == "*@*.gmx.de"
+    assert blocklist.matches("spam@gmx.de") is None
+    assert blocklist.matches("spam1@gmx.net") is None
+
+
 def test_duplicate_patterns_are_kept_once() -> None:
     blocklist = Blocklist(["*@x.de", "*@X.DE", "*@x.de"])
     assert len(blocklist) == 1
@@ -293,7 +313,7 @@ PATTERN = st.text(alphabet="ab@.*?\\", min_size=1, max_size=10)
 ADDRESS = st.text(alphabet="abAB@.*?\\", max_size=12)
 
 
-@settings(max_examples=300)
+@settings(max_examples=500)
 @given(st.lists(PATTERN, max_size=8), st.lists(ADDRESS, max_size=8))
 def test_blocklist_equals_reference(patterns: list[str], addresses: list[str]) -> None:
     usable = [p for p in patterns if pattern_problem(p) is None]
@@ -304,6 +324,35 @@ def test_blocklist_equals_reference(patterns: list[str], addresses: list[str]) -
         assert (found is not None) is expected, (found, usable, address)
         if found is not None:
             assert found in usable and reference_match(found, address)
+
+
+LABEL = st.sampled_from(["a", "b", "ab", "x-y", "de", "com"])
+REALISTIC_ADDRESS = st.builds(
+    lambda local, domain: f"{'.'.join(local)}@{'.'.join(domain)}",
+    st.lists(LABEL, min_size=1, max_size=3),
+    st.lists(LABEL, min_size=2, max_size=4),
+)
+REALISTIC_PATTERN = st.one_of(
+    REALISTIC_ADDRESS,
+    REALISTIC_ADDRESS.map(lambda a: "*" + a[a.index("@") :]),
+    REALISTIC_ADDRESS.map(lambda a: "*@*" + a[a.rindex(".") :]),
+    REALISTIC_ADDRESS.map(lambda a: a[: a.index("@") + 1] + "*"),
+    st.text(alphabet="ab@.-*?", min_size=1, max_size=12),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(REALISTIC_PATTERN, max_size=20), st.lists(REALISTIC_ADDRESS, max_size=10))
+def test_blocklist_equals_reference_on_address_shapes(
+    patterns: list[str], addresses: list[str]
+) -> None:
+    blocklist = Blocklist(patterns)
+    for address in addresses:
+        found = blocklist.matches(address)
+        expected = any(reference_match(p, address) for p in patterns)
+        assert (found is not None) is expected, (found, patterns, address)
+        if found is not None:
+            assert reference_match(found, address)
 
 
 @given(PATTERN, ADDRESS)
