@@ -240,16 +240,38 @@ def _tokens(pattern: str) -> list[Token]:
     return tokens
 
 
-def _regex_source(tokens: list[Token]) -> str:
-    parts = []
+def _regex_source(tokens: list[Token], first_group: int = 1) -> tuple[str, int]:
+    """A regex for ``fullmatch`` and the number of groups it uses (numbered from first_group).
+
+    The obvious translation (`*` -> `.*`) backtracks exponentially: ``*a*a*a*a*a*b`` took
+    8 s on one 120-character address.  Glob matching does not need backtracking: the text
+    between two stars may always take its leftmost occurrence.  So every star but the last
+    becomes an atomic "skip to the next occurrence" -- ``(?=(.*?SEGMENT))\\N`` (lookahead plus
+    back-reference is the atomic group of Python < 3.11) -- and matching stays O(length x
+    pattern).  Groups are numbered explicitly so many patterns can share one regex.
+    """
+    segments: list[list[str]] = [[]]  # regex pieces between the stars
     for token in tokens:
         if token is STAR:
-            parts.append(".*")
-        elif token is QMARK:
-            parts.append(".")
+            segments.append([])
         else:
-            parts.append(re.escape(token))
-    return "".join(parts)
+            segments[-1].append("." if token is QMARK else re.escape(token))
+    texts = ["".join(segment) for segment in segments]
+    if len(texts) == 1:  # no star
+        return texts[0], 0
+    head, middles, tail = texts[0], texts[1:-1], texts[-1]
+    if not tail and middles:
+        # `...*S*`: `.*S.*` cannot backtrack badly (the final `.*` never fails) and runs
+        # about 4x faster than the atomic form -- this is the common `*word*` pattern.
+        middles, tail = middles[:-1], f"{middles[-1]}.*"
+    skips = [
+        f"(?=(.*?{middle}))\\{number}" for number, middle in enumerate(middles, start=first_group)
+    ]
+    return head + "".join(skips) + ".*" + tail, len(middles)
+
+
+def _compile(tokens: list[Token]) -> re.Pattern[str]:
+    return re.compile(_regex_source(tokens)[0], re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -265,7 +287,7 @@ class CompiledPattern:
 
 def compile_pattern(pattern: str) -> CompiledPattern:
     """Compile one pattern; raises :class:`PatternError` with a clear message if unusable."""
-    return CompiledPattern(pattern, re.compile(_regex_source(_tokens(pattern)), re.DOTALL))
+    return CompiledPattern(pattern, _compile(_tokens(pattern)))
 
 
 @dataclass
@@ -277,7 +299,7 @@ class _Bucket:
     """
 
     texts: list[str]
-    sources: list[str]
+    tokens: list[list[Token]]
     trivial: str | None = None
     _regex: re.Pattern[str] | None = None  # compiled on first use: most buckets never are
     _singles: list[re.Pattern[str]] | None = None
@@ -286,25 +308,34 @@ class _Bucket:
         if trivial and self.trivial is None:
             self.trivial = text
         self.texts.append(text)
-        self.sources.append(_regex_source(tokens))
+        self.tokens.append(tokens)
 
     def match(self, address: str) -> str | None:
         if self.trivial is not None:
             return self.trivial
         if self._regex is None:
-            # No capturing groups: the regex compiler then factors out common prefixes and
-            # skips branches on their first character, which groups would prevent (measured:
-            # 150 `spam<n>*@gmx.de` patterns cost 17 us per gmx.de address with groups).
-            self._regex = re.compile("|".join(self.sources), re.DOTALL)
+            self._regex = self._combined()
         if self._regex.fullmatch(address) is None:
             return None
         # A hit is rare; only then find out which pattern it was, in the order added.
         if self._singles is None:
-            self._singles = [re.compile(source, re.DOTALL) for source in self.sources]
+            self._singles = [_compile(tokens) for tokens in self.tokens]
         for text, single in zip(self.texts, self._singles, strict=True):
             if single.fullmatch(address):
                 return text
         raise AssertionError("combined pattern matched but no single one did")  # unreachable
+
+    def _combined(self) -> re.Pattern[str]:
+        # No capturing group around each alternative: the regex compiler then factors out
+        # common prefixes and skips alternatives on their first character, which groups
+        # would prevent (measured: 150 `spam<n>*@gmx.de` cost 17 us per gmx.de address).
+        sources = []
+        group = 1
+        for tokens in self.tokens:
+            source, groups = _regex_source(tokens, group)
+            sources.append(source)
+            group += groups
+        return re.compile("|".join(sources), re.DOTALL)
 
 
 def _new_bucket() -> _Bucket:
@@ -347,7 +378,7 @@ class Blocklist:
     def add(self, pattern: str) -> None:
         """Add one pattern; raises :class:`PatternError` if it is unusable."""
         tokens = _tokens(pattern)
-        key = _regex_source(tokens)
+        key = _regex_source(tokens)[0]
         if key in self._seen:
             return  # the same pattern again: the first one is reported
         self._seen.add(key)
