@@ -384,10 +384,10 @@ class Blocklist:
     def add(self, pattern: str) -> None:
         """Add one pattern; raises :class:`PatternError` if it is unusable."""
         tokens = _tokens(pattern)
-        key = _regex_source(tokens)[0]
-        if key in self._seen:
+        source = _regex_source(tokens)[0]
+        if source in self._seen:
             return  # the same pattern again: the first one is reported
-        self._seen.add(key)
+        self._seen.add(source)
         if len(tokens) == 1 and isinstance(tokens[0], str):
             self._exact.setdefault(tokens[0], pattern)
             return
@@ -412,12 +412,12 @@ class Blocklist:
         literal: str,
         *,
         tail: bool,
-    ) -> tuple[_Bucket, str | None]:
-        """The bucket for a literal head or tail, and its separator key (None if it has none)."""
+    ) -> tuple[_Bucket, str]:
+        """The bucket for a literal head or tail, and the key it is found by."""
         key = _sep_key(literal, tail=tail)
         if key is not None:
             return by_sep.setdefault(key, _new_bucket()), key
-        return by_len.setdefault(len(literal), {}).setdefault(literal, _new_bucket()), None
+        return by_len.setdefault(len(literal), {}).setdefault(literal, _new_bucket()), literal
 
     def matches(self, address: str) -> str | None:
         """The pattern (as given) that blocks ``address``, or None."""
