@@ -370,6 +370,8 @@ class Blocklist:
         self._exact: dict[str, str] = {}
         self._tail_sep: dict[str, _Bucket] = {}
         self._head_sep: dict[str, _Bucket] = {}
+        # Which kinds of separator keys exist, so matches() skips the lookups it cannot need.
+        self._tail_at = self._tail_dot = self._head_at = self._head_dot = False
         self._tail_len: dict[int, dict[str, _Bucket]] = {}
         self._head_len: dict[int, dict[str, _Bucket]] = {}
         self._floating = _new_bucket()
@@ -395,10 +397,14 @@ class Blocklist:
         # "Trivial": the pattern is `*` plus exactly the index key, so finding the key decides.
         if isinstance(last, str):
             bucket, key = self._index(self._tail_sep, self._tail_len, last, tail=True)
+            self._tail_at |= key[0] == "@"
+            self._tail_dot |= key[0] == "."
             trivial = len(tokens) == 2 and first is STAR and key == last
             bucket.add(pattern, tokens, trivial=trivial)
         elif isinstance(first, str):
             bucket, key = self._index(self._head_sep, self._head_len, first, tail=False)
+            self._head_at |= key[-1] == "@"
+            self._head_dot |= key[-1] == "."
             trivial = len(tokens) == 2 and last is STAR and key == first
             bucket.add(pattern, tokens, trivial=trivial)
         else:
@@ -425,30 +431,33 @@ class Blocklist:
         found = self._exact.get(address)
         if found is not None:
             return found
-        # Hand-inlined loops, not generators: this runs a million times per import.
+        # Hand-inlined loops, not generators: this runs a million times per import.  Each
+        # loop runs only if some key needs it (typically: no head key ends with a dot).
         tails, heads = self._tail_sep, self._head_sep
-        if tails:
-            at = last_at = address.rfind("@")
+        if self._tail_at:
+            at = address.rfind("@")
             while at >= 0:  # every "@": one for a valid address
                 bucket = tails.get(address[at:])
                 if bucket is not None and (found := bucket.match(address)) is not None:
                     return found
                 at = address.rfind("@", 0, at)
-            dot = address.find(".", last_at + 1)
+        if self._tail_dot:
+            dot = address.find(".", address.rfind("@") + 1)
             while dot >= 0:  # dots of the domain: tail keys without "@"
                 bucket = tails.get(address[dot:])
                 if bucket is not None and (found := bucket.match(address)) is not None:
                     return found
                 dot = address.find(".", dot + 1)
-        if heads:
-            first_at = address.find("@")
-            at = first_at
+        if self._head_at:
+            at = address.find("@")
             while at >= 0:
                 bucket = heads.get(address[: at + 1])
                 if bucket is not None and (found := bucket.match(address)) is not None:
                     return found
                 at = address.find("@", at + 1)
-            end = len(address) if first_at < 0 else first_at
+        if self._head_dot:
+            end = address.find("@")
+            end = len(address) if end < 0 else end
             dot = address.find(".", 0, end)
             while dot >= 0:  # dots of the local part: head keys without "@"
                 bucket = heads.get(address[: dot + 1])
