@@ -12,6 +12,7 @@ constant however many rows are asked for.  ``-`` writes to stdout.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import itertools
 import random
 import sys
@@ -94,8 +95,6 @@ def _local_part(first: str, last: str, number: int, style: int) -> str:
 
 def _dates(first_year: int, last_year: int) -> list[str]:
     """Every YYYY-MM-DD of these years, precomputed so rows just index into the list."""
-    import datetime as dt
-
     day = dt.date(first_year, 1, 1)
     end = dt.date(last_year, 12, 31)
     out = []
