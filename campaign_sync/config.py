@@ -674,10 +674,9 @@ class _Validator:
         from .schedule import ScheduleError, parse
 
         try:
-            parse(text)
+            return parse(text).text  # normalised: "WEEKLY Mon, Thu 06:00" → "weekly mon,thu 06:00"
         except ScheduleError as exc:
             raise self.fail(key, str(exc)) from None
-        return text
 
     def server_ref(self, value: Any, key: str, servers: dict[str, Any]) -> str:
         name = self.string(value, key)

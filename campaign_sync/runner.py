@@ -18,10 +18,10 @@ from pathlib import Path
 
 from . import runs, store, workdir
 from .config import Config, JobConfig
-from .dates import local_zone
 from .errors import CampaignSyncError, SourceMissing, TransferError, UsageError
 from .paths import render
 from .result import FileInfo, RunResult
+from .schedule import zone
 from .transfer import Progress, open_transfer
 
 log = logging.getLogger("campaign_sync")
@@ -52,7 +52,7 @@ class RunContext:
     def day(self) -> datetime.date:
         if self.options.date:
             return self.options.date
-        return datetime.datetime.now(local_zone(self.config.timezone)).date()
+        return datetime.datetime.now(zone(self.config.timezone)).date()
 
     def progress(self, label: str) -> Progress | None:
         return self.options.progress(label) if self.options.progress else None
@@ -87,6 +87,7 @@ def _run_locked(
         result.run_id = runs.start(conn, job.name, job.type, started)
     ctx = RunContext(config, job, options, conn, result)
     clock = time.monotonic()
+    log.info("%s: started%s", job.name, _run_label(result))
     try:
         if job.kind == "import":
             _import(ctx)
@@ -129,6 +130,26 @@ def _close(ctx: RunContext, clock: float) -> None:
         notify(ctx.config, ctx.job, result, log=log)
         if len(result.warnings) != warned:
             _record(ctx)  # keep the notice's warnings with the run
+    log.log(
+        logging.INFO if result.status in ("succeeded", "skipped") else logging.ERROR,
+        "%s: %s%s in %.2f s%s",
+        result.job,
+        result.status,
+        _run_label(result),
+        result.duration_seconds or 0.0,
+        _summary(result),
+    )
+
+
+def _run_label(result: RunResult) -> str:
+    return " (dry run)" if result.dry_run else f" (run {result.run_id})"
+
+
+def _summary(result: RunResult) -> str:
+    """One line for the log: what the run did, or why it failed or was skipped."""
+    counts = ", ".join(f"{k} {v}" for k, v in result.ordered_counts().items() if v)
+    detail = result.error or result.message or ""
+    return "".join(f": {part}" for part in (counts, detail) if part)
 
 
 def _record(ctx: RunContext) -> None:
@@ -243,7 +264,7 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
     merge_ctx = MergeContext(
         conn=conn,
         job=job,
-        tz=local_zone(ctx.config.timezone),
+        tz=zone(ctx.config.timezone),
         work_dir=ctx.config.work_dir,
         run_id=result.run_id,
         force=ctx.options.force,

@@ -13,11 +13,7 @@ from typing import Any
 
 from . import runs, store
 from .config import Config, JobConfig
-from .dates import local_zone
-
-# How long after its scheduled time a run may start and finish before the job counts as
-# overdue: cron starts a little late, and an import of a big file takes a while.
-OVERDUE_GRACE = datetime.timedelta(hours=1)
+from .schedule import is_overdue, parse, zone
 
 
 def open_store(config: Config) -> sqlite3.Connection | None:
@@ -31,7 +27,7 @@ def open_store(config: Config) -> sqlite3.Connection | None:
 
 def job_states(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
     """One entry per configured job, in SPEC's list-jobs JSON shape."""
-    tz = local_zone(config.timezone)
+    tz = zone(config.timezone)
     now = datetime.datetime.now(tz)
     latest = runs.latest_per_job(conn) if conn else {}
     active = runs.running(conn) if conn else {}
@@ -85,11 +81,7 @@ def _running_info(run: dict[str, Any], now: datetime.datetime) -> dict[str, Any]
 def _next_run(job: JobConfig, now: datetime.datetime, tz: datetime.tzinfo) -> str | None:
     if not job.schedule:
         return None
-    from .schedule import parse
-
-    schedule = parse(job.schedule)
-    next_after = getattr(schedule, "next_after", None)
-    return next_after(now, tz).isoformat() if next_after else None
+    return parse(job.schedule).next_after(now, tz).isoformat()
 
 
 def _state(
@@ -102,11 +94,11 @@ def _state(
 ) -> str:
     if running:
         return "running"
-    if last is None:
+    if last is None or conn is None:
         return "never-run"
     if last["status"] in ("failed", "interrupted"):
         return "failing"
-    if job.schedule and conn is not None and _overdue(job, conn, now, tz):
+    if job.schedule and _overdue(job, conn, now, tz):
         return "overdue"
     return "idle"
 
@@ -115,18 +107,19 @@ def _overdue(
     job: JobConfig, conn: sqlite3.Connection, now: datetime.datetime, tz: datetime.tzinfo
 ) -> bool:
     """The last scheduled time (plus grace) passed without a successful run after it."""
-    from .schedule import parse
-
-    schedule = parse(job.schedule or "")
-    previous = getattr(schedule, "previous_at_or_before", None)
-    if previous is None:
-        return False
-    due = previous(now - OVERDUE_GRACE, tz)
-    if due is None:
-        return False
     success = runs.last_success(conn, job.name)
-    ended = success["finished"] if success else None
-    return ended is None or datetime.datetime.fromisoformat(ended) < due
+    row = conn.execute("SELECT first_seen FROM jobs WHERE name = ?", (job.name,)).fetchone()
+    return is_overdue(
+        parse(job.schedule or ""),
+        last_success=_moment(success["started"]) if success else None,
+        configured_since=_moment(row[0]) if row else None,
+        now=now,
+        tz=tz,
+    )
+
+
+def _moment(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp)
 
 
 def problems(states: list[dict[str, Any]]) -> list[str]:

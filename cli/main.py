@@ -127,7 +127,7 @@ def _run(settings: Settings, name: str, kind: str, **options: Any) -> None:
     # cron and `timeout` stop jobs with SIGTERM: roll back and record it like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     result = run_job(config, name, kind, RunOptions(progress=progress, **options))
-    output.show_run(result, settings.as_json)
+    output.show_run(result, settings.as_json, quiet=settings.quiet)
     sys.exit(result.exit_code)
 
 
@@ -262,10 +262,11 @@ def validate(settings: Settings) -> None:
 @engine_call
 def crontab(settings: Settings) -> None:
     """Print the crontab lines that run every scheduled job."""
-    from campaign_sync.crontab import lines_for
+    from campaign_sync.crontab import crontab_lines
 
     config = settings.config()
-    lines = lines_for(config, executable=_executable())
+    jobs = [(name, job.type, job.schedule) for name, job in config.jobs.items()]
+    lines = crontab_lines(jobs, _executable(), str(config.path), config.timezone)
     if settings.as_json:
         output.emit_json({"lines": lines})
     else:
@@ -273,12 +274,14 @@ def crontab(settings: Settings) -> None:
 
 
 def _executable() -> str:
-    found = Path(sys.argv[0])
-    return (
-        str(found.resolve())
-        if found.name == "campaign-sync" and found.exists()
-        else (__import__("shutil").which("campaign-sync") or "campaign-sync")
-    )
+    """The absolute path cron should run: this very script, else the one on PATH."""
+    import shutil
+
+    invoked = Path(sys.argv[0])
+    if invoked.name == "campaign-sync" and invoked.exists():
+        return str(invoked.resolve())
+    found = shutil.which("campaign-sync")
+    return str(Path(found).resolve()) if found else str(Path(sys.prefix, "bin", "campaign-sync"))
 
 
 @main.command()

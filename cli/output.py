@@ -33,10 +33,12 @@ def progress_factory() -> Any:
     return make()
 
 
-def show_run(result: RunResult, as_json: bool) -> None:
+def show_run(result: RunResult, as_json: bool, *, quiet: bool = False) -> None:
     if as_json:
         emit_json(result.as_dict())
         return
+    if quiet and result.status in ("succeeded", "skipped") and not result.warnings:
+        return  # -q is for cron: a run that went well mails nobody
     echo = click.echo
     head = f"{result.job}: {result.status}"
     if result.dry_run:

@@ -121,7 +121,7 @@ def test_default_value_interpolation(tmp_path: Path) -> None:
         ),
         (
             ("schedule: daily 02:30", "schedule: daily 25:00"),
-            "At 'jobs.newsletter-import.schedule': 'daily 25:00' is not a schedule",
+            "At 'jobs.newsletter-import.schedule': 'daily 25:00' is not a valid schedule",
         ),
         (
             ("key_file: id_test", "key_file: missing_key"),

@@ -1,0 +1,136 @@
+"""list-jobs states, --running, check and lists, from real run records in a real store."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+from conftest import SAMPLE, Workspace
+
+
+def utc(days_ago: float) -> str:
+    moment = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days_ago)
+    return moment.isoformat(timespec="microseconds")
+
+
+def record_run(ws: Workspace, job: str, status: str, started: str, **extra: object) -> None:
+    columns = {"job": job, "type": "recipient-import", "status": status, "started": started}
+    columns.update(extra)
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    ws.query(f"INSERT INTO runs ({names}) VALUES ({marks})", tuple(columns.values()))
+
+
+def states(ws: Workspace, *args: str) -> dict[str, dict]:
+    done = ws.cli("--json", "list-jobs", *args)
+    assert done.exit_code == 0, done.output
+    return {job["name"]: job for job in json.loads(done.stdout)}
+
+
+def prepared(ws: Workspace) -> Workspace:
+    """A store with the schema and one real successful import."""
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
+    return ws
+
+
+def test_next_run_is_in_the_config_time_zone(ws: Workspace) -> None:
+    job = states(ws)["newsletter-import"]
+    next_run = datetime.datetime.fromisoformat(job["next_run"])
+    assert next_run.strftime("%H:%M") == "02:30"
+    assert next_run.utcoffset() in (datetime.timedelta(hours=1), datetime.timedelta(hours=2))
+    assert next_run > datetime.datetime.now(datetime.timezone.utc)
+
+
+def test_idle_after_a_success_and_never_run_before_any(ws: Workspace) -> None:
+    found = states(prepared(ws))
+    assert found["newsletter-import"]["state"] == "idle"
+    assert found["newsletter-import"]["last_run"]["counts"]["inserted"] == 3
+    assert found["newsletter-export"]["state"] == "never-run"
+    assert found["newsletter-export"]["last_run"] is None
+
+
+def test_overdue_when_the_last_scheduled_time_passed_without_success(ws: Workspace) -> None:
+    prepared(ws)
+    ws.query("DELETE FROM runs")
+    ws.query(
+        "INSERT OR REPLACE INTO jobs (name, first_seen) VALUES ('newsletter-import', ?)", (utc(30),)
+    )
+    record_run(ws, "newsletter-import", "succeeded", utc(3), finished=utc(3))
+    assert states(ws)["newsletter-import"]["state"] == "overdue"
+    done = ws.run("check")
+    assert done.returncode == 1
+    assert done.stdout.strip() == "newsletter-import: overdue (schedule 'daily 02:30')"
+
+
+def test_failing_job_is_named_by_check_with_its_error(ws: Workspace) -> None:
+    prepared(ws)
+    record_run(
+        ws,
+        "newsletter-export",
+        "failed",
+        utc(0.01),
+        finished=utc(0.01),
+        error="cannot upload /export/newsletter.csv: disk full",
+    )
+    assert states(ws)["newsletter-export"]["state"] == "failing"
+    done = ws.run("--json", "check")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert len(report["problems"]) == 1
+    assert report["problems"][0].startswith("newsletter-export: last run failed at ")
+    assert report["problems"][0].endswith("cannot upload /export/newsletter.csv: disk full")
+
+
+def test_check_is_quiet_and_zero_when_all_is_well(ws: Workspace) -> None:
+    done = prepared(ws).run("check")
+    assert done.returncode == 0
+    assert done.stdout.startswith("OK: 2 jobs")
+
+
+def test_running_job_shows_pid_and_elapsed_time(ws: Workspace) -> None:
+    prepared(ws)
+    # A live process (this test) holding a running run, as a long import would.
+    record_run(
+        ws, "newsletter-export", "running", utc(0.001), pid=os.getpid(), host=os.uname().nodename
+    )
+    found = states(ws, "--running")
+    assert list(found) == ["newsletter-export"]
+    running = found["newsletter-export"]["running"]
+    assert running["pid"] == os.getpid()
+    assert 60 <= running["elapsed_seconds"] < 600
+    assert found["newsletter-export"]["state"] == "running"
+    plain = ws.run("list-jobs", "--running")
+    assert plain.stdout.splitlines()[1].split()[:3] == [
+        "newsletter-export",
+        "recipient-export",
+        str(os.getpid()),
+    ]
+
+
+def test_nothing_running_says_so(ws: Workspace) -> None:
+    done = prepared(ws).run("list-jobs", "--running")
+    assert done.stdout.strip() == "no job is running"
+
+
+def test_lists_counts_per_status(ws: Workspace) -> None:
+    prepared(ws)
+    now = utc(0)
+    ws.query(
+        "INSERT INTO blocklist (pattern, reason, created_at, modified_at) "
+        "VALUES ('*@example.org', 'test', ?, ?)",
+        (now, now),
+    )
+    ws.query("UPDATE recipients SET status = 'unsubscribed' WHERE email = 'ben@example.com'")
+    ws.query(
+        "INSERT INTO bounces (email, type, bounced_at) VALUES "
+        "('anna@example.com', 'hard', ?), ('anna@example.com', 'hard', ?), "
+        "('anna@example.com', 'hard', ?)",
+        (now, now, now),
+    )
+    done = ws.cli("--json", "lists")
+    assert json.loads(done.stdout) == [
+        {"list": "newsletter", "active": 0, "unsubscribed": 1, "blocklisted": 1, "outbounced": 1}
+    ]
