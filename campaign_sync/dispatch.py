@@ -111,19 +111,15 @@ def _settle_dead_sends(
     status alone would call a live run (one that ignored the lock) dead: its process is
     checked too.
     """
-    rows = conn.execute(
-        "SELECT s.id, s.email, s.message_id, s.run_id, r.status, r.pid, r.host "
-        "FROM sends AS s LEFT JOIN runs AS r ON r.id = s.run_id "
-        "WHERE s.job = ? AND s.state = 'sending'",
-        (job,),
-    ).fetchall()
-    dead = [row[:4] for row in rows if not _run_alive(*row[4:])]
-    if dead and not dry_run:
+    if dry_run:
+        dead = _dead_sends(conn, job)
+    else:
+        # Found and settled in one transaction, so a send settled meanwhile is not counted.
         with store.transaction(conn):
+            dead = _dead_sends(conn, job)
             conn.executemany(
                 "UPDATE sends SET state = 'unknown', updated_at = ?, "
-                "detail = 'the run ended during the SMTP transaction' "
-                "WHERE id = ? AND state = 'sending'",
+                "detail = 'the run ended during the SMTP transaction' WHERE id = ?",
                 [(store.now(), row[0]) for row in dead],
             )
     for _, email, message_id, run_id in dead:
@@ -132,6 +128,17 @@ def _settle_dead_sends(
             "its SMTP transaction; not sent again — the mail server's log can tell"
         )
     return len(dead)
+
+
+def _dead_sends(conn: sqlite3.Connection, job: str) -> list[tuple[int, str, str, int | None]]:
+    """(id, email, message_id, run_id) of the job's `sending` rows whose run is gone."""
+    rows = conn.execute(
+        "SELECT s.id, s.email, s.message_id, s.run_id, r.status, r.pid, r.host "
+        "FROM sends AS s LEFT JOIN runs AS r ON r.id = s.run_id "
+        "WHERE s.job = ? AND s.state = 'sending'",
+        (job,),
+    ).fetchall()
+    return [row[:4] for row in rows if not _run_alive(*row[4:])]
 
 
 def _run_alive(status: str | None, pid: int | None, host: str | None) -> bool:
