@@ -527,6 +527,10 @@ print(json.dumps(result.as_dict()))
 """
 
 
+# The command line with this tree's engine first on the path.
+CLI = f"import sys; sys.path.insert(0, {TREE!r}); from campaign_sync_cli.main import main; main()"
+
+
 def child(ws: Dispatch, point: str, at: int = 0, flag: str = "") -> subprocess.Popen[str]:
     code = CHILD.format(tree=TREE, config=str(ws.config_path))
     return subprocess.Popen(
@@ -654,9 +658,17 @@ def test_overlapping_runs_without_the_lock_still_send_once(
         time.sleep(0.01)
     assert os.path.exists(flag + ".waiting")
 
-    # The lock refuses a normal second run ...
+    # The lock refuses a normal second run, in the engine and as cron runs the command ...
     with pytest.raises(JobLocked):
         ws.run()
+    cli = subprocess.run(
+        [sys.executable, "-c", CLI, "--config", str(ws.config_path), "dispatch", "welcome"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 75, cli.stderr
+    assert "another run of 'welcome' is in progress" in cli.stderr
     # ... and a run that bypasses it must not take over the send the first run holds.
     second = finished(child(ws, "unlocked"))
     Path(flag).touch()
