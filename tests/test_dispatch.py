@@ -59,8 +59,11 @@ class Dispatch:
     def mailings(self) -> Path:
         return self.root / "mailings"
 
-    def write_config(self, *, rate: float | None = None, port: int | None = None) -> None:
+    def write_config(
+        self, *, rate: float | None = None, port: int | None = None, notify: str | None = None
+    ) -> None:
         rate_line = f"\n    rate: {rate}" if rate else ""
+        rate_line += f"\n    notify: [{notify}]" if notify else ""
         self.config_path.write_text(
             textwrap.dedent(
                 f"""\
@@ -739,6 +742,7 @@ def test_nobody_due_needs_no_smtp_connection(ws: Dispatch) -> None:
 def test_421_at_rcpt_fails_the_run_and_retries_without_a_bounce(
     ws: Dispatch, smtp: SmtpTestServer
 ) -> None:
+    ws.write_config(notify="ops@example.com")
     ws.seed({"a@example.com": NEW_DOI})
     smtp.reject("a@example.com", 421, "Service shutting down")
 
@@ -748,6 +752,10 @@ def test_421_at_rcpt_fails_the_run_and_retries_without_a_bounce(
     assert result.error is not None and "421 Service shutting down" in result.error
     assert ws.sends() == {"a@example.com": ("deferred", 1)}
     assert ws.query("SELECT count(*) FROM bounces") == [(0,)]
+    [notice] = smtp.messages  # the failure notice, on a new session
+    assert notice.rcpt_tos == ["ops@example.com"]
+    assert "421 Service shutting down" in notice.text
+    smtp.messages.clear()
 
     smtp.clear()
     assert ws.run().counts["sent"] == 1
