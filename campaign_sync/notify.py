@@ -36,10 +36,12 @@ Warn = Callable[[str], None]
 
 
 def should_notify(job: JobConfig, result: RunResult) -> bool:
-    """After every import (any outcome), and after any failed run of any job; never dry."""
+    """After every import (any outcome), any failed run, and a dispatch that found sends of
+    unknown outcome (an operator must look at those); never for a dry run."""
     if result.dry_run or result.status == "running":
         return False
-    return job.kind == "import" or result.status in FAILED_STATUSES
+    unknown = result.counts.get("unknown", 0) > 0
+    return job.kind == "import" or result.status in FAILED_STATUSES or unknown
 
 
 def recipients(config: Config, job: JobConfig) -> list[str]:
