@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import store
+from . import runs, store
 from .addresses import Blocklist
 from .errors import MailError
 from .export import outbounced_sql
@@ -148,14 +148,8 @@ def _run_alive(status: str | None, pid: int | None, host: str | None) -> bool:
     if not pid or pid == os.getpid() or host != socket.gethostname():
         # Another host's run is only known by its record; ours is not `running` any more.
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     # A reused pid only delays the report to a later run; it never causes a resend.
-    return True
+    return runs.process_alive(pid)
 
 
 # --------------------------------------------------------------------------- recipients
