@@ -98,7 +98,7 @@ def _one_line(data: bytes) -> str:
 
 
 @contextmanager
-def _remote_errors() -> Iterator[None]:
+def _remote_errors(connected: Callable[[], bool]) -> Iterator[None]:
     """Turn low-level failures into ConnectionLost (retry) or TransferError (do not)."""
     try:
         yield
@@ -110,9 +110,9 @@ def _remote_errors() -> Iterator[None]:
         raise AuthenticationFailed(f"authentication failed: {exc}") from None
     except (EOFError, ConnectionError, paramiko.SSHException) as exc:
         raise ConnectionLost(f"connection lost: {exc or type(exc).__name__}") from None
-    except FileNotFoundError as exc:
-        raise SourceMissing(str(exc.strerror or exc)) from None
     except OSError as exc:
+        if not connected():  # paramiko's "Socket is closed" after the connection died
+            raise ConnectionLost(f"connection lost: {exc}") from None
         # SFTP status errors and local file errors: the server (or disk) said no.
         raise TransferError(str(exc.strerror or exc)) from None
 
@@ -335,7 +335,7 @@ class SshTransfer(Transfer):
         attempts = self.server.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                with _remote_errors():
+                with _remote_errors(self._connected):
                     return operation()
             except ConnectionLost as exc:
                 self.close()  # a broken connection is never reused
@@ -351,6 +351,10 @@ class SshTransfer(Transfer):
             except TransferError as exc:
                 raise type(exc)(f"{self._where()}: {what}: {exc}") from None
         raise AssertionError("unreachable")
+
+    def _connected(self) -> bool:
+        transport = self._transport
+        return transport is not None and transport.is_active()
 
     def _where(self) -> str:
         return f"server '{self.server.name}' ({host_pattern(self.server.host, self.server.port)})"
@@ -440,17 +444,20 @@ class SshTransfer(Transfer):
         if self._key is None:
             path = self.server.key_file
             try:
-                self._key = paramiko.PKey.from_path(path, self.server.key_passphrase)
-            except paramiko.PasswordRequiredException:
-                raise AuthenticationFailed(
-                    f"key file {path} is encrypted: set key_passphrase"
-                ) from None
-            except (paramiko.SSHException, ValueError, OSError) as exc:
-                # Wrong passphrases surface here; the message never repeats the secret.
-                raise AuthenticationFailed(
-                    f"cannot load key file {path} (wrong key_passphrase or unsupported "
-                    f"format: {type(exc).__name__})"
-                ) from None
+                passphrase = self.server.key_passphrase
+                self._key = paramiko.PKey.from_path(
+                    path, passphrase.encode("utf-8") if passphrase else None
+                )
+            except (paramiko.SSHException, TypeError, ValueError, OSError) as exc:
+                # The message names the problem, never the passphrase. cryptography raises
+                # TypeError for an encrypted key without one, ValueError for a wrong one.
+                if not passphrase and isinstance(
+                    exc, (paramiko.PasswordRequiredException, TypeError)
+                ):
+                    problem = "it is encrypted: set key_passphrase"
+                else:
+                    problem = f"wrong key_passphrase or unsupported format: {type(exc).__name__}"
+                raise AuthenticationFailed(f"cannot load key file {path} ({problem})") from None
         return self._key
 
     # -- scp ----------------------------------------------------------------------------
@@ -492,7 +499,12 @@ class SshTransfer(Transfer):
         if message in ("No response from server", "Underlying channel was closed"):
             client.close()  # collect exit status and stderr for the explanation
             return TransferError(client.refusal("ended the scp command"))
-        return TransferError(message)
+        if not message.startswith("scp:"):
+            # Not an error of the remote scp program: something else answered instead.
+            client.stderr = message.encode("utf-8", "replace") + client.stderr
+            client.close()
+            return TransferError(client.refusal("did not run scp"))
+        return TransferError(_one_line(message.encode("utf-8", "replace")))
 
     def _run(self, command: str) -> bytes:
         """Run a shell command on the server; its stdout, or TransferError with its stderr."""
@@ -538,7 +550,10 @@ class SshTransfer(Transfer):
             return None
 
     def _sftp_fetch(self, path: str, sink: BinaryIO, progress: Progress | None) -> int:
-        remote = self._sftp_client().open(path, "rb")
+        try:
+            remote = self._sftp_client().open(path, "rb")
+        except FileNotFoundError:
+            raise SourceMissing(path) from None
         size = remote.stat().st_size or 0
         # Prefetch keeps many read requests in flight instead of one round trip per 32 KiB.
         remote.prefetch(size, max_concurrent_requests=SFTP_PREFETCH_REQUESTS)

@@ -11,6 +11,7 @@ then serves only that user). Needs /usr/sbin/sshd and ssh-keygen (Debian: openss
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -174,10 +175,8 @@ class Sshd:
     def signal_sessions(self, signum: int) -> list[int]:
         pids = self.session_pids()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
         return pids
 
     def kill_sessions(self) -> list[int]:
