@@ -294,6 +294,10 @@ class SshTransfer(Transfer):
                     self._scp_put(src, staging, progress)
                 if atomic:
                     self._rename_into_place(staging, path)
+            except (ConnectionLost, TimeoutError, EOFError, paramiko.SSHException):
+                # The connection is broken or stalled: cleaning up over it would only wait
+                # out another timeout. The hidden temporary name is reused by a retry.
+                raise
             except BaseException:
                 if atomic:
                     self._remove_quietly(staging)

@@ -483,7 +483,7 @@ def test_stalled_download_times_out(server, remote, tmp_path, protocol):
     finally:
         server.kill_sessions()
     assert frozen, "the session was never frozen"
-    assert elapsed < 8, f"took {elapsed:.1f}s with timeout 1s"
+    assert elapsed < 5, f"took {elapsed:.1f}s with timeout 1s"
     assert dest.stat().st_size == 0
 
 
@@ -502,7 +502,7 @@ def test_stalled_upload_times_out(server, remote, tmp_path, protocol):
     finally:
         server.kill_sessions()
     assert frozen
-    assert elapsed < 8, f"took {elapsed:.1f}s with timeout 1s"
+    assert elapsed < 5, f"took {elapsed:.1f}s with timeout 1s"
     assert not (remote / "export.csv").exists()
 
 
