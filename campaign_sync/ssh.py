@@ -23,6 +23,7 @@ import posixpath
 import re
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -115,6 +116,42 @@ def _remote_errors(connected: Callable[[], bool]) -> Iterator[None]:
             raise ConnectionLost(f"connection lost: {exc}") from None
         # SFTP status errors and local file errors: the server (or disk) said no.
         raise TransferError(str(exc.strerror or exc)) from None
+
+
+class _Watchdog:
+    """Closes the connection when an operation has made no progress for `limit` seconds.
+
+    Channel timeouts catch a stalled server almost everywhere, but paramiko writes to the
+    socket without any timeout: if the server stops reading while its SSH window is still
+    open (some servers advertise gigabytes), a write would block forever. Closing the
+    transport from here makes that write fail, so no stall can outlive the limit.
+    """
+
+    def __init__(self, limit: float, on_stall: Callable[[], None]):
+        self.limit = limit
+        self.fired = False
+        self._on_stall = on_stall
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ssh-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(0.25, self.limit / 4)):
+            if time.monotonic() - self._last > self.limit:
+                self.fired = True
+                self._on_stall()
+                return
 
 
 # --------------------------------------------------------------------------- scp
@@ -255,6 +292,7 @@ class SshTransfer(Transfer):
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._key: paramiko.PKey | None = None
+        self._watchdog: _Watchdog | None = None
         # Sleeps between attempts; tests replace it to stay quick.
         self.sleep: Callable[[float], None] = time.sleep
 
@@ -266,6 +304,8 @@ class SshTransfer(Transfer):
         return self._retrying(f"stat {path}", lambda: self._scp().probe(path))
 
     def fetch(self, path: str, dest: Path, progress: Progress | None = None) -> int:
+        progress = self._tracked(progress)
+
         def attempt() -> int:
             # "wb" truncates what a failed attempt left and keeps the file's 0600 mode.
             with open(dest, "wb") as sink:
@@ -285,6 +325,7 @@ class SshTransfer(Transfer):
         self, src: Path, path: str, *, atomic: bool = True, progress: Progress | None = None
     ) -> None:
         staging = temp_name(path) if atomic else path
+        progress = self._tracked(progress)
 
         def attempt() -> None:
             try:
@@ -339,8 +380,15 @@ class SshTransfer(Transfer):
         attempts = self.server.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                with _remote_errors(self._connected):
-                    return operation()
+                with self._watched() as watchdog, _remote_errors(self._connected):
+                    try:
+                        return operation()
+                    except BaseException:
+                        if watchdog.fired:
+                            raise ConnectionLost(
+                                f"no progress for {watchdog.limit:g}s: the server stalled (timeout)"
+                            ) from None
+                        raise
             except ConnectionLost as exc:
                 self.close()  # a broken connection is never reused
                 if attempt == attempts:
@@ -355,6 +403,36 @@ class SshTransfer(Transfer):
             except TransferError as exc:
                 raise type(exc)(f"{self._where()}: {what}: {exc}") from None
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def _watched(self) -> Iterator[_Watchdog]:
+        # Twice the timeout: the channel timeouts normally fire first, with a clearer cause.
+        limit = 2 * self.server.timeout + 1
+
+        def stalled() -> None:
+            transport = self._transport
+            if transport is not None:
+                transport.close()
+
+        with _Watchdog(limit, stalled) as watchdog:
+            self._watchdog = watchdog
+            try:
+                yield watchdog
+            finally:
+                self._watchdog = None
+
+    def _alive(self) -> None:
+        """Tell the watchdog that the current operation is making progress."""
+        if self._watchdog is not None:
+            self._watchdog.touch()
+
+    def _tracked(self, progress: Progress | None) -> Progress:
+        def report(done: int, total: int | None) -> None:
+            self._alive()
+            if progress:
+                progress(done, total)
+
+        return report
 
     def _connected(self) -> bool:
         transport = self._transport
@@ -383,6 +461,7 @@ class SshTransfer(Transfer):
         except OSError as exc:
             raise ConnectionLost(f"cannot connect: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._alive()
         transport = paramiko.Transport(
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
         )
@@ -407,6 +486,7 @@ class SshTransfer(Transfer):
         transport.handshake_timeout = timeout
         transport.auth_timeout = timeout
         transport.start_client(timeout=timeout)
+        self._alive()
         key = transport.get_remote_server_key()
         self.policy.verify(key.get_name(), key.asbytes())
 
@@ -436,12 +516,13 @@ class SshTransfer(Transfer):
             f"Is the public key in that account's authorized_keys?"
         )
 
-    @staticmethod
-    def _try_key(transport: paramiko.Transport, user: str, key: paramiko.PKey) -> bool:
+    def _try_key(self, transport: paramiko.Transport, user: str, key: paramiko.PKey) -> bool:
         try:
             transport.auth_publickey(user, key)
         except paramiko.AuthenticationException:
             return False
+        finally:
+            self._alive()
         return transport.is_authenticated()
 
     def _load_key(self) -> paramiko.PKey:
@@ -514,12 +595,15 @@ class SshTransfer(Transfer):
         """Run a shell command on the server; its stdout, or TransferError with its stderr."""
         transport = self._connection()
         channel = transport.open_session(timeout=self.server.timeout)
+        self._alive()
         try:
             channel.settimeout(self.server.timeout)
             channel.exec_command(command)
             channel.shutdown_write()
             out = _read_all(channel.recv)
+            self._alive()
             err = _read_all(channel.recv_stderr)
+            self._alive()
             if not channel.status_event.wait(self.server.timeout):
                 raise ConnectionLost("the server stopped responding (timeout)")
             if not transport.is_active():

@@ -565,3 +565,32 @@ def test_ssh_module_does_not_load_rich():
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     assert out.stdout.strip() == "False"
+
+
+def test_watchdog_closes_a_connection_stuck_where_no_timeout_applies(server):
+    # Stands in for paramiko blocked in a socket write (which has no timeout): an operation
+    # that waits until the connection dies, giving up by itself only after 15 s.
+    transfer, _ = connect(server.server_config(timeout=0.5, retries=0))
+
+    def stuck() -> None:
+        transport = transfer._connection()
+        deadline = time.monotonic() + 15
+        while transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not transport.is_active():
+            raise EOFError
+
+    start = time.monotonic()
+    with transfer, pytest.raises(TransferError, match="no progress for 2s"):
+        transfer._retrying("stuck", stuck)
+    assert time.monotonic() - start < 4
+
+
+def test_watchdog_stays_quiet_while_progress_is_reported(server, remote, tmp_path):
+    # A transfer slower than the watchdog limit in total, but never silent, must succeed.
+    local = tmp_path / "local.csv"
+    payload = data_file(local, 4_000_000)
+    transfer, _ = connect(server.server_config(timeout=0.4, retries=0))  # limit: 1.8 s
+    with transfer:
+        transfer.put(local, str(remote / "slow.csv"), progress=lambda d, t: time.sleep(0.6))
+    assert (remote / "slow.csv").read_bytes() == payload
