@@ -594,3 +594,42 @@ def test_watchdog_stays_quiet_while_progress_is_reported(server, remote, tmp_pat
     with transfer:
         transfer.put(local, str(remote / "slow.csv"), progress=lambda d, t: time.sleep(0.6))
     assert (remote / "slow.csv").read_bytes() == payload
+
+
+# --------------------------------------------------------------------------- agent, sftp limits
+
+
+def test_agent_is_used_only_when_configured(server, tmp_path, monkeypatch):
+    agent_socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(agent_socket)], stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 5
+        while not agent_socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(agent_socket)}
+        subprocess.run(["ssh-add", "-q", str(server.user_key)], env=env, check=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(agent_socket))
+        with SshTransfer(server.server_config(key_file=None, agent=True)) as transfer:
+            assert transfer.size("/nonexistent-file") is None
+        with (
+            SshTransfer(server.server_config(key_file=None, agent=False)) as transfer,
+            pytest.raises(AuthenticationFailed),
+        ):
+            transfer.size("/nonexistent-file")
+    finally:
+        agent.terminate()
+        agent.wait(5)
+
+
+def test_sftp_request_size_follows_the_server_limits(server):
+    with SshTransfer(server.server_config(protocol="sftp")) as transfer:
+        transfer.size("/nonexistent-file")
+        assert transfer._sftp_request > 32768  # OpenSSH announces limits@openssh.com
+
+    class NoLimits:
+        def _request(self, *args):  # type: ignore[no-untyped-def]
+            raise OSError("Operation unsupported")
+
+    from campaign_sync.ssh import _sftp_request_size
+
+    assert _sftp_request_size(NoLimits()) == 32768  # type: ignore[arg-type]
