@@ -633,3 +633,17 @@ def test_sftp_request_size_follows_the_server_limits(server):
     from campaign_sync.ssh import _sftp_request_size
 
     assert _sftp_request_size(NoLimits()) == 32768  # type: ignore[arg-type]
+
+
+def test_sftp_download_completes_short_reads(server, remote, tmp_path, monkeypatch):
+    # OpenSSH's sftp-server answers reads above ~255 KiB with less than asked: each short
+    # reply must be followed up, or bytes go missing.
+    import campaign_sync.ssh as ssh_module
+
+    monkeypatch.setattr(ssh_module, "_sftp_request_size", lambda client: 1_000_000)
+    source = remote / "big.csv"
+    payload = data_file(source, 3_500_000)
+    dest = staging_file(tmp_path)
+    with SshTransfer(server.server_config(protocol="sftp")) as transfer:
+        assert transfer.fetch(str(source), dest) == len(payload)
+    assert dest.read_bytes() == payload
