@@ -40,7 +40,7 @@ def test_import_success_notice_is_mailed_and_posted(ws: Workspace, smtp: SmtpTes
         assert notice.message["Subject"] == (
             "[campaign-sync] newsletter-import succeeded: 3 inserted, 1 rejected"
         )
-        assert "line 5: invalid" in notice.text
+        assert "line 5: missing @" in notice.text
         assert [request.json["status"] for request in hook.requests] == ["succeeded"]
 
 
