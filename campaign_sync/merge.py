@@ -263,11 +263,14 @@ def zero(counts: Counter[str], *names: str) -> None:
 
 
 def email_problem(email: str) -> str | None:
-    """Why a normalised address cannot be used, as a rejects-file reason; None if it can."""
+    """Why a normalised address cannot be used, as a rejects-file reason; None if it can.
+
+    The address check's own reasons ("missing @", "invalid local part (…)") are specific
+    enough next to the original row in the rejects file.
+    """
     if not email:
         return "empty email address"
-    reason = addresses.check(email)
-    return f"invalid email address: {reason}" if reason else None
+    return addresses.check(email)
 
 
 def dated(text: str, ctx: MergeContext, what: str) -> str | None:
