@@ -1,23 +1,41 @@
 """Writing store data to a private CSV staging file, ready to be uploaded.
 
-Rows stream from SQLite straight into the CSV writer (gzip-compressed for .gz targets):
-memory stays flat whatever the list size.
+Rows stream from SQLite straight into the CSV writer (gzip-compressed for .gz targets) in
+chunks: memory stays flat whatever the list size.
+
+Recipient statuses, as exported (the first that applies):
+
+* ``removed``: dropped from the list by a replace import (only ever in changes-only exports);
+* ``unsubscribed``: the record says so, or the unsubscriber list has the address for this list
+  or for all lists, and no double opt-in confirmation is newer than that unsubscription
+  (the rule an import uses to re-activate someone);
+* ``blocklisted``: the address matches a blocklist pattern;
+* ``outbounced``: at least ``hard_limit`` hard or ``soft_limit`` soft bounces;
+* ``active``: everyone else — the only status an ``include: active`` export contains.
 """
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 from . import store
 from .addresses import Blocklist
 from .config import BounceLimits, JobConfig
-from .csvwrite import CsvWriter
+from .csvwrite import CELL_SEP, JSON_ROW, CsvWriter
 from .errors import InputError
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.
 BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_at")
+DATE_FIELDS = ("doi_confirmed_at", "created_at", "updated_at")
+
+# Rows per fetch: large enough that per-call overhead vanishes, small enough to stay flat.
+CHUNK_ROWS = 2000
+_first = itemgetter(0)
 
 
 def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
@@ -37,25 +55,164 @@ def write_export(
     *,
     changed_since: str | None,
 ) -> int:
-    """Write the job's rows to `staging`; returns the number of data rows written."""
+    """Write the job's rows to `staging`; returns the number of data rows written.
+
+    `changed_since` is the watermark of the job's last successful run when the job is
+    `changes_only` (None on its first run, which exports everything).
+    """
     compress = job.target is not None and job.target.path.endswith(".gz")
     writer = CsvWriter(staging, job.format, compress=compress)
     try:
+        _register_date_format(conn, job)
         if job.type == "recipient-export":
-            header, rows = _recipient_rows(conn, job, bounces, changed_since)
+            _write_recipients(conn, job, bounces, writer, changed_since)
+        elif job.type == "blocklist-export":
+            _write_query(conn, writer, *_blocklist_query(job, changed_since))
+        elif job.type == "unsubscriber-export":
+            _write_query(conn, writer, *_unsubscriber_query(job, changed_since))
+        elif job.type == "bounce-export":
+            _write_query(conn, writer, *_bounce_query(conn, job, bounces, changed_since))
         else:
-            raise InputError(f"{job.type} jobs are not supported by this version yet")
-        writer.write_header(header)
-        for cells in rows:
-            writer.write(cells)
+            raise InputError(f"{job.type} is not an export job type")
     finally:
         writer.close()
     return writer.rows
 
 
-def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int) -> list[str]:
+# --------------------------------------------------------------------------- shared
+
+
+def _register_date_format(conn: sqlite3.Connection, job: JobConfig) -> None:
+    """cs_date(): a stored UTC ISO date through the job's date_format (only if it has one)."""
+    date_format = job.format.date_format
+    if not date_format:
+        return  # dates go out as stored, without a Python call per cell
+
+    def formatted(value: str | None) -> str | None:
+        return datetime.datetime.fromisoformat(value).strftime(date_format) if value else value
+
+    conn.create_function("cs_date", 1, formatted, deterministic=True)
+
+
+def _dater(job: JobConfig) -> Callable[[str], str]:
+    """Wraps a date column's SQL in cs_date() when the job formats dates."""
+    if job.format.date_format:
+        return lambda expression: f"cs_date({expression})"
+    return lambda expression: expression
+
+
+def _write_query(
+    conn: sqlite3.Connection, writer: CsvWriter, header: list[str], query: str, params: dict
+) -> None:
+    """Small exports: fetch cells and let the csv module format them."""
+    writer.write_header(header)
+    cursor = conn.execute(query, params)
+    while rows := cursor.fetchmany(CHUNK_ROWS):
+        writer.write_many(rows)
+
+
+def _blocklist_query(job: JobConfig, changed_since: str | None) -> tuple[list[str], str, dict]:
+    _date = _dater(job)
+    # Header names follow the blocklist import (pattern, reason) so the file can go back in.
+    where = "WHERE modified_at > :since" if changed_since else ""
+    query = (
+        f"SELECT pattern, reason, {_date('created_at')}, {_date('modified_at')} "
+        f"FROM blocklist {where} ORDER BY pattern"
+    )
+    return ["pattern", "reason", "created", "modified"], query, {"since": changed_since}
+
+
+def _unsubscriber_query(job: JobConfig, changed_since: str | None) -> tuple[list[str], str, dict]:
+    _date = _dater(job)
+    # The unsubscriber import's own headers: email, list ('' = every list), date, reason.
+    conditions = []
+    if job.list:
+        conditions.append("list IN ('', :list)")  # this list's and the client-wide ones
+    if changed_since:
+        conditions.append("unsubscribed_at > :since")
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    query = (
+        f"SELECT email, list, {_date('unsubscribed_at')}, reason FROM unsubscribers "
+        f"{where} ORDER BY email, list"
+    )
+    return ["email", "list", "date", "reason"], query, {"list": job.list, "since": changed_since}
+
+
+def _bounce_query(
+    conn: sqlite3.Connection, job: JobConfig, limits: BounceLimits, changed_since: str | None
+) -> tuple[list[str], str, dict]:
+    """Outbounced addresses (of the job's list, if it names one) with their bounce counts."""
+    _date = _dater(job)
+    params: dict[str, object] = {
+        "hard": limits.hard_limit,
+        "soft": limits.soft_limit,
+        "since": changed_since,
+        "list_id": None,
+    }
+    members = ""
+    if job.list:
+        params["list_id"] = store.list_id(conn, job.list, create=False)
+        members = (
+            "WHERE email IN (SELECT email FROM recipients "
+            "WHERE list_id = :list_id AND status != 'removed')"
+        )
+    recent = " AND max(bounced_at) > :since" if changed_since else ""
+    query = (
+        "SELECT email, sum(type = 'hard'), sum(type = 'soft'), "
+        f"{_date('max(bounced_at)')} FROM bounces {members} GROUP BY email "
+        f"HAVING (sum(type = 'hard') >= :hard OR sum(type = 'soft') >= :soft){recent} "
+        "ORDER BY email"
+    )
+    return ["email", "hard_bounces", "soft_bounces", "last_bounce"], query, params
+
+
+# --------------------------------------------------------------------------- recipients
+
+
+@dataclass
+class _Plan:
+    """The recipient query being built: SQL pieces and their named parameters."""
+
+    params: dict[str, object] = field(default_factory=dict)
+    conditions: list[str] = field(default_factory=list)
+
+    def param(self, name: str, value: object) -> str:
+        self.params[name] = value
+        return f":{name}"
+
+
+def _write_recipients(
+    conn: sqlite3.Connection,
+    job: JobConfig,
+    bounces: BounceLimits,
+    writer: CsvWriter,
+    changed_since: str | None,
+) -> None:
+    assert job.list is not None, "validated: a recipient-export names its list"
+    list_id = store.list_id(conn, job.list, create=False)
+    fields = _recipient_fields(conn, job, list_id)
+    # A changes-only job always has the status column, so its first (full) file and every
+    # later file of changes share one layout.
+    with_status = job.include == "all" or job.changes_only
+    header = [*fields, "status"] if with_status and "status" not in fields else fields
+    writer.write_header(header)
+    if list_id is None:
+        return  # the list was never imported into: an empty file with its header
+    plan = _Plan()
+    plan.param("list_id", list_id)
+    status = _status_sql(conn, plan, job, bounces)
+    _filter(conn, plan, job, status, changed_since)
+    query = _packed_query(plan, job, header, status)
+    cursor = conn.execute(query, plan.params)
+    for lines in _chunks(cursor):
+        writer.write_packed(lines)
+
+
+def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int | None) -> list[str]:
     if job.fields:
         return list(job.fields)
+    if list_id is None:
+        return ["email"]
     # No fields configured: the address, then every field any member has, sorted.
     found = conn.execute(
         "SELECT DISTINCT j.key FROM recipients AS r, json_each(r.fields) AS j "
@@ -65,59 +222,138 @@ def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int) ->
     return ["email", *(key for (key,) in found if key not in BUILTIN_FIELDS)]
 
 
-def _recipient_rows(
+def _has_rows(conn: sqlite3.Connection, table: str) -> bool:
+    return bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0])
+
+
+def _status_sql(
+    conn: sqlite3.Connection, plan: _Plan, job: JobConfig, limits: BounceLimits
+) -> dict[str, str]:
+    """SQL conditions for each non-active status; a check on an empty table is left out."""
+    plan.param("list_name", job.list)
+    unsubscribed = "r.status = 'unsubscribed'"
+    if _has_rows(conn, "unsubscribers"):
+        # Same rule as the import's re-activation: a newer DOI confirmation wins.
+        unsubscribed += (
+            " OR EXISTS (SELECT 1 FROM unsubscribers AS u WHERE u.email = r.email "
+            "AND u.list IN ('', :list_name) AND (r.doi_confirmed_at IS NULL "
+            "OR u.unsubscribed_at >= r.doi_confirmed_at))"
+        )
+    checks = {"removed": "r.status = 'removed'", "unsubscribed": unsubscribed}
+    patterns = [row[0] for row in conn.execute("SELECT pattern FROM blocklist")]
+    if patterns:
+        # The matcher is Python: only registered (and called per row) when there are patterns.
+        blocklist = Blocklist(patterns)
+        conn.create_function(
+            "cs_blocked", 1, lambda email: blocklist.matches(email) is not None, deterministic=True
+        )
+        checks["blocklisted"] = "cs_blocked(r.email)"
+    if _has_rows(conn, "bounces"):
+        plan.param("hard", limits.hard_limit)
+        plan.param("soft", limits.soft_limit)
+        checks["outbounced"] = (
+            "r.email IN (SELECT email FROM bounces GROUP BY email "
+            "HAVING sum(type = 'hard') >= :hard OR sum(type = 'soft') >= :soft)"
+        )
+    return checks
+
+
+def _status_expression(checks: dict[str, str]) -> str:
+    whens = " ".join(f"WHEN {condition} THEN '{name}'" for name, condition in checks.items())
+    return f"CASE {whens} ELSE 'active' END"
+
+
+def _filter(
     conn: sqlite3.Connection,
+    plan: _Plan,
     job: JobConfig,
-    bounces: BounceLimits,
+    checks: dict[str, str],
     changed_since: str | None,
-) -> tuple[list[str], Iterable[list[str]]]:
-    assert job.list is not None
-    list_id = store.list_id(conn, job.list, create=False)
-    if list_id is None:
-        fields = list(job.fields) or ["email"]
-        return _header(fields, job), iter(())
-    fields = _recipient_fields(conn, job, list_id)
-    selected = [name if name in BUILTIN_FIELDS else "json_extract(fields, ?)" for name in fields]
-    params: list[object] = [f'$."{name}"' for name in fields if name not in BUILTIN_FIELDS]
-    outbounced, bounce_params = outbounced_sql(bounces)
-    query = (
-        f"SELECT email, status, email IN ({outbounced}) AS outbounced, "
-        f"{', '.join(selected)} FROM recipients WHERE list_id = ?"
-    )
-    params = [*bounce_params, *params, list_id]
-    if changed_since:
-        query += " AND updated_at > ?"
-        params.append(changed_since)
+) -> None:
+    """Which rows: this list's changes since the watermark, or its members per `include`."""
+    plan.conditions.append("r.list_id = :list_id")
+    if changed_since is not None:
+        plan.conditions.append(f"({_changed(conn, plan, changed_since)})")
+    elif job.include == "active":
+        plan.conditions.extend(f"NOT ({condition})" for condition in checks.values())
     else:
-        query += " AND status != 'removed'"
-    if job.include == "active" and not changed_since:
-        query += " AND status = 'active'"
-    query += " ORDER BY email"
-    blocklist = Blocklist(row[0] for row in conn.execute("SELECT pattern FROM blocklist"))
-    cursor = conn.execute(query, params)
-    return _header(fields, job, changed_since), _recipient_cells(
-        cursor, job, blocklist, changed_since
+        plan.conditions.append("r.status != 'removed'")
+
+
+def _changed(conn: sqlite3.Connection, plan: _Plan, since: str) -> str:
+    """Rows whose record or whose status may have changed after `since`.
+
+    A record change (insert, update, unsubscription, removal) moves `updated_at`. A status can
+    also change through the other tables: a blocklist pattern added or modified, an
+    unsubscription or a bounce dated after the watermark. Rows that come along without a real
+    change are harmless: they repeat the current state.
+    """
+    plan.param("since", since)
+    changed = ["r.updated_at > :since"]
+    if _has_rows(conn, "unsubscribers"):
+        changed.append(
+            "EXISTS (SELECT 1 FROM unsubscribers AS u WHERE u.email = r.email "
+            "AND u.list IN ('', :list_name) AND u.unsubscribed_at > :since)"
+        )
+    if _has_rows(conn, "bounces"):
+        changed.append(
+            "EXISTS (SELECT 1 FROM bounces AS b WHERE b.email = r.email AND b.bounced_at > :since)"
+        )
+    recent = [
+        row[0]
+        for row in conn.execute("SELECT pattern FROM blocklist WHERE modified_at > ?", (since,))
+    ]
+    if recent:
+        newly = Blocklist(recent)
+        conn.create_function(
+            "cs_newly_blocked",
+            1,
+            lambda email: newly.matches(email) is not None,
+            deterministic=True,
+        )
+        changed.append("cs_newly_blocked(r.email)")
+    return " OR ".join(changed)
+
+
+def _cell_sql(plan: _Plan, job: JobConfig, name: str, status: str) -> str:
+    """The SQL of one cell as text ('' for missing)."""
+    if name == "status":
+        return status
+    if name == "email":
+        return "r.email"
+    if name in DATE_FIELDS:
+        return f"coalesce({_dater(job)('r.' + name)}, '')"
+    path = plan.param(f"path_{name}", f'$."{name}"')
+    return f"coalesce(json_extract(r.fields, {path}), '')"
+
+
+def _packed_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[str, str]) -> str:
+    """One text per row: cells joined by CELL_SEP, or JSON_ROW + a JSON array.
+
+    The inner query computes each cell once; `LIMIT -1 OFFSET 0` keeps SQLite from
+    flattening it into the outer one, which would evaluate every json_extract once per
+    mention. A row whose JSON holds an escaped control character (\\u00XX) might contain a
+    separator, so it goes out as a JSON array instead.
+    """
+    status = _status_expression(checks)
+    cells = [f"{_cell_sql(plan, job, name, status)} AS c{i}" for i, name in enumerate(header)]
+    names = [f"c{i}" for i in range(len(header))]
+    plan.param("cell_sep", CELL_SEP)
+    inner = (
+        f"SELECT r.fields AS fields, {', '.join(cells)} FROM recipients AS r "
+        f"WHERE {' AND '.join(plan.conditions)} ORDER BY r.email LIMIT -1 OFFSET 0"
+    )
+    packed = " || :cell_sep || ".join(names)
+    if all(name in BUILTIN_FIELDS for name in header):
+        return f"SELECT {packed} FROM ({inner})"  # no free text: no separator in any cell
+    plan.param("json_row", JSON_ROW)
+    plan.param("escaped", "\\u00")
+    as_json = f":json_row || json_array({', '.join(names)})"
+    return (
+        f"SELECT CASE WHEN instr(fields, :escaped) THEN {as_json} ELSE {packed} END FROM ({inner})"
     )
 
 
-def _header(fields: list[str], job: JobConfig, changed_since: str | None = None) -> list[str]:
-    with_status = job.include == "all" or changed_since is not None
-    return [*fields, "status"] if with_status and "status" not in fields else fields
-
-
-def _recipient_cells(
-    cursor: sqlite3.Cursor, job: JobConfig, blocklist: Blocklist, changed_since: str | None
-) -> Iterator[list[str]]:
-    with_status = job.include == "all" or changed_since is not None
-    for email, status, outbounced, *values in cursor:
-        effective = status
-        if status == "active" and blocklist.matches(email):
-            effective = "blocklisted"
-        elif status == "active" and outbounced:
-            effective = "outbounced"
-        if job.include == "active" and changed_since is None and effective != "active":
-            continue  # a changes-only export reports every change, with its status
-        cells = ["" if value is None else str(value) for value in values]
-        if with_status and "status" not in job.fields:
-            cells.append(effective)
-        yield cells
+def _chunks(cursor: sqlite3.Cursor) -> Iterator[list[str]]:
+    while rows := cursor.fetchmany(CHUNK_ROWS):
+        yield list(map(_first, rows))
