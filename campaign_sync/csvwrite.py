@@ -49,6 +49,15 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
+def _has_empty_line(packed: str) -> bool:
+    return (
+        packed == ""
+        or packed.startswith(ROW_SEP)
+        or packed.endswith(ROW_SEP)
+        or ROW_SEP + ROW_SEP in packed
+    )
+
+
 def _text(value: object) -> str:
     return "" if value is None else str(value)
 
@@ -80,11 +89,10 @@ class CsvWriter:
             lineterminator=LINE_END,
             quoting=csv.QUOTE_MINIMAL,
         )
-        # Anything in a packed chunk that the fast path must not just join: characters that
-        # force quoting, a JSON row, or a cell that starts like a formula.
-        specials = re.escape(fmt.delimiter + fmt.quotechar) + "\n\r" + JSON_ROW
-        starts = re.escape("".join(FORMULA_STARTS))
-        self._special = re.compile(f"[{specials}]|[{CELL_SEP}{ROW_SEP}][{starts}]")
+        # What in a packed chunk the fast path must not just join: characters that force
+        # quoting, or a JSON row. One character class, so the regex engine scans in a tight loop.
+        specials = re.escape(fmt.delimiter + fmt.quotechar + "\n\r" + JSON_ROW)
+        self._special = re.compile(f"[{specials}]")
         self.header: list[str] = []
         self.rows = 0
 
@@ -103,17 +111,21 @@ class CsvWriter:
         self._emit("".join(self._format(cells) for cells in batch), lambda: batch)
         self.rows += len(batch)
 
-    def write_packed(self, lines: list[str]) -> None:
-        """Write rows packed by SQLite: cells joined by CELL_SEP, or JSON_ROW + a JSON array."""
-        if not lines:
+    def write_packed(self, packed: str, count: int) -> None:
+        """Write `count` rows packed by SQLite, already neutralised.
+
+        Rows are joined by ROW_SEP; each is its cells joined by CELL_SEP, or JSON_ROW and a
+        JSON array of its cells.
+        """
+        if not count:
             return
-        text = ROW_SEP.join(lines)
-        if len(self.header) == 1 and "" in lines:
-            out = "".join(self._format_packed(line) for line in lines)  # an empty lone cell
+        if len(self.header) == 1 and _has_empty_line(packed):
+            lines = packed.split(ROW_SEP)  # a lone empty cell must be written as ""
+            out = "".join(self._format_packed(line) for line in lines)
         else:
-            out = self._join_fast(text, lines[0])
-        self._emit(out, lambda: [self._unpack(line) for line in lines])
-        self.rows += len(lines)
+            out = self._join_fast(packed)
+        self._emit(out, lambda: [self._unpack(line) for line in packed.split(ROW_SEP)])
+        self.rows += count
 
     def close(self) -> None:
         self._binary.write(self._encoder.encode("", final=True))
@@ -138,23 +150,17 @@ class CsvWriter:
     def _format_packed(self, line: str) -> str:
         return self._format([neutralise(cell) for cell in self._unpack(line)])
 
-    def _join_fast(self, text: str, first: str) -> str:
-        """Turn a packed chunk into CSV, formatting only the lines that need it."""
+    def _join_fast(self, text: str) -> str:
+        """Turn a packed chunk into CSV, formatting only the lines that need quoting."""
         pieces: list[str] = []
         done = 0  # text[:done] is in pieces
-        position = 0
-        if first.startswith(FORMULA_STARTS):
-            position = len(first)  # the first line has no separator in front of it
-            pieces.append(self._format_packed(first).removesuffix(LINE_END))
-            done = position
-        while match := self._special.search(text, position):
-            inside = match.end() - 1  # a character of the line that needs care
-            start = text.rfind(ROW_SEP, 0, inside) + 1
-            end = text.find(ROW_SEP, inside)
+        while match := self._special.search(text, done):
+            start = text.rfind(ROW_SEP, 0, match.start()) + 1
+            end = text.find(ROW_SEP, match.start())
             end = len(text) if end < 0 else end
             pieces.append(self._plain(text[done:start]))
             pieces.append(self._format_packed(text[start:end]).removesuffix(LINE_END))
-            done = position = end
+            done = end
         pieces.append(self._plain(text[done:]))
         pieces.append(LINE_END)
         return "".join(pieces)

@@ -17,25 +17,25 @@ Recipient statuses, as exported (the first that applies):
 from __future__ import annotations
 
 import datetime
+import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 
 from . import store
-from .addresses import Blocklist
+from .addresses import Blocklist, normalise
 from .config import BounceLimits, JobConfig
-from .csvwrite import CELL_SEP, JSON_ROW, CsvWriter
+from .csvwrite import CELL_SEP, FORMULA_STARTS, JSON_ROW, ROW_SEP, CsvWriter
 from .errors import InputError
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.
 BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_at")
 DATE_FIELDS = ("doi_confirmed_at", "created_at", "updated_at")
 
-# Rows per fetch: large enough that per-call overhead vanishes, small enough to stay flat.
-CHUNK_ROWS = 2000
-_first = itemgetter(0)
+# Rows per fetch (and per packed chunk): per-query overhead vanishes, memory stays flat.
+CHUNK_ROWS = 4000
 
 
 def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
@@ -175,6 +175,7 @@ class _Plan:
 
     params: dict[str, object] = field(default_factory=dict)
     conditions: list[str] = field(default_factory=list)
+    temp_tables: list[str] = field(default_factory=list)
 
     def param(self, name: str, value: object) -> str:
         self.params[name] = value
@@ -200,12 +201,16 @@ def _write_recipients(
         return  # the list was never imported into: an empty file with its header
     plan = _Plan()
     plan.param("list_id", list_id)
-    status = _status_sql(conn, plan, job, bounces)
-    _filter(conn, plan, job, status, changed_since)
-    query = _packed_query(plan, job, header, status)
-    cursor = conn.execute(query, plan.params)
-    for lines in _chunks(cursor):
-        writer.write_packed(lines)
+    plan.param("list_name", job.list)
+    try:
+        checks = _status_checks(conn, plan, bounces)
+        _filter(conn, plan, job, checks, changed_since)
+        query = _chunk_query(plan, job, header, checks)
+        for packed, count in _chunks(conn, query, plan.params):
+            writer.write_packed(packed, count)
+    finally:
+        for table in plan.temp_tables:
+            conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
 def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int | None) -> list[str]:
@@ -226,11 +231,8 @@ def _has_rows(conn: sqlite3.Connection, table: str) -> bool:
     return bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0])
 
 
-def _status_sql(
-    conn: sqlite3.Connection, plan: _Plan, job: JobConfig, limits: BounceLimits
-) -> dict[str, str]:
+def _status_checks(conn: sqlite3.Connection, plan: _Plan, limits: BounceLimits) -> dict[str, str]:
     """SQL conditions for each non-active status; a check on an empty table is left out."""
-    plan.param("list_name", job.list)
     unsubscribed = "r.status = 'unsubscribed'"
     if _has_rows(conn, "unsubscribers"):
         # Same rule as the import's re-activation: a newer DOI confirmation wins.
@@ -242,19 +244,12 @@ def _status_sql(
     checks = {"removed": "r.status = 'removed'", "unsubscribed": unsubscribed}
     patterns = [row[0] for row in conn.execute("SELECT pattern FROM blocklist")]
     if patterns:
-        # The matcher is Python: only registered (and called per row) when there are patterns.
-        blocklist = Blocklist(patterns)
-        conn.create_function(
-            "cs_blocked", 1, lambda email: blocklist.matches(email) is not None, deterministic=True
-        )
-        checks["blocklisted"] = "cs_blocked(r.email)"
+        checks["blocklisted"] = _blocklist_sql(conn, plan, patterns, "cs_blocked")
     if _has_rows(conn, "bounces"):
-        plan.param("hard", limits.hard_limit)
-        plan.param("soft", limits.soft_limit)
-        checks["outbounced"] = (
-            "r.email IN (SELECT email FROM bounces GROUP BY email "
-            "HAVING sum(type = 'hard') >= :hard OR sum(type = 'soft') >= :soft)"
-        )
+        # Once, into a temp table: every chunk query would redo the aggregation.
+        outbounced, params = outbounced_sql(limits)
+        _temp_set(conn, plan, "cs_outbounced", outbounced, params)
+        checks["outbounced"] = "r.email IN temp.cs_outbounced"
     return checks
 
 
@@ -304,14 +299,7 @@ def _changed(conn: sqlite3.Connection, plan: _Plan, since: str) -> str:
         for row in conn.execute("SELECT pattern FROM blocklist WHERE modified_at > ?", (since,))
     ]
     if recent:
-        newly = Blocklist(recent)
-        conn.create_function(
-            "cs_newly_blocked",
-            1,
-            lambda email: newly.matches(email) is not None,
-            deterministic=True,
-        )
-        changed.append("cs_newly_blocked(r.email)")
+        changed.append(_blocklist_sql(conn, plan, recent, "cs_newly_blocked"))
     return " OR ".join(changed)
 
 
@@ -327,33 +315,184 @@ def _cell_sql(plan: _Plan, job: JobConfig, name: str, status: str) -> str:
     return f"coalesce(json_extract(r.fields, {path}), '')"
 
 
-def _packed_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[str, str]) -> str:
-    """One text per row: cells joined by CELL_SEP, or JSON_ROW + a JSON array.
+def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[str, str]) -> str:
+    """The next CHUNK_ROWS rows after :after, packed into one string by SQLite.
 
-    The inner query computes each cell once; `LIMIT -1 OFFSET 0` keeps SQLite from
-    flattening it into the outer one, which would evaluate every json_extract once per
-    mention. A row whose JSON holds an escaped control character (\\u00XX) might contain a
-    separator, so it goes out as a JSON array instead.
+    Python's sqlite3 module spends about a microsecond per fetched row, as much as SQLite's
+    own work; asking for whole chunks (keyset-paged on the primary key, so each query seeks
+    straight to its start) leaves one Python object per few thousand rows.
+
+    Per row: cells joined by CELL_SEP, formula-like cells already neutralised; a row whose
+    JSON holds an escaped control character (which might be a separator) goes as JSON_ROW +
+    a JSON array instead. The innermost query computes each cell once: its LIMIT keeps SQLite
+    from flattening it into the outer ones, which would evaluate json_extract once per mention.
     """
     status = _status_expression(checks)
     cells = [f"{_cell_sql(plan, job, name, status)} AS c{i}" for i, name in enumerate(header)]
     names = [f"c{i}" for i in range(len(header))]
     plan.param("cell_sep", CELL_SEP)
+    plan.param("row_sep", ROW_SEP)
+    plan.param("chunk", CHUNK_ROWS)
     inner = (
-        f"SELECT r.fields AS fields, {', '.join(cells)} FROM recipients AS r "
-        f"WHERE {' AND '.join(plan.conditions)} ORDER BY r.email LIMIT -1 OFFSET 0"
+        f"SELECT r.email AS key, r.fields AS fields, {', '.join(cells)} FROM recipients AS r "
+        f"WHERE {' AND '.join(plan.conditions)} AND r.email > :after "
+        "ORDER BY r.email LIMIT :chunk"
     )
-    packed = " || :cell_sep || ".join(names)
-    if all(name in BUILTIN_FIELDS for name in header):
-        return f"SELECT {packed} FROM ({inner})"  # no free text: no separator in any cell
-    plan.param("json_row", JSON_ROW)
-    plan.param("escaped", "\\u00")
-    as_json = f":json_row || json_array({', '.join(names)})"
-    return (
-        f"SELECT CASE WHEN instr(fields, :escaped) THEN {as_json} ELSE {packed} END FROM ({inner})"
+    # Statuses and ISO dates never start like a formula; everything else may.
+    safe = ("status",) if job.format.date_format else ("status", *DATE_FIELDS)
+    packed = " || :cell_sep || ".join(
+        cell if name in safe else _neutralised(cell)
+        for cell, name in zip(names, header, strict=True)
     )
+    line = packed
+    if not all(name in BUILTIN_FIELDS for name in header):
+        plan.param("json_row", JSON_ROW)
+        plan.param("escaped", "\\u00")
+        as_json = f":json_row || json_array({', '.join(names)})"
+        line = f"CASE WHEN instr(fields, :escaped) THEN {as_json} ELSE {packed} END"
+    return f"SELECT group_concat({line}, :row_sep), count(*), max(key) FROM ({inner})"
 
 
-def _chunks(cursor: sqlite3.Cursor) -> Iterator[list[str]]:
-    while rows := cursor.fetchmany(CHUNK_ROWS):
-        yield list(map(_first, rows))
+def _neutralised(cell: str) -> str:
+    """SQL of neutralise(): tests the first character's code point, copies no string."""
+    codes = ", ".join(str(ord(char)) for char in FORMULA_STARTS)
+    return f"CASE WHEN unicode({cell}) IN ({codes}) THEN {QUOTE_SQL} || {cell} ELSE {cell} END"
+
+
+QUOTE_SQL = "''''"  # the SQL literal of a single quote
+
+
+def _chunks(
+    conn: sqlite3.Connection, query: str, params: dict[str, object]
+) -> Iterator[tuple[str, int]]:
+    """(packed rows, row count) per chunk, in email order; the caller holds one snapshot."""
+    params = dict(params, after="")
+    while True:
+        packed, count, last = conn.execute(query, params).fetchone()
+        if not count:
+            return
+        yield packed, count
+        if count < CHUNK_ROWS:
+            return
+        params["after"] = last
+
+
+# --------------------------------------------------------------------------- blocklist in SQL
+
+_WILD = frozenset("*?\\")
+_WILD_RUN = re.compile(r"[*?\\]")  # wildcards, and escapes: what follows one is no plain text
+
+
+def _literal(text: str) -> bool:
+    return not _WILD.intersection(text)
+
+
+def _blocklist_sql(conn: sqlite3.Connection, plan: _Plan, patterns: list[str], name: str) -> str:
+    """An SQL condition on r.email, true exactly when one of `patterns` matches it.
+
+    Calling the Python matcher for a million addresses costs more than the rest of the
+    export, so the common shapes become set lookups. A stored address has exactly one @, so:
+
+    * a pattern without wildcards is one address;
+    * ``*@D`` (D without @) and ``*.tld``-like patterns only look at the domain: they are tried
+      once per distinct domain of the list, and the blocked domains go into a set;
+    * any other pattern whose text after its @ is literal can only match that domain, and one
+      whose text before its @ is literal only that local part: the matcher (an SQL function
+      called `name`) runs only for addresses with such a domain or local part.
+
+    Only a pattern with wildcards on both sides of its @ (or without @) makes the matcher run
+    for every address.
+    """
+    exact: set[str] = set()
+    domains: set[str] = set()
+    by_domain: list[str] = []
+    rest: list[str] = []
+    for pattern in patterns:
+        if _literal(pattern):
+            exact.add(normalise(pattern))
+        elif pattern.startswith("*@") and "@" not in pattern[2:]:
+            if _literal(pattern[2:]):
+                domains.add(normalise(pattern[2:]))
+            else:
+                by_domain.append(pattern)
+        elif pattern[1:2] == "." and _literal(pattern[1:]) and "@" not in pattern:
+            by_domain.append(pattern)  # "*.de": a suffix of the domain
+        else:
+            rest.append(pattern)
+    domain = "substr(r.email, instr(r.email, '@') + 1)"
+    conditions = []
+    if exact:
+        _temp_values(conn, plan, f"{name}_exact", exact)
+        conditions.append(f"r.email IN temp.{name}_exact")
+    if by_domain:
+        domains.update(_blocked_domains(conn, plan, by_domain))
+    if domains:
+        _temp_values(conn, plan, f"{name}_domains", domains)
+        conditions.append(f"{domain} IN temp.{name}_domains")
+    if rest:
+        conditions.append(_matcher_sql(conn, plan, rest, name))
+    return " OR ".join(conditions)
+
+
+def _blocked_domains(conn: sqlite3.Connection, plan: _Plan, patterns: list[str]) -> set[str]:
+    """The list's domains that domain-only patterns block, each tried once."""
+    matcher = Blocklist(patterns)
+    found = conn.execute(
+        "SELECT DISTINCT substr(email, instr(email, '@') + 1) FROM recipients "
+        "WHERE list_id = :list_id",
+        {"list_id": plan.params["list_id"]},
+    )
+    # Any local part will do: these patterns do not look at it.
+    return {domain for (domain,) in found if matcher.matches("x@" + domain) is not None}
+
+
+def _matcher_sql(conn: sqlite3.Connection, plan: _Plan, patterns: list[str], name: str) -> str:
+    """The Python matcher for the remaining patterns, run only where one of them could match.
+
+    A pattern matches only addresses that start with its literal head (the text before its
+    first wildcard or escape) and end with its literal tail: those become prefix and suffix
+    sets, one per length, that pick the candidates. A pattern with a wildcard at both ends
+    (``*spam*``) has neither, and every address then goes through the matcher.
+    """
+    matcher = Blocklist(patterns)
+    conn.create_function(
+        name, 1, lambda email: matcher.matches(email) is not None, deterministic=True
+    )
+    heads: dict[int, set[str]] = {}
+    tails: dict[int, set[str]] = {}
+    for pattern in patterns:
+        head = _WILD_RUN.split(pattern, maxsplit=1)[0]
+        tail = _WILD_RUN.split(pattern)[-1]
+        if len(tail) >= len(head) and tail:
+            tails.setdefault(len(tail), set()).add(tail.lower())
+        elif head:
+            heads.setdefault(len(head), set()).add(head.lower())
+        else:
+            return f"{name}(r.email)"
+    candidates = []
+    for kind, by_length in (("head", heads), ("tail", tails)):
+        for length, values in sorted(by_length.items()):
+            table = f"{name}_{kind}{length}"
+            _temp_values(conn, plan, table, values)
+            start = 1 if kind == "head" else -length
+            candidates.append(f"substr(r.email, {start}, {length}) IN temp.{table}")
+    return f"(({' OR '.join(candidates)}) AND {name}(r.email))"
+
+
+def _temp_values(conn: sqlite3.Connection, plan: _Plan, table: str, values: set[str]) -> None:
+    select = "SELECT value FROM json_each(?)"
+    _temp_set(conn, plan, table, select, (json.dumps(sorted(values)),))
+
+
+def _temp_set(
+    conn: sqlite3.Connection, plan: _Plan, table: str, select: str, params: tuple
+) -> None:
+    """A one-column temp table of distinct values for IN lookups, dropped after the export.
+
+    Temp tables live in this connection's temp database: creating one writes nothing to the
+    store, and the export's read snapshot stays as it is.
+    """
+    conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    conn.execute(f"CREATE TEMP TABLE {table} (value TEXT PRIMARY KEY) WITHOUT ROWID")
+    conn.execute(f"INSERT OR IGNORE INTO temp.{table} {select}", params)
+    plan.temp_tables.append(table)

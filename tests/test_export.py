@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from campaign_sync import config as config_module
 from campaign_sync import store, workdir
 from campaign_sync.config import BounceLimits, CsvFormat, JobConfig, TargetConfig
-from campaign_sync.csvwrite import CELL_SEP, JSON_ROW, CsvWriter, neutralise
+from campaign_sync.csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
 from campaign_sync.errors import InputError
 from campaign_sync.export import write_export
 from campaign_sync.result import RunResult
@@ -587,13 +587,14 @@ def test_packed_and_plain_paths_write_the_same_bytes(tmp_path_factory, rows, dia
     plain = _written(tmp, fmt, ["a", "b"], lambda w: w.write_many(rows))
 
     def packed(writer: CsvWriter) -> None:
+        # As SQLite packs them: neutralised, JSON for rows with a separator character.
         lines = [
             JSON_ROW + json.dumps(row)
             if any(ch in cell for cell in row for ch in "\x1d\x1e\x1f")
-            else CELL_SEP.join(row)
+            else CELL_SEP.join(neutralise(cell) for cell in row)
             for row in rows
         ]
-        writer.write_packed(lines)
+        writer.write_packed(ROW_SEP.join(lines), len(lines))
 
     assert _written(tmp, fmt, ["a", "b"], packed) == plain
 
@@ -607,3 +608,58 @@ def test_encoding_error_in_plain_rows_names_row_and_column(tmp_path: Path):
     with pytest.raises(InputError, match=r"data row 3, column reason: '€' \(U\+20AC\)"):
         writer.write_many([["b@x.de", "fine"], ["c@x.de", "costs 5 €"]])
     writer.close()
+
+
+# --------------------------------------------------------------------------- blocklist in SQL
+
+ADDRESSES = [
+    f"{local}@{domain}"
+    for local in ("a", "b", "ab", "a.b", "spam1", "info")
+    for domain in ("x.de", "y.de", "a.x.de", "ab.com")
+]
+pattern_text = st.lists(
+    st.sampled_from(["a", "b", "@", ".", "*", "?", "\\*", "x.de", "de", "spam", "info@", "*@"]),
+    min_size=1,
+    max_size=5,
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(patterns=st.lists(pattern_text, min_size=1, max_size=4, unique=True))
+def test_blocklist_in_sql_agrees_with_the_matcher(tmp_path_factory, patterns):
+    """Whatever shapes the patterns have, the SQL shortcuts block exactly what matches()."""
+    from campaign_sync.addresses import Blocklist, pattern_problem
+
+    patterns = [p for p in patterns if pattern_problem(p) is None]
+    if not patterns:
+        return
+    tmp = tmp_path_factory.mktemp("bl")
+    conn = store.connect(str(tmp / "store.db"))
+    list_id = store.list_id(conn, "newsletter", create=True)
+    conn.executemany(
+        "INSERT INTO recipients (list_id, email, created_at, updated_at) VALUES (?, ?, ?, ?)",
+        [(list_id, email, T1, T1) for email in ADDRESSES],
+    )
+    conn.executemany(
+        "INSERT INTO blocklist (pattern, created_at, modified_at) VALUES (?, ?, ?)",
+        [(p, T1, T1) for p in patterns],
+    )
+    job = JobConfig(
+        name="job",
+        type="recipient-export",
+        list="newsletter",
+        target=TargetConfig(server="partner", path="/x.csv"),
+        fields=("email",),
+        include="all",
+    )
+    staging = workdir.staging_file(tmp / "var", "job", ".csv")
+    write_export(conn, job, BounceLimits(), staging, changed_since=None)
+    got = dict(line.split(",") for line in staging.read_text().splitlines()[1:])
+    matcher = Blocklist(patterns)
+    expected = {
+        email: "blocklisted" if matcher.matches(email) is not None else "active"
+        for email in ADDRESSES
+    }
+    assert got == expected
+    assert conn.execute("SELECT count(*) FROM temp.sqlite_master").fetchone()[0] == 0
+    conn.close()
