@@ -20,14 +20,16 @@ import datetime
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 from . import store
 from .addresses import Blocklist, normalise
 from .config import BounceLimits, JobConfig
-from .csvwrite import CELL_SEP, FORMULA_STARTS, JSON_ROW, ROW_SEP, CsvWriter
+from .csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
 from .errors import InputError
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.
@@ -36,6 +38,7 @@ DATE_FIELDS = ("doi_confirmed_at", "created_at", "updated_at")
 
 # Rows per fetch (and per packed chunk): per-query overhead vanishes, memory stays flat.
 CHUNK_ROWS = 4000
+QUEUED_CHUNKS = 4  # chunks waiting for the writer thread
 
 
 def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
@@ -206,8 +209,7 @@ def _write_recipients(
         checks = _status_checks(conn, plan, bounces)
         _filter(conn, plan, job, checks, changed_since)
         query = _chunk_query(plan, job, header, checks)
-        for packed, count in _chunks(conn, query, plan.params):
-            writer.write_packed(packed, count)
+        _write_overlapped(writer, _chunks(conn, query, plan.params))
     finally:
         for table in plan.temp_tables:
             conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
@@ -235,12 +237,15 @@ def _status_checks(conn: sqlite3.Connection, plan: _Plan, limits: BounceLimits) 
     """SQL conditions for each non-active status; a check on an empty table is left out."""
     unsubscribed = "r.status = 'unsubscribed'"
     if _has_rows(conn, "unsubscribers"):
-        # Same rule as the import's re-activation: a newer DOI confirmation wins.
-        unsubscribed += (
-            " OR EXISTS (SELECT 1 FROM unsubscribers AS u WHERE u.email = r.email "
-            "AND u.list IN ('', :list_name) AND (r.doi_confirmed_at IS NULL "
-            "OR u.unsubscribed_at >= r.doi_confirmed_at))"
+        # Same rule as the import's re-activation: a newer DOI confirmation wins. Collected
+        # from the (smaller) unsubscriber side once, then one set lookup per row.
+        select = (
+            "SELECT u.email FROM unsubscribers AS u JOIN recipients AS r "
+            "ON r.list_id = :list_id AND r.email = u.email WHERE u.list IN ('', :list_name) "
+            "AND (r.doi_confirmed_at IS NULL OR u.unsubscribed_at >= r.doi_confirmed_at)"
         )
+        _temp_set(conn, plan, "cs_unsubscribed", select, plan.params)
+        unsubscribed += " OR r.email IN temp.cs_unsubscribed"
     checks = {"removed": "r.status = 'removed'", "unsubscribed": unsubscribed}
     patterns = [row[0] for row in conn.execute("SELECT pattern FROM blocklist")]
     if patterns:
@@ -270,6 +275,8 @@ def _filter(
     if changed_since is not None:
         plan.conditions.append(f"({_changed(conn, plan, changed_since)})")
     elif job.include == "active":
+        # status 'active' already rules out removed and unsubscribed records.
+        plan.conditions.append("r.status = 'active'")
         plan.conditions.extend(f"NOT ({condition})" for condition in checks.values())
     else:
         plan.conditions.append("r.status != 'removed'")
@@ -304,15 +311,15 @@ def _changed(conn: sqlite3.Connection, plan: _Plan, since: str) -> str:
 
 
 def _cell_sql(plan: _Plan, job: JobConfig, name: str, status: str) -> str:
-    """The SQL of one cell as text ('' for missing)."""
+    """The SQL of one cell's value (NULL for missing)."""
     if name == "status":
         return status
     if name == "email":
         return "r.email"
     if name in DATE_FIELDS:
-        return f"coalesce({_dater(job)('r.' + name)}, '')"
+        return _dater(job)("r." + name)
     path = plan.param(f"path_{name}", f'$."{name}"')
-    return f"coalesce(json_extract(r.fields, {path}), '')"
+    return f"json_extract(r.fields, {path})"
 
 
 def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[str, str]) -> str:
@@ -322,7 +329,7 @@ def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[st
     own work; asking for whole chunks (keyset-paged on the primary key, so each query seeks
     straight to its start) leaves one Python object per few thousand rows.
 
-    Per row: cells joined by CELL_SEP, formula-like cells already neutralised; a row whose
+    Per row: cells joined by CELL_SEP (the writer neutralises and quotes); a row whose
     JSON holds an escaped control character (which might be a separator) goes as JSON_ROW +
     a JSON array instead. The innermost query computes each cell once: its LIMIT keeps SQLite
     from flattening it into the outer ones, which would evaluate json_extract once per mention.
@@ -338,28 +345,25 @@ def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[st
         f"WHERE {' AND '.join(plan.conditions)} AND r.email > :after "
         "ORDER BY r.email LIMIT :chunk"
     )
-    # Statuses and ISO dates never start like a formula; everything else may.
-    safe = ("status",) if job.format.date_format else ("status", *DATE_FIELDS)
-    packed = " || :cell_sep || ".join(
-        cell if name in safe else _neutralised(cell)
-        for cell, name in zip(names, header, strict=True)
-    )
-    line = packed
+    line = _packed_line(names)
     if not all(name in BUILTIN_FIELDS for name in header):
         plan.param("json_row", JSON_ROW)
         plan.param("escaped", "\\u00")
         as_json = f":json_row || json_array({', '.join(names)})"
-        line = f"CASE WHEN instr(fields, :escaped) THEN {as_json} ELSE {packed} END"
+        line = f"CASE WHEN instr(fields, :escaped) THEN {as_json} ELSE {line} END"
     return f"SELECT group_concat({line}, :row_sep), count(*), max(key) FROM ({inner})"
 
 
-def _neutralised(cell: str) -> str:
-    """SQL of neutralise(): tests the first character's code point, copies no string."""
-    codes = ", ".join(str(ord(char)) for char in FORMULA_STARTS)
-    return f"CASE WHEN unicode({cell}) IN ({codes}) THEN {QUOTE_SQL} || {cell} ELSE {cell} END"
+def _packed_line(names: list[str]) -> str:
+    """The cells joined by CELL_SEP, NULL as empty.
 
-
-QUOTE_SQL = "''''"  # the SQL literal of a single quote
+    printf() builds the line in one allocation where `||` would copy it once per cell; it
+    writes NULL as '' too, so no coalesce() is needed. It takes at most 100 arguments.
+    """
+    if len(names) <= 100:
+        template = CELL_SEP.join("%s" for _ in names)
+        return f"printf('{template}', {', '.join(names)})"
+    return " || :cell_sep || ".join(f"coalesce({name}, '')" for name in names)
 
 
 def _chunks(
@@ -375,6 +379,39 @@ def _chunks(
         if count < CHUNK_ROWS:
             return
         params["after"] = last
+
+
+def _write_overlapped(writer: CsvWriter, chunks: Iterator[tuple[str, int]]) -> None:
+    """Write chunks in a second thread while SQLite produces the next ones.
+
+    SQLite releases the GIL while it steps through a query, so formatting, encoding and
+    writing one chunk overlaps with reading the next: the export takes about as long as the
+    longer of the two, not their sum. The connection stays in this thread (sqlite3 objects
+    are bound to theirs); at most QUEUED_CHUNKS wait, so memory stays flat.
+    """
+    queue: Queue[tuple[str, int] | None] = Queue(maxsize=QUEUED_CHUNKS)
+    failed: list[BaseException] = []
+
+    def drain() -> None:
+        while (item := queue.get()) is not None:
+            if not failed:
+                try:
+                    writer.write_packed(*item)
+                except BaseException as exc:  # handed to the reading thread, raised there
+                    failed.append(exc)
+
+    worker = threading.Thread(target=drain, name="export-writer", daemon=True)
+    worker.start()
+    try:
+        for item in chunks:
+            if failed:
+                break
+            queue.put(item)
+    finally:
+        queue.put(None)
+        worker.join()
+    if failed:
+        raise failed[0]
 
 
 # --------------------------------------------------------------------------- blocklist in SQL
@@ -431,7 +468,7 @@ def _blocklist_sql(conn: sqlite3.Connection, plan: _Plan, patterns: list[str], n
         conditions.append(f"{domain} IN temp.{name}_domains")
     if rest:
         conditions.append(_matcher_sql(conn, plan, rest, name))
-    return " OR ".join(conditions)
+    return " OR ".join(conditions) or "0"  # e.g. only domain patterns no member's matches
 
 
 def _blocked_domains(conn: sqlite3.Connection, plan: _Plan, patterns: list[str]) -> set[str]:
@@ -485,7 +522,11 @@ def _temp_values(conn: sqlite3.Connection, plan: _Plan, table: str, values: set[
 
 
 def _temp_set(
-    conn: sqlite3.Connection, plan: _Plan, table: str, select: str, params: tuple
+    conn: sqlite3.Connection,
+    plan: _Plan,
+    table: str,
+    select: str,
+    params: tuple[object, ...] | dict[str, object],
 ) -> None:
     """A one-column temp table of distinct values for IN lookups, dropped after the export.
 

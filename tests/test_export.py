@@ -587,11 +587,11 @@ def test_packed_and_plain_paths_write_the_same_bytes(tmp_path_factory, rows, dia
     plain = _written(tmp, fmt, ["a", "b"], lambda w: w.write_many(rows))
 
     def packed(writer: CsvWriter) -> None:
-        # As SQLite packs them: neutralised, JSON for rows with a separator character.
+        # As SQLite packs them: raw cells, JSON for rows with a separator character.
         lines = [
             JSON_ROW + json.dumps(row)
             if any(ch in cell for cell in row for ch in "\x1d\x1e\x1f")
-            else CELL_SEP.join(neutralise(cell) for cell in row)
+            else CELL_SEP.join(row)
             for row in rows
         ]
         writer.write_packed(ROW_SEP.join(lines), len(lines))
