@@ -98,7 +98,7 @@ def mark_interrupted(conn: sqlite3.Connection, job: str | None = None) -> None:
     dead = [
         run_id
         for run_id, run_job, pid, host in rows
-        if run_job == job or (host == here and not _alive(pid))
+        if run_job == job or (host == here and not process_alive(pid))
     ]
     if not dead:
         return
@@ -112,7 +112,8 @@ def mark_interrupted(conn: sqlite3.Connection, job: str | None = None) -> None:
         )
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists on this host."""
     if not pid:
         return False
     try:

@@ -86,6 +86,29 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_job ON runs (job, id);
     CREATE INDEX runs_by_checksum ON runs (job, file_sha256) WHERE status = 'succeeded';
     """,
+    # v2: doi-dispatch sends. One row per job and address, claimed (`sending`, committed)
+    # before the SMTP transaction: the UNIQUE key makes the claim exactly-once even for
+    # overlapping runs, and a `sending` row left by a dead run becomes `unknown`, never resent.
+    """
+    CREATE TABLE sends (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        email TEXT NOT NULL,
+        list TEXT NOT NULL,
+        mailing TEXT NOT NULL,                       -- the .eml file name
+        mailing_id TEXT NOT NULL,                    -- its Message-ID (or SHA-256)
+        message_id TEXT NOT NULL,                    -- the Message-ID we sent it under
+        state TEXT NOT NULL
+            CHECK (state IN ('sending', 'sent', 'deferred', 'failed', 'unknown')),
+        attempts INTEGER NOT NULL DEFAULT 1,
+        run_id INTEGER,                              -- the run that last tried it
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',             -- server reply or error
+        UNIQUE (job, email)
+    );
+    CREATE INDEX sends_by_state ON sends (job, state);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

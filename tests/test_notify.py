@@ -175,6 +175,15 @@ def test_should_notify(job_type: str, status: str, dry_run: bool, expected: bool
     assert should_notify(job, result) is expected
 
 
+def test_dispatch_with_sends_of_unknown_outcome_is_reported() -> None:
+    job = make_job(type="doi-dispatch")
+    result = RunResult(job=job.name, job_type=job.type, status="succeeded")
+    result.counts = {"sent": 3, "unknown": 1}
+    assert should_notify(job, result) is True
+    result.counts = {"sent": 3, "unknown": 0}
+    assert should_notify(job, result) is False
+
+
 def test_recipients_merge_job_and_global_once_each(tmp_path: Path) -> None:
     job = make_job(notify=("Team@Example.com", "ops@example.com"))
     to = ("crm-ops@example.com", "team@example.com", "OPS@example.com")
