@@ -348,7 +348,9 @@ def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[st
     line = _packed_line(names)
     if not all(name in BUILTIN_FIELDS for name in header):
         plan.param("json_row", JSON_ROW)
-        plan.param("escaped", "\\u00")
+        # Our separators are U+001D..U+001F, which JSON text holds escaped as \u001X; a
+        # non-ASCII letter is stored as itself (the import writes ensure_ascii=False).
+        plan.param("escaped", "\\u001")
         as_json = f":json_row || json_array({', '.join(names)})"
         line = f"CASE WHEN instr(fields, :escaped) THEN {as_json} ELSE {line} END"
     return f"SELECT group_concat({line}, :row_sep), count(*), max(key) FROM ({inner})"
