@@ -203,7 +203,7 @@ def list_jobs(settings: Settings, running: bool) -> None:
     states = status.job_states(config, conn)
     if running:
         states = [state for state in states if state["running"]]
-    output.show_jobs(states, settings.as_json, running_only=running)
+    output.show_jobs(states, settings.as_json, running_only=running, tz=_zone(config))
 
 
 @main.command()
@@ -221,7 +221,7 @@ def history(settings: Settings, job: str | None, limit: int) -> None:
         config.job(job)
     conn = status.open_store(config)
     records = runs.history(conn, job, limit) if conn else []
-    output.show_history(records, settings.as_json)
+    output.show_history(records, settings.as_json, tz=_zone(config))
 
 
 @main.command()
@@ -271,6 +271,12 @@ def crontab(settings: Settings) -> None:
         output.emit_json({"lines": lines})
     else:
         click.echo("\n".join(lines))
+
+
+def _zone(config: Any) -> Any:
+    from campaign_sync.schedule import zone
+
+    return zone(config.timezone)
 
 
 def _executable() -> str:

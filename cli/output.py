@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, tzinfo
 from typing import Any
 
 import click
@@ -76,13 +77,16 @@ def _table(title: str, headers: Sequence[str], rows: list[list[str]]) -> None:
         )
 
 
-def _when(stamp: str | None) -> str:
+def _when(stamp: str | None, tz: tzinfo | None) -> str:
+    """A stored time, shown in the config's time zone like the schedules it sits beside."""
     if not stamp:
         return "-"
-    return stamp[:16].replace("T", " ")
+    return datetime.fromisoformat(stamp).astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
-def show_jobs(states: list[dict[str, Any]], as_json: bool, *, running_only: bool) -> None:
+def show_jobs(
+    states: list[dict[str, Any]], as_json: bool, *, running_only: bool, tz: tzinfo | None = None
+) -> None:
     if as_json:
         emit_json(states)
         return
@@ -92,7 +96,7 @@ def show_jobs(states: list[dict[str, Any]], as_json: bool, *, running_only: bool
                 s["name"],
                 s["type"],
                 str(s["running"]["pid"]),
-                _when(s["running"]["started"]),
+                _when(s["running"]["started"], tz),
                 f"{s['running']['elapsed_seconds']:.0f} s",
             ]
             for s in states
@@ -106,7 +110,7 @@ def show_jobs(states: list[dict[str, Any]], as_json: bool, *, running_only: bool
     for s in states:
         last = s["last_run"]
         last_text = (
-            f"{last['status']} {_when(last['finished'] or last['started'])}" if last else "-"
+            f"{last['status']} {_when(last['finished'] or last['started'], tz)}" if last else "-"
         )
         rows.append(
             [
@@ -114,7 +118,7 @@ def show_jobs(states: list[dict[str, Any]], as_json: bool, *, running_only: bool
                 s["type"],
                 s["list"] or "-",
                 s["schedule"] or "-",
-                _when(s["next_run"]),
+                _when(s["next_run"], tz),
                 s["state"],
                 last_text,
             ]
@@ -122,7 +126,7 @@ def show_jobs(states: list[dict[str, Any]], as_json: bool, *, running_only: bool
     _table("Jobs", ["JOB", "TYPE", "LIST", "SCHEDULE", "NEXT RUN", "STATE", "LAST RUN"], rows)
 
 
-def show_history(records: list[dict[str, Any]], as_json: bool) -> None:
+def show_history(records: list[dict[str, Any]], as_json: bool, tz: tzinfo | None = None) -> None:
     if as_json:
         emit_json(records)
         return
@@ -135,7 +139,7 @@ def show_history(records: list[dict[str, Any]], as_json: bool) -> None:
                 str(r["run_id"]),
                 r["job"],
                 r["status"],
-                _when(r["started"]),
+                _when(r["started"], tz),
                 f"{r['duration_seconds']:.1f} s" if r["duration_seconds"] is not None else "-",
                 (detail or "")[:80],
             ]
