@@ -389,6 +389,14 @@ class _Validator:
             raise self.fail(key, f"expected true or false, got {_kind(value)}")
         return value
 
+    def secret(self, value: Any, key: str) -> str | None:
+        """A password or passphrase: text only. YAML would turn `0123` into 83, silently."""
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected text, got {_kind(value)}; put it in quotes")
+        return value
+
     def local_path(self, value: Any, key: str) -> Path:
         text = self.string(value, key)
         path = Path(text).expanduser()
@@ -543,8 +551,8 @@ class _Validator:
             port=self.integer(spec.get("port", 22), f"{key}.port", minimum=1, maximum=65535),
             user=self.string(spec["user"], f"{key}.user") if spec.get("user") else None,
             key_file=key_file,
-            key_passphrase=_optional_str(spec.get("key_passphrase")),
-            password=_optional_str(spec.get("password")),
+            key_passphrase=self.secret(spec.get("key_passphrase"), f"{key}.key_passphrase"),
+            password=self.secret(spec.get("password"), f"{key}.password"),
             known_hosts=known_hosts,
             host_key=host_key,
             protocol=self.string(
@@ -570,7 +578,7 @@ class _Validator:
             starttls=self.boolean(spec.get("starttls", False), "smtp.starttls"),
             ssl=self.boolean(spec.get("ssl", False), "smtp.ssl"),
             user=self.string(spec["user"], "smtp.user") if spec.get("user") else None,
-            password=_optional_str(spec.get("password")),
+            password=self.secret(spec.get("password"), "smtp.password"),
             sender=sender,
             timeout=self.number(spec.get("timeout", 30), "smtp.timeout", minimum=0.1),
         )
@@ -785,10 +793,6 @@ class _Validator:
         if spec.get("changes_only") is not None:
             values["changes_only"] = self.boolean(spec["changes_only"], f"{key}.changes_only")
         return values
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _kind(value: Any) -> str:

@@ -128,6 +128,10 @@ def test_default_value_interpolation(tmp_path: Path) -> None:
             "At 'servers.campaign.key_file': cannot read key file",
         ),
         (
+            ("  password: ${SMTP_PASSWORD}", "  password: 0123"),
+            "At 'smtp.password': expected text, got int; put it in quotes",
+        ),
+        (
             ("mode: upsert", "mode: merge"),
             "At 'jobs.newsletter-import.mode': 'merge' is not one of",
         ),
