@@ -80,6 +80,8 @@ def _run_locked(
     config: Config, job: JobConfig, options: RunOptions, conn: sqlite3.Connection
 ) -> RunResult:
     runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
+    if workdir.clear_staging(config.work_dir, job.name):
+        log.info("%s: removed staging files left by an interrupted run", job.name)
     started = store.now()
     result = RunResult(job=job.name, job_type=job.type, started=started, dry_run=options.dry_run)
     if not options.dry_run:

@@ -20,11 +20,22 @@ def _private_dir(path: Path) -> Path:
 
 def staging_file(work_dir: Path, job: str, suffix: str = "") -> Path:
     """A new, empty, 0600 file under a name we choose, never the final name of anything."""
-    folder = _private_dir(work_dir / "staging")
+    folder = _private_dir(work_dir / "staging" / job)
     # ".part" before the real suffix: readers still see ".csv.gz" and gunzip it.
     fd, name = tempfile.mkstemp(prefix=f"{job}-", suffix=f".part{suffix}", dir=folder)
     os.close(fd)
     return Path(name)
+
+
+def clear_staging(work_dir: Path, job: str) -> int:
+    """Remove what killed runs of `job` left in staging; call it holding the job's lock."""
+    folder = work_dir / "staging" / job
+    removed = 0
+    if folder.is_dir():
+        for leftover in folder.iterdir():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def rejects_file(work_dir: Path, job: str, run_id: int | None) -> Path:

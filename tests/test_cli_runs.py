@@ -242,7 +242,16 @@ def test_export_writes_the_final_name_only(ws: Workspace) -> None:
         "ben@example.com,Ben,Müller",
         "carla@example.org,Carla,Rossi",
     ]
-    assert list((ws.root / "var" / "staging").iterdir()) == []
+    assert list((ws.root / "var" / "staging" / "newsletter-export").iterdir()) == []
+
+
+def test_staging_left_by_a_killed_run_is_removed_by_the_next_run(ws: Workspace) -> None:
+    leftover = ws.root / "var" / "staging" / "newsletter-import" / "x.part.csv"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("half a file")
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
+    assert list(leftover.parent.iterdir()) == []
 
 
 def test_dry_run_import_counts_but_changes_nothing(ws: Workspace) -> None:
