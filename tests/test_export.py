@@ -393,7 +393,7 @@ def test_unencodable_character_fails_clearly_and_uploads_nothing(env: Env):
         "format.encoding to utf-8 (or one that has this character)"
     )
     assert not (env.partner / "export").exists()
-    assert list((env.root / "var/staging").iterdir()) == []
+    assert [p for p in (env.root / "var/staging").rglob("*") if p.is_file()] == []
 
 
 def test_utf8_sig_writes_one_bom(env: Env):
@@ -522,7 +522,7 @@ def test_upload_is_atomic_and_leaves_no_temp_file(env: Env):
     assert seen == [b"previous complete file\r\n"]
     assert final.read_bytes() == b"email\r\nanna@example.com\r\n"
     assert sorted(p.name for p in final.parent.iterdir()) == ["out.csv"]
-    assert list((env.root / "var/staging").iterdir()) == []
+    assert [p for p in (env.root / "var/staging").rglob("*") if p.is_file()] == []
 
 
 def test_failed_upload_leaves_neither_temp_nor_partial_file(env: Env):
@@ -534,7 +534,7 @@ def test_failed_upload_leaves_neither_temp_nor_partial_file(env: Env):
     assert result.status == "failed"
     assert sorted(p.name for p in (env.partner / "export").iterdir()) == ["out.csv"]
     assert list((env.partner / "export/out.csv").iterdir()) == []
-    assert list((env.root / "var/staging").iterdir()) == []
+    assert [p for p in (env.root / "var/staging").rglob("*") if p.is_file()] == []
 
 
 def test_dry_run_uploads_nothing(env: Env):
