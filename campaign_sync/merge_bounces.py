@@ -83,6 +83,13 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
         "SELECT email, type, at, ? FROM incoming WHERE action = 'inserted' ORDER BY at, email",
         (job.name,),
     )
+    # A bounce dated before the last export's watermark can still outbounce someone now:
+    # touching the members makes changes-only exports see them.
+    conn.execute(
+        "UPDATE recipients SET updated_at = ? WHERE email IN "
+        "(SELECT email FROM incoming WHERE action = 'inserted')",
+        (ctx.now,),
+    )
     conn.execute("DROP TABLE temp.incoming")
     zero(counts)
     return counts, rejects
