@@ -1,0 +1,131 @@
+"""Throughput of campaign-sync's SshTransfer against OpenSSH's scp, on one local sshd.
+
+    PYTHONPATH=. python bench/transfer.py [--size-mb 200] [--runs 3] [--dir DIR]
+
+Starts a throwaway sshd on loopback (tests/sshd.py), writes a file of random bytes, then
+downloads and uploads it with OpenSSH `scp` (its default SFTP mode and legacy `-O` mode)
+and with SshTransfer (protocol scp and sftp), in turns, and prints the median MB/s of each
+and the ratio to OpenSSH scp. A benchmark, not a test: nothing here fails on a slow result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from sshd import Sshd  # noqa: E402
+
+from campaign_sync.ssh import SshTransfer  # noqa: E402
+
+MB = 1_000_000
+
+
+def make_file(path: Path, size: int) -> None:
+    # Random bytes: nothing on the way can compress them into a flattering figure.
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            block = os.urandom(min(left, 8 << 20))
+            out.write(block)
+            left -= len(block)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def openssh_scp(server: Sshd, legacy: bool) -> Callable[[str, str], None]:
+    base = [
+        "scp",
+        "-q",
+        "-B",
+        "-P",
+        str(server.port),
+        "-i",
+        str(server.user_key),
+        "-o",
+        f"UserKnownHostsFile={server.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ] + (["-O"] if legacy else [])
+
+    def run(source: str, target: str) -> None:
+        subprocess.run([*base, source, target], check=True)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
+    args = parser.parse_args()
+    size = args.size_mb * MB
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        work = Path(tmp)
+        source = work / "source.bin"
+        make_file(source, size)
+        landing = work / "landing.bin"
+        remote_copy = work / "remote-copy.bin"
+        results: dict[str, list[float]] = {}
+
+        with Sshd(work / "sshd") as server:
+            remote = f"{server.user}@{server.host}"
+
+            def add(name: str, seconds: float) -> None:
+                results.setdefault(name, []).append(size / MB / seconds)
+
+            for _ in range(args.runs):
+                for label, legacy in (("OpenSSH scp", False), ("OpenSSH scp -O", True)):
+                    scp = openssh_scp(server, legacy)
+                    landing.unlink(missing_ok=True)
+                    add(f"{label} download", timed(lambda s=scp: s(f"{remote}:{source}", landing)))
+                    add(
+                        f"{label} upload",
+                        timed(lambda s=scp: s(str(source), f"{remote}:{remote_copy}")),
+                    )
+                for protocol in ("scp", "sftp"):
+                    config = server.server_config(protocol=protocol, timeout=30.0)
+                    with SshTransfer(config) as transfer:
+                        transfer.size(str(source))  # connect outside the timing, as scp's own
+                        landing.write_bytes(b"")
+                        landing.chmod(0o600)
+                        add(
+                            f"campaign-sync {protocol} download",
+                            timed(lambda t=transfer: t.fetch(str(source), landing)),
+                        )
+                        add(
+                            f"campaign-sync {protocol} upload",
+                            timed(lambda t=transfer: t.put(source, str(remote_copy))),
+                        )
+                    if landing.stat().st_size != size or remote_copy.stat().st_size != size:
+                        raise SystemExit("a transfer produced the wrong size")
+
+        medians = {name: statistics.median(values) for name, values in results.items()}
+        print(f"{args.size_mb} MB, median of {args.runs} runs, loopback, MB/s (1 MB = 10^6 B)")
+        for name, value in medians.items():
+            runs = ", ".join(f"{v:.0f}" for v in results[name])
+            print(f"  {name:34s} {value:7.1f}   ({runs})")
+        for direction in ("download", "upload"):
+            for ours in ("scp", "sftp"):
+                mine = medians[f"campaign-sync {ours} {direction}"]
+                for ref in ("OpenSSH scp", "OpenSSH scp -O"):
+                    ratio = mine / medians[f"{ref} {direction}"]
+                    print(f"  ratio {direction}: campaign-sync {ours} / {ref:15s} {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
