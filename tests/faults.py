@@ -235,3 +235,132 @@ def peak_rss_run(
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text)
+
+
+# --------------------------------------------------------------------------- a faulty network
+
+
+@dataclass
+class Fault:
+    """What the proxy does to one connection.
+
+    kind: "pass" | "reset" (RST to both ends) | "close" (FIN to both ends) | "stall" (stop
+    forwarding, keep both sockets open). It strikes once `after` bytes have gone `direction`
+    ("down": server to client, "up": client to server); with `chunks`, once that many reads
+    have gone that way instead (an SSH handshake is a fixed sequence of packets).
+    """
+
+    kind: str = "pass"
+    after: int = 0
+    direction: str = "down"
+    chunks: int | None = None
+
+
+class FaultProxy:
+    """A loopback TCP proxy in front of a real server that breaks chosen connections.
+
+    `faults` apply to the first connections, in order; later connections pass untouched, so a
+    client that retries gets through. `log` records (connection, direction, bytes) per read.
+    """
+
+    def __init__(self, upstream: tuple[str, int], faults: list[Fault] | None = None):
+        import socket
+        import threading
+
+        self.upstream = upstream
+        self.faults = list(faults or [])
+        self.log: list[tuple[int, str, int]] = []
+        self.struck: list[int] = []  # connection numbers a fault hit
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._sockets: list[Any] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        import contextlib
+
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                number = self.connections
+                self.connections += 1
+                fault = self.faults[number] if number < len(self.faults) else Fault()
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            state = {"down": [0, 0], "up": [0, 0], "done": False}
+            for src, dst, direction in ((client, server, "up"), (server, client, "down")):
+                threading.Thread(
+                    target=self._pump,
+                    args=(number, fault, state, src, dst, direction, (client, server)),
+                    daemon=True,
+                ).start()
+
+    def _pump(self, number, fault, state, src, dst, direction, pair) -> None:  # noqa: ANN001
+        import contextlib
+        import socket
+        import struct
+
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data or state["done"]:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            counts = state[direction]
+            counts[0] += len(data)
+            counts[1] += 1
+            self.log.append((number, direction, len(data)))
+            due = (
+                fault.kind != "pass"
+                and direction == fault.direction
+                and (
+                    counts[1] >= fault.chunks
+                    if fault.chunks is not None
+                    else counts[0] > fault.after
+                )
+            )
+            if due:
+                state["done"] = True
+                self.struck.append(number)
+                if fault.kind == "stall":
+                    return  # nothing more flows either way; the sockets stay open
+                for sock in pair:
+                    with contextlib.suppress(OSError):
+                        if fault.kind == "reset":
+                            # linger 0: close sends RST, as a crashed middlebox would
+                            sock.setsockopt(
+                                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                            )
+                        sock.close()
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
