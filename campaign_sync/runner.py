@@ -12,7 +12,7 @@ import hashlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +26,6 @@ from .transfer import Progress, open_transfer
 
 log = logging.getLogger("campaign_sync")
 
-# Makes a progress callback for a file of the given label, or None (no terminal).
-ProgressFactory = Callable[[str], "Progress | None"]
-
 
 @dataclass
 class RunOptions:
@@ -37,7 +34,7 @@ class RunOptions:
     dry_run: bool = False
     force: bool = False
     output: Path | None = None  # export: write here instead of uploading
-    progress: ProgressFactory | None = None
+    progress: bool = False  # a progress bar for transfers, if stderr is a terminal
 
 
 @dataclass
@@ -54,8 +51,10 @@ class RunContext:
             return self.options.date
         return datetime.datetime.now(zone(self.config.timezone)).date()
 
-    def progress(self, label: str) -> Progress | None:
-        return self.options.progress(label) if self.options.progress else None
+    def progress(self, label: str) -> AbstractContextManager[Progress | None]:
+        from .progress import transfer_progress
+
+        return transfer_progress(label, enabled=self.options.progress)
 
 
 def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunResult:
@@ -130,8 +129,8 @@ def _close(ctx: RunContext, clock: float) -> None:
         notify(ctx.config, ctx.job, result, log=log)
         if len(result.warnings) != warned:
             _record(ctx)  # keep the notice's warnings with the run
-    log.log(
-        logging.INFO if result.status in ("succeeded", "skipped") else logging.ERROR,
+    # INFO: a record for the log file; the CLI itself reports a failure on stderr.
+    log.info(
         "%s: %s%s in %.2f s%s",
         result.job,
         result.status,
@@ -234,7 +233,8 @@ def _fetch(ctx: RunContext, remote: str, staged: Path) -> None:
         size_before = transfer.size(remote)
         if size_before is None:
             raise SourceMissing(f"no file {remote} on server '{server.name}'")
-        copied = transfer.fetch(remote, staged, ctx.progress(remote))
+        with ctx.progress(remote) as progress:
+            copied = transfer.fetch(remote, staged, progress)
         size_after = transfer.size(remote)
     if not copied == size_before == size_after:
         raise TransferError(
@@ -346,10 +346,8 @@ def _export(ctx: RunContext) -> None:
             staged = None
         else:
             server = ctx.config.servers[job.target.server]
-            with open_transfer(server) as transfer:
-                transfer.put(
-                    staged, remote, atomic=job.target.atomic, progress=ctx.progress(remote)
-                )
+            with open_transfer(server) as transfer, ctx.progress(remote) as progress:
+                transfer.put(staged, remote, atomic=job.target.atomic, progress=progress)
         with store.transaction(conn):
             _finish_in_transaction(ctx, "succeeded")
     finally:

@@ -21,7 +21,8 @@ def _private_dir(path: Path) -> Path:
 def staging_file(work_dir: Path, job: str, suffix: str = "") -> Path:
     """A new, empty, 0600 file under a name we choose, never the final name of anything."""
     folder = _private_dir(work_dir / "staging")
-    fd, name = tempfile.mkstemp(prefix=f"{job}-", suffix=f"{suffix}.part", dir=folder)
+    # ".part" before the real suffix: readers still see ".csv.gz" and gunzip it.
+    fd, name = tempfile.mkstemp(prefix=f"{job}-", suffix=f".part{suffix}", dir=folder)
     os.close(fd)
     return Path(name)
 

@@ -123,7 +123,7 @@ def _run(settings: Settings, name: str, kind: str, **options: Any) -> None:
     from campaign_sync.runner import RunOptions, run_job
 
     config = settings.config()
-    progress = None if settings.as_json or settings.quiet else output.progress_factory()
+    progress = not (settings.as_json or settings.quiet)
     # cron and `timeout` stop jobs with SIGTERM: roll back and record it like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     result = run_job(config, name, kind, RunOptions(progress=progress, **options))

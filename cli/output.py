@@ -22,17 +22,6 @@ def _fancy() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
-def progress_factory() -> Any:
-    """A progress-bar maker when stderr is a terminal, else None (cron logs stay clean)."""
-    if not sys.stderr.isatty():
-        return None
-    try:
-        from campaign_sync.progress import progress_factory as make
-    except ImportError:
-        return None
-    return make()
-
-
 def show_run(result: RunResult, as_json: bool, *, quiet: bool = False) -> None:
     if as_json:
         emit_json(result.as_dict())

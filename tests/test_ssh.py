@@ -589,10 +589,14 @@ def test_watchdog_closes_a_connection_stuck_where_no_timeout_applies(server):
 def test_watchdog_stays_quiet_while_progress_is_reported(server, remote, tmp_path):
     # A transfer slower than the watchdog limit in total, but never silent, must succeed.
     local = tmp_path / "local.csv"
-    payload = data_file(local, 4_000_000)
-    transfer, _ = connect(server.server_config(timeout=0.4, retries=0))  # limit: 1.8 s
+    payload = data_file(local, 1_000_000)
+    # Limit 3 s; the whole upload takes far longer, with progress every 1.2 s. The margins
+    # are wide because CI machines are shared and a busy one stalls writes for a moment.
+    transfer, _ = connect(server.server_config(timeout=1.0, retries=0))
+    started = time.monotonic()
     with transfer:
-        transfer.put(local, str(remote / "slow.csv"), progress=lambda d, t: time.sleep(0.6))
+        transfer.put(local, str(remote / "slow.csv"), progress=lambda d, t: time.sleep(1.2))
+    assert time.monotonic() - started > 3.0  # longer than the limit: the watchdog was tested
     assert (remote / "slow.csv").read_bytes() == payload
 
 
