@@ -9,7 +9,8 @@ checks what SPEC promises:
 - the killed run is reported `interrupted` (or `succeeded` when the kill came after its commit);
 - a rerun converges to the state of an uninterrupted run.
 
-Trials run two at a time (CI has two cores). RELIABILITY_TRIALS and RELIABILITY_IMPORT_ROWS
+Import and export trials are chained: the run after a kill is the rerun of the killed one.
+RELIABILITY_TRIALS and RELIABILITY_IMPORT_ROWS
 override the defaults (20 trials, 200,000 rows) for a quicker local loop.
 """
 
@@ -21,8 +22,7 @@ import shutil
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,6 @@ from smtp_server import SmtpTestServer
 TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "20"))
 IMPORT_ROWS = int(os.environ.get("RELIABILITY_IMPORT_ROWS", "200000"))
 SEED = 20261127
-WORKERS = 2
 
 CONFIG = """\
 store: store.db
@@ -120,11 +119,6 @@ def _max_run_id(db: Path) -> int:
     return int(query(db, "SELECT coalesce(max(id), 0) FROM runs")[0][0])
 
 
-def _parallel(trials: list[Callable[[], Outcome]]) -> list[Outcome]:
-    with ThreadPoolExecutor(WORKERS) as pool:
-        return list(pool.map(lambda trial: trial(), trials))
-
-
 def _report(what: str, outcomes: list[Outcome]) -> str:
     killed = sum(o.kill.killed for o in outcomes)
     states = Counter(o.state for o in outcomes)
@@ -187,13 +181,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
 # --------------------------------------------------------------------------- import
 
 
-def _import_trial(base: Base, workdir: Path, delay: float) -> Outcome:
-    _copy_store(base.before, workdir)
-    config = _config(workdir, base.inbox)
-    last = _max_run_id(workdir / "store.db")
+def _import_trial(base: Base, config: Path, delay: float) -> Outcome:
+    """Kill one import at `delay`; check the store; leave it for the next trial to rerun."""
+    db = config.parent / "store.db"
+    last = _max_run_id(db)
     kill = kill_after(start_cli(config, "--json", "import", "big-import"), delay)
 
-    db = workdir / "store.db"
     assert integrity(db) == "ok", f"kill at {delay:.3f}s: {integrity(db)}"
     digest = recipient_digest(db)
     assert digest in (base.before_digest, base.after_digest), f"kill at {delay:.3f}s: torn state"
@@ -203,32 +196,39 @@ def _import_trial(base: Base, workdir: Path, delay: float) -> Outcome:
         # Committed together with the data, so the status always agrees with the state.
         expected = {"after": ("succeeded",), "before": ("interrupted", None)}[state]
         assert status in expected, f"kill at {delay:.3f}s: state {state}, run {status}"
-
-    rerun = run_cli(config, "--json", "import", "big-import")
-    assert rerun.returncode == EXIT_OK, rerun.stderr
-    result = json_out(rerun)
-    if state == "before":
-        assert (result["status"], result["counts"]) == ("succeeded", base.import_counts)
-    else:
-        assert result["status"] == "skipped"  # the same file, already imported
-    assert recipient_digest(db) == base.after_digest
-    assert integrity(db) == "ok"
+    if state == "after":
+        # Nothing left to redo: a rerun skips the file (same checksum) and changes nothing;
+        # then the chain starts again from the before-state.
+        rerun = run_cli(config, "--json", "import", "big-import")
+        assert (rerun.returncode, json_out(rerun)["status"]) == (EXIT_OK, "skipped")
+        assert recipient_digest(db) == base.after_digest
+        _copy_store(base.before, config.parent)
     return Outcome(kill, state, status)
 
 
 def test_sigkill_during_a_large_import(base: Base, tmp_path: Path) -> None:
-    # Kill moments cover start-up to a little past the uninterrupted run's length, which two
-    # parallel trials stretch: every phase (fetch, parse, merge, commit, exit) gets hit.
+    """Trials are chained: each run after a kill is the rerun of the killed one (and may be
+    killed in turn), so reruns happen on top of every kind of leftover — dead `running` rows,
+    staging files, hot WAL files. The last rerun is uninterrupted and must reach exactly the
+    state of the reference run, with the reference run's counts."""
+    _copy_store(base.before, tmp_path)
+    config = _config(tmp_path, base.inbox)
+    # Kill moments cover start-up to a little past the reference run's length, so every
+    # phase (start-up, fetch, checksum, parse, merge, commit, exit) gets hit.
     delays = seeded_delays(SEED, TRIALS, 0.05, base.import_seconds * 1.3)
-    outcomes = _parallel(
-        [
-            lambda d=delay, i=index: _import_trial(base, tmp_path / f"t{i}", d)
-            for index, delay in enumerate(delays)
-        ]
-    )
+    outcomes = [_import_trial(base, config, delay) for delay in delays]
     _report(f"import of {IMPORT_ROWS} rows", outcomes)
+
+    rerun = run_cli(config, "--json", "import", "big-import")
+    assert rerun.returncode == EXIT_OK, rerun.stderr
+    result = json_out(rerun)
+    assert (result["status"], result["counts"]) == ("succeeded", base.import_counts)
+    assert recipient_digest(tmp_path / "store.db") == base.after_digest
+    assert integrity(tmp_path / "store.db") == "ok"
     assert sum(o.kill.killed for o in outcomes) >= TRIALS * 3 // 4
     assert any(o.state == "before" and o.run_status == "interrupted" for o in outcomes)
+    # No killed run is left looking alive.
+    assert "running" not in {s for (s,) in query(tmp_path / "store.db", "SELECT status FROM runs")}
 
 
 # --------------------------------------------------------------------------- export
@@ -258,14 +258,10 @@ def export_reference(base: Base, tmp_path_factory: pytest.TempPathFactory) -> Ex
     return ExportReference((inbox / "export" / "newsletter.csv").read_bytes(), seconds)
 
 
-def _export_trial(base: Base, ref: ExportReference, workdir: Path, delay: float) -> Outcome:
-    _copy_store(base.after, workdir)
-    target_dir = workdir / "inbox" / "export"
-    target_dir.mkdir(parents=True)
+def _export_trial(base: Base, ref: ExportReference, config: Path, delay: float) -> Outcome:
+    db = config.parent / "store.db"
+    target_dir = config.parent / "inbox" / "export"
     target = target_dir / "newsletter.csv"
-    target.write_bytes(OLD_EXPORT)  # last week's export: what a partner may read meanwhile
-    config = _config(workdir, workdir / "inbox")
-    db = workdir / "store.db"
     last = _max_run_id(db)
     kill = kill_after(start_cli(config, "--json", "export", "list-export"), delay)
 
@@ -280,30 +276,33 @@ def _export_trial(base: Base, ref: ExportReference, workdir: Path, delay: float)
         assert status in ("interrupted", "succeeded", None), status
         if state == "before":
             assert status != "succeeded", "recorded as succeeded, but the file was not replaced"
-
-    rerun = run_cli(config, "--json", "export", "list-export")
-    assert rerun.returncode == EXIT_OK, rerun.stderr
-    assert target.read_bytes() == ref.content
-    # Temporary upload names a killed run left behind must not pile up next to the file.
-    leftovers = sorted(p.name for p in target_dir.iterdir() if p.name != "newsletter.csv")
-    return Outcome(kill, state if not leftovers else f"{state}+{len(leftovers)} temp", status)
+    target.write_bytes(OLD_EXPORT)  # the next trial starts from last week's file again
+    return Outcome(kill, state, status)
 
 
 def test_sigkill_during_an_export(
     base: Base, export_reference: ExportReference, tmp_path: Path
 ) -> None:
-    delays = seeded_delays(SEED + 1, TRIALS, 0.05, export_reference.seconds * 1.3)
-    outcomes = _parallel(
-        [
-            lambda d=delay, i=index: _export_trial(base, export_reference, tmp_path / f"t{i}", d)
-            for index, delay in enumerate(delays)
-        ]
-    )
+    _copy_store(base.after, tmp_path)
+    target_dir = tmp_path / "inbox" / "export"
+    target_dir.mkdir(parents=True)
+    target = target_dir / "newsletter.csv"
+    target.write_bytes(OLD_EXPORT)  # last week's export: what a partner may read meanwhile
+    config = _config(tmp_path, tmp_path / "inbox")
+    delays = seeded_delays(SEED + 1, TRIALS, 0.05, export_reference.seconds * 1.1)
+    outcomes = [_export_trial(base, export_reference, config, delay) for delay in delays]
     _report(f"export of {base.after_digest[0]} rows", outcomes)
+
+    rerun = run_cli(config, "--json", "export", "list-export")
+    assert rerun.returncode == EXIT_OK, rerun.stderr
+    assert target.read_bytes() == export_reference.content
     assert sum(o.kill.killed for o in outcomes) >= TRIALS * 3 // 4
-    # A killed upload may leave its temporary file behind; it must never be the final name
-    # (checked per trial), and the count is reported. Failing on it would be a stricter
-    # promise than SPEC makes.
+    # A killed upload may leave its temporary (hidden) file behind; it is never the final
+    # name (checked per trial). The count is reported, not failed on: SPEC promises no
+    # partial file under the final name, not a clean directory after kill -9.
+    leftovers = sorted(p.name for p in target_dir.iterdir() if p.name != "newsletter.csv")
+    print(f"temporary upload files left by {len(outcomes)} killed exports: {len(leftovers)}")
+    assert all(name.startswith(".") for name in leftovers), leftovers
 
 
 # --------------------------------------------------------------------------- dispatch

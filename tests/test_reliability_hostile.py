@@ -501,3 +501,68 @@ def _emails(db: Path) -> list[str]:
 def test_python_executable_is_the_one_running_the_suite() -> None:
     # The children must run the interpreter that has the test dependencies.
     assert cli_argv()[0] == sys.executable
+
+
+# --------------------------------------------------------------------------- atheris
+
+ATHERIS_RUNS = int(os.environ.get("RELIABILITY_ATHERIS_RUNS", "4000"))
+
+# Coverage-guided fuzzing of the import path (read_csv, row checks, merge) with libFuzzer.
+# Each input is imported into a fresh in-memory store; any exception escaping run_job is a
+# crash (expected problems come back as a failed RunResult, never as an exception).
+ATHERIS_HARNESS = """
+import sys, tempfile, pathlib
+sys.path.insert(0, {shim!r})
+import atheris
+with atheris.instrument_imports():
+    from campaign_sync import config as config_module, csvread, merge
+    from campaign_sync.runner import RunOptions, run_job
+root = pathlib.Path(tempfile.mkdtemp())
+(root / "c.yaml").write_text(
+    "store: ':memory:'\\nwork_dir: var\\njobs:\\n  fuzz-import:\\n    type: recipient-import\\n"
+    "    list: newsletter\\n    format: {{delimiter: ';'}}\\n    max_rejects: 100%\\n")
+config = config_module.load(str(root / "c.yaml"), env={{}})
+path = root / "input.csv"
+
+def one_input(data):
+    path.write_bytes(data)
+    result = run_job(config, "fuzz-import", "import", RunOptions(file=path, force=True))
+    if result.status not in ("succeeded", "failed") or (result.error or "").startswith("internal"):
+        raise AssertionError(f"{{result.status}}: {{result.error}}")
+
+atheris.Setup(sys.argv, one_input)
+atheris.Fuzz()
+"""
+
+
+def test_atheris_coverage_guided_csv_import(tmp_path: Path) -> None:
+    pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
+    import subprocess
+
+    from faults import shim_dir
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "seed1").write_bytes(SEED_CSV.encode())
+    (corpus / "seed2").write_bytes(b'email;note\n"a@b.de";"x\n;y"\nbad;\xff\n')
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ATHERIS_HARNESS.format(shim=str(shim_dir())),
+            f"-runs={ATHERIS_RUNS}",
+            "-seed=20261127",
+            "-max_total_time=60",
+            "-max_len=2048",
+            str(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env=child_env(),
+    )
+    tail = done.stderr[-4000:]
+    assert done.returncode == 0, tail
+    assert "Done" in tail, tail
+    print("atheris:", [line for line in tail.splitlines() if line.startswith("Done")][-1:])
