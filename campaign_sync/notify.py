@@ -286,21 +286,38 @@ class WebhookError(Exception):
     """The webhook did not take the notice; the message says why (no URL secrets in it)."""
 
 
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """`https://user:pw@host/path` → the URL without them, and a Basic Authorization header.
+
+    urllib would take 'user:pw@host' for the host name; the credentials belong in a header.
+    """
+    import base64
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    user = unquote(parts.username or "")
+    password = unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
+
+
 def _post_webhook(url: str, timeout: float, result: RunResult, scrub: Scrubber) -> None:
     import json
     import urllib.error
     import urllib.request
 
     payload = json.dumps(scrub.data(result.as_dict()), ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(
-        url,
-        data=payload,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "campaign-sync",
-        },
-    )
+    url, authorization = _split_credentials(url)
+    headers = {"Content-Type": "application/json", "User-Agent": "campaign-sync"}
+    if authorization:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(url, data=payload, method="POST", headers=headers)
     # The timeout applies to the connect and to each wait for data: a server that accepts
     # and never answers costs `timeout`, not the run.
     try:

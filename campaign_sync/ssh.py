@@ -693,7 +693,11 @@ class SshTransfer(Transfer):
             remote.close()  # waits for every pending write to be acknowledged
         written = sftp.stat(path).st_size
         if written != size:
-            raise ConnectionLost(f"the server has {written} of {size} bytes")
+            # The connection is fine and the server answered: it did not keep the bytes
+            # (a full disk or a quota). Retrying cannot help; the caller removes the rest.
+            raise TransferError(
+                f"the server kept only {written} of {size} bytes of {path} (is its disk full?)"
+            )
 
     def _sftp_archive(self, path: str, new_path: str) -> None:
         sftp = self._sftp_client()
