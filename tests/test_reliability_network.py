@@ -345,15 +345,7 @@ def tiny_filesystem(path: Path, size: str) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-SFTP_DISK_FULL_LEAK = pytest.mark.xfail(
-    strict=True,
-    reason="ssh.SshTransfer._sftp_put: a short upload on a full disk raises ConnectionLost, "
-    "so put() skips _remove_quietly and the hidden .part file stays on the full remote disk "
-    "(after a pointless retry)",
-)
-
-
-@pytest.mark.parametrize("protocol", ["scp", pytest.param("sftp", marks=SFTP_DISK_FULL_LEAK)])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_remote_disk_full_fails_cleanly(
     site: Site, server: Sshd, source_csv: Path, protocol: str
 ) -> None:
@@ -367,8 +359,9 @@ def test_remote_disk_full_fails_cleanly(
         assert done.returncode == EXIT_FAILED, done.stderr
         error = json_out(done)["error"]
         # scp passes on the server's "No space left on device"; OpenSSH's sftp server reports a
-        # generic failure, which the size check after the upload turns into a short count.
-        assert "space" in error.lower() or "the server has" in error, error
+        # generic failure, which the size check after the upload names as a full disk.
+        assert "space" in error.lower() or "disk full" in error, error
+        assert "gave up after" not in error, "a full disk was retried"
         assert (out / "list.csv").read_bytes() == OLD
         leftovers = sorted(p.name for p in out.iterdir() if p.name != "list.csv")
         assert leftovers == [], f"a partial upload was left behind: {leftovers}"

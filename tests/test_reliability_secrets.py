@@ -175,7 +175,6 @@ def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
     scan = Scanner()
     smtp = SmtpTestServer(auth={"mailer": SMTP_PASSWORD}, auth_require_tls=False)
     with smtp, WebhookTestServer() as hook:
-        # A token in the query: user:password in the URL cannot be used (see the xfail below).
         url = f"{hook.url}?token={HOOK_TOKEN}"
         config = _config(tmp_path, server, key, smtp, url)
 
@@ -239,12 +238,6 @@ def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
     assert scan.leaks() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="notify._post_webhook passes a URL with user:password@ to urllib, which takes "
-    "'user:password@host' for the host name: every notice fails with 'Name or service not "
-    "known', although redact treats URL credentials as a supported secret",
-)
 def test_webhook_with_credentials_in_the_url_is_posted_with_basic_auth(tmp_path: Path) -> None:
     import base64
 
