@@ -566,3 +566,61 @@ def test_atheris_coverage_guided_csv_import(tmp_path: Path) -> None:
     assert done.returncode == 0, tail
     assert "Done" in tail, tail
     print("atheris:", [line for line in tail.splitlines() if line.startswith("Done")][-1:])
+
+
+# --------------------------------------------------------------------------- a lying server
+
+FAKE_SCP_SOURCE = """#!/bin/sh
+# Answers any command like `scp -f PATH` with one file under a name of its own choosing.
+one_byte() {{ dd bs=1 count=1 2>/dev/null >/dev/null; }}
+one_byte
+printf 'C0644 %d %s\\n' {size} {name}
+one_byte
+cat {data}
+printf '\\000'
+one_byte
+"""
+
+LYING_NAMES = ["../../../../tmp/{tag}-evil.csv", "/tmp/{tag}-abs.csv", "{tag}\\n-nl.csv"]
+
+
+@pytest.mark.parametrize("pattern", LYING_NAMES)
+def test_names_an_scp_server_sends_back_never_choose_a_local_path(
+    tmp_path: Path, pattern: str
+) -> None:
+    import shlex
+    import uuid
+
+    import sshd as sshd_helper
+    from sshd import Sshd
+
+    if not sshd_helper.available():
+        pytest.skip("OpenSSH sshd not installed")
+    tag = f"campaign-sync-{uuid.uuid4().hex[:8]}"
+    name = pattern.format(tag=tag).replace("\\n", "\n")
+    data = tmp_path / "served.csv"
+    data.write_bytes(b"email\nserved@example.com\n")
+    script = tmp_path / "fake-scp"
+    script.write_text(
+        FAKE_SCP_SOURCE.format(
+            size=data.stat().st_size, name=shlex.quote(name), data=shlex.quote(str(data))
+        )
+    )
+    script.chmod(0o755)
+    with Sshd(tmp_path / "sshd", extra=f"ForceCommand {script}") as server:
+        config = tmp_path / "campaign-sync.yaml"
+        config.write_text(
+            "store: store.db\nwork_dir: var\nservers:\n  liar:\n    type: ssh\n"
+            f"    host: {server.host}\n    port: {server.port}\n    user: {server.user}\n"
+            f"    key_file: {server.user_key}\n    known_hosts: {server.known_hosts}\n"
+            "    protocol: scp\n    retries: 0\n    timeout: 5\n"
+            "jobs:\n  liar-import:\n    type: recipient-import\n    list: newsletter\n"
+            "    source: {server: liar, path: /incoming/list.csv, after: keep}\n",
+            encoding="utf-8",
+        )
+        done = run_cli(config, "--json", "import", "liar-import")
+    assert_no_traceback(done)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert _emails(tmp_path / "store.db") == ["served@example.com"]  # the content, under our name
+    planted = [p for p in Path("/tmp").glob(f"{tag}*")] + list(tmp_path.rglob(f"*{tag}*"))
+    assert planted == [], planted
