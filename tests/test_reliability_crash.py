@@ -250,12 +250,14 @@ def export_reference(base: Base, tmp_path_factory: pytest.TempPathFactory) -> Ex
     inbox = root / "inbox"
     (inbox / "export").mkdir(parents=True)
     config = _config(root, inbox)
-    clock = time.monotonic()
-    done = run_cli(config, "--json", "export", "list-export")
-    seconds = time.monotonic() - clock
-    assert done.returncode == EXIT_OK, done.stderr
-    assert json_out(done)["counts"]["written"] == base.after_digest[0]
-    return ExportReference((inbox / "export" / "newsletter.csv").read_bytes(), seconds)
+    timings = []
+    for _ in range(2):  # the first run is cold (page cache, bytecode): time the faster one
+        clock = time.monotonic()
+        done = run_cli(config, "--json", "export", "list-export")
+        timings.append(time.monotonic() - clock)
+        assert done.returncode == EXIT_OK, done.stderr
+        assert json_out(done)["counts"]["written"] == base.after_digest[0]
+    return ExportReference((inbox / "export" / "newsletter.csv").read_bytes(), min(timings))
 
 
 def _export_trial(base: Base, ref: ExportReference, config: Path, delay: float) -> Outcome:
@@ -289,7 +291,7 @@ def test_sigkill_during_an_export(
     target = target_dir / "newsletter.csv"
     target.write_bytes(OLD_EXPORT)  # last week's export: what a partner may read meanwhile
     config = _config(tmp_path, tmp_path / "inbox")
-    delays = seeded_delays(SEED + 1, TRIALS, 0.05, export_reference.seconds * 1.1)
+    delays = seeded_delays(SEED + 1, TRIALS, 0.05, export_reference.seconds * 1.3)
     outcomes = [_export_trial(base, export_reference, config, delay) for delay in delays]
     _report(f"export of {base.after_digest[0]} rows", outcomes)
 
@@ -440,3 +442,38 @@ def test_sigkill_during_a_dispatch(
     _report(f"dispatch to {DISPATCH_RECIPIENTS} recipients", outcomes)
     print("unknown sends after kills:", sum(d["unknown"] for d in details))
     assert sum(o.kill.killed for o in outcomes) >= TRIALS * 3 // 4
+
+
+# --------------------------------------------------------------------------- leftovers
+
+
+def _wait_for_staging(folder: Path, proc: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if folder.exists() and any(p.stat().st_size > 0 for p in folder.iterdir()):
+            return
+        time.sleep(0.005)
+    raise AssertionError("the run never staged a file")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runner._import/_export remove their staging file in `finally`, which SIGKILL skips; "
+    "nothing removes it later, so each killed run leaves a full private copy of partner data "
+    "(16 MB for 200k rows) in work_dir/staging forever (20 killed exports: 20 files, 95 MB). "
+    "Fix: when the job's lock is taken, delete work_dir/staging/<job>-* files (no other run "
+    "of the job can own them then)",
+)
+def test_a_rerun_removes_the_staging_file_a_killed_run_left(base: Base, tmp_path: Path) -> None:
+    _copy_store(base.before, tmp_path)
+    config = _config(tmp_path, base.inbox)
+    staging = tmp_path / "var" / "staging"
+    proc = start_cli(config, "--json", "import", "big-import")
+    _wait_for_staging(staging, proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert list(staging.iterdir()), "the kill left no staging file: nothing to check"
+
+    rerun = run_cli(config, "--json", "import", "big-import")
+    assert rerun.returncode == EXIT_OK, rerun.stderr
+    assert sorted(p.name for p in staging.iterdir()) == []

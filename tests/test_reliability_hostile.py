@@ -505,7 +505,7 @@ def test_python_executable_is_the_one_running_the_suite() -> None:
 
 # --------------------------------------------------------------------------- atheris
 
-ATHERIS_RUNS = int(os.environ.get("RELIABILITY_ATHERIS_RUNS", "4000"))
+ATHERIS_RUNS = int(os.environ.get("RELIABILITY_ATHERIS_RUNS", "2000"))
 
 # Coverage-guided fuzzing of the import path (read_csv, row checks, merge) with libFuzzer.
 # Each input is imported into a fresh in-memory store; any exception escaping run_job is a
