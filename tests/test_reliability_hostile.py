@@ -624,3 +624,32 @@ def test_names_an_scp_server_sends_back_never_choose_a_local_path(
     assert _emails(tmp_path / "store.db") == ["served@example.com"]  # the content, under our name
     planted = [p for p in Path("/tmp").glob(f"{tag}*")] + list(tmp_path.rglob(f"*{tag}*"))
     assert planted == [], planted
+
+
+# --------------------------------------------------------------------------- secret types
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config._optional_str str()s any YAML value for smtp.password, servers.*.password "
+    "and key_passphrase: a list or mapping is accepted as its Python repr, and an unquoted "
+    "0123 becomes '83' and 0x1F '31' (YAML 1.1 integers) — a silently wrong secret instead "
+    "of the configuration error SPEC asks for wrong types (suggest: require a string, and for "
+    "a number say 'quote it')",
+)
+@pytest.mark.parametrize(
+    "value", ["[ListSecret77]", "{nested: S3cretNested}", "0123", "0x1F"], ids=str
+)
+def test_a_secret_of_the_wrong_yaml_type_is_a_configuration_error(
+    tmp_path: Path, value: str
+) -> None:
+    path = tmp_path / "campaign-sync.yaml"
+    path.write_text(
+        "store: store.db\nsmtp:\n  host: localhost\n  from: a@example.com\n"
+        f"  password: {value}\njobs: {{}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        config_module.load(str(path), env={})
+    assert "smtp.password" in str(caught.value)
+    assert "S3cret" not in str(caught.value) and "ListSecret" not in str(caught.value)
