@@ -67,6 +67,18 @@ jobs:
     format: {delimiter: ","}
     columns: {E-Mail: email, Vorname: first_name, DOI: doi_confirmed_at}
     max_rejects: 100%
+  block-import:
+    type: blocklist-import
+    format: {delimiter: ";"}
+    max_rejects: 100%
+  unsub-import:
+    type: unsubscriber-import
+    format: {delimiter: ";"}
+    max_rejects: 100%
+  bounce-import:
+    type: bounce-import
+    format: {delimiter: ";"}
+    max_rejects: 100%
   list-export:
     type: recipient-export
     list: newsletter
@@ -92,9 +104,11 @@ class Stage:
         seed.write_text(SEED_CSV, encoding="utf-8")
         result = run_job(self.config, "plain-import", "import", RunOptions(file=seed))
         assert result.status == "succeeded", result.error
+        self._seed_other_tables()
         self.pristine = root / "pristine.db"
         shutil.copyfile(self.db, self.pristine)
         self.before = self.recipients()
+        self.before_others = self.others()
         self.file = root / "fuzz.csv"
 
     def reset(self) -> None:
@@ -111,6 +125,41 @@ class Stage:
                     "SELECT email, status, fields FROM recipients"
                 )
             )
+        finally:
+            conn.close()
+
+    def _seed_other_tables(self) -> None:
+        """One entry in each suppression table, straight into the schema: must survive."""
+        conn = sqlite3.connect(self.db)
+        try:
+            with conn:
+                now = "2026-01-01T00:00:00.000000+00:00"
+                conn.execute(
+                    "INSERT INTO blocklist (pattern, reason, created_at, modified_at) "
+                    "VALUES ('*@blocked.example', 'seed', ?, ?)",
+                    (now, now),
+                )
+                conn.execute(
+                    "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason) "
+                    "VALUES ('gone@example.com', '', ?, 'seed')",
+                    (now,),
+                )
+                conn.execute(
+                    "INSERT INTO bounces (email, type, bounced_at, source) "
+                    "VALUES ('bouncy@example.com', 'hard', ?, 'seed')",
+                    (now,),
+                )
+        finally:
+            conn.close()
+
+    def others(self) -> dict[str, set[tuple[Any, ...]]]:
+        conn = sqlite3.connect(self.db)
+        try:
+            return {
+                "blocklist": set(conn.execute("SELECT pattern, reason FROM blocklist")),
+                "unsubscribers": set(conn.execute("SELECT email, list FROM unsubscribers")),
+                "bounces": set(conn.execute("SELECT email, type, source FROM bounces")),
+            }
         finally:
             conn.close()
 
@@ -138,8 +187,15 @@ def check_import_outcome(stage: Stage, data: bytes, result: Any) -> None:
             result.error
         )
         assert after == stage.before, "a failed import changed the store"
+        assert stage.others() == stage.before_others, "a failed import changed the store"
         return
     assert result.exit_code == EXIT_OK
+    others = stage.others()
+    for table, rows in stage.before_others.items():
+        if table != "blocklist":  # a blocklist import may update the seed entry's reason
+            assert rows <= others[table], f"{table} lost an entry"
+    if "recipient" not in result.job_type:
+        return
     # Upsert: nobody the file does not name disappears, and nothing is lost silently: every
     # data row read is inserted, updated, unchanged, rejected, a duplicate or suppressed.
     assert set(stage.before) <= set(after)
@@ -209,6 +265,42 @@ def test_fuzzed_csv_import_plain_columns(stage: Stage, data: bytes) -> None:
 @given(data=csv_files(","))
 def test_fuzzed_csv_import_mapped_columns(stage: Stage, data: bytes) -> None:
     check_import_outcome(stage, data, stage.import_bytes("mapped-import", data))
+
+
+SUPPRESSION_HEADERS = {
+    "block-import": ["pattern", "reason"],
+    "unsub-import": ["email", "list", "date", "reason"],
+    "bounce-import": ["email", "type", "date"],
+}
+SUPPRESSION_CELLS = cells | st.sampled_from(
+    ["hard", "soft", "HARD", "newsletter", "2026-11-01", "2026-13-45", "*@x.de", "\\*", "*", "?"]
+)
+
+
+@st.composite
+def suppression_files(draw: st.DrawFn, job: str) -> bytes:
+    header = list(SUPPRESSION_HEADERS[job])
+    if draw(st.booleans()):
+        header = draw(st.permutations(header))[: draw(st.integers(1, len(header)))]
+    rows = draw(st.lists(st.lists(SUPPRESSION_CELLS, max_size=5), max_size=8))
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";", lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    data = out.getvalue().encode("utf-8")
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(0, len(data)))]
+    return data
+
+
+@pytest.mark.parametrize("job", sorted(SUPPRESSION_HEADERS))
+def test_fuzzed_suppression_imports(stage: Stage, job: str) -> None:
+    @settings(FUZZ, max_examples=max(CSV_EXAMPLES // 3, 10))
+    @given(data=suppression_files(job))
+    def run(data: bytes) -> None:
+        check_import_outcome(stage, data, stage.import_bytes(job, data))
+
+    run()
 
 
 @FUZZ
