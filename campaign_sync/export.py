@@ -1,23 +1,44 @@
 """Writing store data to a private CSV staging file, ready to be uploaded.
 
-Rows stream from SQLite straight into the CSV writer (gzip-compressed for .gz targets):
-memory stays flat whatever the list size.
+Rows stream from SQLite straight into the CSV writer (gzip-compressed for .gz targets) in
+chunks: memory stays flat whatever the list size.
+
+Recipient statuses, as exported (the first that applies):
+
+* ``removed``: dropped from the list by a replace import (only ever in changes-only exports);
+* ``unsubscribed``: the record says so, or the unsubscriber list has the address for this list
+  or for all lists, and no double opt-in confirmation is newer than that unsubscription
+  (the rule an import uses to re-activate someone);
+* ``blocklisted``: the address matches a blocklist pattern;
+* ``outbounced``: at least ``hard_limit`` hard or ``soft_limit`` soft bounces;
+* ``active``: everyone else — the only status an ``include: active`` export contains.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 from . import store
-from .addresses import Blocklist
+from .addresses import Blocklist, normalise
 from .config import BounceLimits, JobConfig
-from .csvwrite import CsvWriter
+from .csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
 from .errors import InputError
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.
 BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_at")
+DATE_FIELDS = ("doi_confirmed_at", "created_at", "updated_at")
+
+# Rows per fetch (and per packed chunk): per-query overhead vanishes, memory stays flat.
+CHUNK_ROWS = 4000
+QUEUED_CHUNKS = 4  # chunks waiting for the writer thread
 
 
 def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
@@ -37,25 +58,168 @@ def write_export(
     *,
     changed_since: str | None,
 ) -> int:
-    """Write the job's rows to `staging`; returns the number of data rows written."""
+    """Write the job's rows to `staging`; returns the number of data rows written.
+
+    `changed_since` is the watermark of the job's last successful run when the job is
+    `changes_only` (None on its first run, which exports everything).
+    """
     compress = job.target is not None and job.target.path.endswith(".gz")
     writer = CsvWriter(staging, job.format, compress=compress)
     try:
+        _register_date_format(conn, job)
         if job.type == "recipient-export":
-            header, rows = _recipient_rows(conn, job, bounces, changed_since)
+            _write_recipients(conn, job, bounces, writer, changed_since)
+        elif job.type == "blocklist-export":
+            _write_query(conn, writer, *_blocklist_query(job, changed_since))
+        elif job.type == "unsubscriber-export":
+            _write_query(conn, writer, *_unsubscriber_query(job, changed_since))
+        elif job.type == "bounce-export":
+            _write_query(conn, writer, *_bounce_query(conn, job, bounces, changed_since))
         else:
-            raise InputError(f"{job.type} jobs are not supported by this version yet")
-        writer.write_header(header)
-        for cells in rows:
-            writer.write(cells)
+            raise InputError(f"{job.type} is not an export job type")
     finally:
         writer.close()
     return writer.rows
 
 
-def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int) -> list[str]:
+# --------------------------------------------------------------------------- shared
+
+
+def _register_date_format(conn: sqlite3.Connection, job: JobConfig) -> None:
+    """cs_date(): a stored UTC ISO date through the job's date_format (only if it has one)."""
+    date_format = job.format.date_format
+    if not date_format:
+        return  # dates go out as stored, without a Python call per cell
+
+    def formatted(value: str | None) -> str | None:
+        return datetime.datetime.fromisoformat(value).strftime(date_format) if value else value
+
+    conn.create_function("cs_date", 1, formatted, deterministic=True)
+
+
+def _dater(job: JobConfig) -> Callable[[str], str]:
+    """Wraps a date column's SQL in cs_date() when the job formats dates."""
+    if job.format.date_format:
+        return lambda expression: f"cs_date({expression})"
+    return lambda expression: expression
+
+
+def _write_query(
+    conn: sqlite3.Connection, writer: CsvWriter, header: list[str], query: str, params: dict
+) -> None:
+    """Small exports: fetch cells and let the csv module format them."""
+    writer.write_header(header)
+    cursor = conn.execute(query, params)
+    while rows := cursor.fetchmany(CHUNK_ROWS):
+        writer.write_many(rows)
+
+
+def _blocklist_query(job: JobConfig, changed_since: str | None) -> tuple[list[str], str, dict]:
+    _date = _dater(job)
+    # Header names follow the blocklist import (pattern, reason) so the file can go back in.
+    where = "WHERE modified_at > :since" if changed_since else ""
+    query = (
+        f"SELECT pattern, reason, {_date('created_at')}, {_date('modified_at')} "
+        f"FROM blocklist {where} ORDER BY pattern"
+    )
+    return ["pattern", "reason", "created", "modified"], query, {"since": changed_since}
+
+
+def _unsubscriber_query(job: JobConfig, changed_since: str | None) -> tuple[list[str], str, dict]:
+    _date = _dater(job)
+    # The unsubscriber import's own headers: email, list ('' = every list), date, reason.
+    conditions = []
+    if job.list:
+        conditions.append("list IN ('', :list)")  # this list's and the client-wide ones
+    if changed_since:
+        conditions.append("unsubscribed_at > :since")
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    query = (
+        f"SELECT email, list, {_date('unsubscribed_at')}, reason FROM unsubscribers "
+        f"{where} ORDER BY email, list"
+    )
+    return ["email", "list", "date", "reason"], query, {"list": job.list, "since": changed_since}
+
+
+def _bounce_query(
+    conn: sqlite3.Connection, job: JobConfig, limits: BounceLimits, changed_since: str | None
+) -> tuple[list[str], str, dict]:
+    """Outbounced addresses (of the job's list, if it names one) with their bounce counts."""
+    _date = _dater(job)
+    params: dict[str, object] = {
+        "hard": limits.hard_limit,
+        "soft": limits.soft_limit,
+        "since": changed_since,
+        "list_id": None,
+    }
+    members = ""
+    if job.list:
+        params["list_id"] = store.list_id(conn, job.list, create=False)
+        members = (
+            "WHERE email IN (SELECT email FROM recipients "
+            "WHERE list_id = :list_id AND status != 'removed')"
+        )
+    recent = " AND max(bounced_at) > :since" if changed_since else ""
+    query = (
+        "SELECT email, sum(type = 'hard'), sum(type = 'soft'), "
+        f"{_date('max(bounced_at)')} FROM bounces {members} GROUP BY email "
+        f"HAVING (sum(type = 'hard') >= :hard OR sum(type = 'soft') >= :soft){recent} "
+        "ORDER BY email"
+    )
+    return ["email", "hard_bounces", "soft_bounces", "last_bounce"], query, params
+
+
+# --------------------------------------------------------------------------- recipients
+
+
+@dataclass
+class _Plan:
+    """The recipient query being built: SQL pieces and their named parameters."""
+
+    params: dict[str, object] = field(default_factory=dict)
+    conditions: list[str] = field(default_factory=list)
+    temp_tables: list[str] = field(default_factory=list)
+
+    def param(self, name: str, value: object) -> str:
+        self.params[name] = value
+        return f":{name}"
+
+
+def _write_recipients(
+    conn: sqlite3.Connection,
+    job: JobConfig,
+    bounces: BounceLimits,
+    writer: CsvWriter,
+    changed_since: str | None,
+) -> None:
+    assert job.list is not None, "validated: a recipient-export names its list"
+    list_id = store.list_id(conn, job.list, create=False)
+    fields = _recipient_fields(conn, job, list_id)
+    # A changes-only job always has the status column, so its first (full) file and every
+    # later file of changes share one layout.
+    with_status = job.include == "all" or job.changes_only
+    header = [*fields, "status"] if with_status and "status" not in fields else fields
+    writer.write_header(header)
+    if list_id is None:
+        return  # the list was never imported into: an empty file with its header
+    plan = _Plan()
+    plan.param("list_id", list_id)
+    plan.param("list_name", job.list)
+    try:
+        checks = _status_checks(conn, plan, bounces)
+        _filter(conn, plan, job, checks, changed_since)
+        query = _chunk_query(plan, job, header, checks)
+        _write_overlapped(writer, _chunks(conn, query, plan.params))
+    finally:
+        for table in plan.temp_tables:
+            conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int | None) -> list[str]:
     if job.fields:
         return list(job.fields)
+    if list_id is None:
+        return ["email"]
     # No fields configured: the address, then every field any member has, sorted.
     found = conn.execute(
         "SELECT DISTINCT j.key FROM recipients AS r, json_each(r.fields) AS j "
@@ -65,59 +229,313 @@ def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int) ->
     return ["email", *(key for (key,) in found if key not in BUILTIN_FIELDS)]
 
 
-def _recipient_rows(
+def _has_rows(conn: sqlite3.Connection, table: str) -> bool:
+    return bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0])
+
+
+def _status_checks(conn: sqlite3.Connection, plan: _Plan, limits: BounceLimits) -> dict[str, str]:
+    """SQL conditions for each non-active status; a check on an empty table is left out."""
+    unsubscribed = "r.status = 'unsubscribed'"
+    if _has_rows(conn, "unsubscribers"):
+        # Same rule as the import's re-activation: a newer DOI confirmation wins. Collected
+        # from the (smaller) unsubscriber side once, then one set lookup per row.
+        select = (
+            "SELECT u.email FROM unsubscribers AS u JOIN recipients AS r "
+            "ON r.list_id = :list_id AND r.email = u.email WHERE u.list IN ('', :list_name) "
+            "AND (r.doi_confirmed_at IS NULL OR u.unsubscribed_at >= r.doi_confirmed_at)"
+        )
+        _temp_set(conn, plan, "cs_unsubscribed", select, plan.params)
+        unsubscribed += " OR r.email IN temp.cs_unsubscribed"
+    checks = {"removed": "r.status = 'removed'", "unsubscribed": unsubscribed}
+    patterns = [row[0] for row in conn.execute("SELECT pattern FROM blocklist")]
+    if patterns:
+        checks["blocklisted"] = _blocklist_sql(conn, plan, patterns, "cs_blocked")
+    if _has_rows(conn, "bounces"):
+        # Once, into a temp table: every chunk query would redo the aggregation.
+        outbounced, params = outbounced_sql(limits)
+        _temp_set(conn, plan, "cs_outbounced", outbounced, params)
+        checks["outbounced"] = "r.email IN temp.cs_outbounced"
+    return checks
+
+
+def _status_expression(checks: dict[str, str]) -> str:
+    whens = " ".join(f"WHEN {condition} THEN '{name}'" for name, condition in checks.items())
+    return f"CASE {whens} ELSE 'active' END"
+
+
+def _filter(
     conn: sqlite3.Connection,
+    plan: _Plan,
     job: JobConfig,
-    bounces: BounceLimits,
+    checks: dict[str, str],
     changed_since: str | None,
-) -> tuple[list[str], Iterable[list[str]]]:
-    assert job.list is not None
-    list_id = store.list_id(conn, job.list, create=False)
-    if list_id is None:
-        fields = list(job.fields) or ["email"]
-        return _header(fields, job), iter(())
-    fields = _recipient_fields(conn, job, list_id)
-    selected = [name if name in BUILTIN_FIELDS else "json_extract(fields, ?)" for name in fields]
-    params: list[object] = [f'$."{name}"' for name in fields if name not in BUILTIN_FIELDS]
-    outbounced, bounce_params = outbounced_sql(bounces)
-    query = (
-        f"SELECT email, status, email IN ({outbounced}) AS outbounced, "
-        f"{', '.join(selected)} FROM recipients WHERE list_id = ?"
-    )
-    params = [*bounce_params, *params, list_id]
-    if changed_since:
-        query += " AND updated_at > ?"
-        params.append(changed_since)
+) -> None:
+    """Which rows: this list's changes since the watermark, or its members per `include`."""
+    plan.conditions.append("r.list_id = :list_id")
+    if changed_since is not None:
+        plan.conditions.append(f"({_changed(conn, plan, changed_since)})")
+    elif job.include == "active":
+        # status 'active' already rules out removed and unsubscribed records.
+        plan.conditions.append("r.status = 'active'")
+        plan.conditions.extend(f"NOT ({condition})" for condition in checks.values())
     else:
-        query += " AND status != 'removed'"
-    if job.include == "active" and not changed_since:
-        query += " AND status = 'active'"
-    query += " ORDER BY email"
-    blocklist = Blocklist(row[0] for row in conn.execute("SELECT pattern FROM blocklist"))
-    cursor = conn.execute(query, params)
-    return _header(fields, job, changed_since), _recipient_cells(
-        cursor, job, blocklist, changed_since
+        plan.conditions.append("r.status != 'removed'")
+
+
+def _changed(conn: sqlite3.Connection, plan: _Plan, since: str) -> str:
+    """Rows whose record or whose status may have changed after `since`.
+
+    A record change (insert, update, unsubscription, removal) moves `updated_at`. A status can
+    also change through the other tables: a blocklist pattern added or modified, an
+    unsubscription or a bounce dated after the watermark. Rows that come along without a real
+    change are harmless: they repeat the current state.
+    """
+    plan.param("since", since)
+    changed = ["r.updated_at > :since"]
+    if _has_rows(conn, "unsubscribers"):
+        changed.append(
+            "EXISTS (SELECT 1 FROM unsubscribers AS u WHERE u.email = r.email "
+            "AND u.list IN ('', :list_name) AND u.unsubscribed_at > :since)"
+        )
+    if _has_rows(conn, "bounces"):
+        changed.append(
+            "EXISTS (SELECT 1 FROM bounces AS b WHERE b.email = r.email AND b.bounced_at > :since)"
+        )
+    recent = [
+        row[0]
+        for row in conn.execute("SELECT pattern FROM blocklist WHERE modified_at > ?", (since,))
+    ]
+    if recent:
+        changed.append(_blocklist_sql(conn, plan, recent, "cs_newly_blocked"))
+    return " OR ".join(changed)
+
+
+def _cell_sql(plan: _Plan, job: JobConfig, name: str, status: str) -> str:
+    """The SQL of one cell's value (NULL for missing)."""
+    if name == "status":
+        return status
+    if name == "email":
+        return "r.email"
+    if name in DATE_FIELDS:
+        return _dater(job)("r." + name)
+    path = plan.param(f"path_{name}", f'$."{name}"')
+    return f"json_extract(r.fields, {path})"
+
+
+def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[str, str]) -> str:
+    """The next CHUNK_ROWS rows after :after, packed into one string by SQLite.
+
+    Python's sqlite3 module spends about a microsecond per fetched row, as much as SQLite's
+    own work; asking for whole chunks (keyset-paged on the primary key, so each query seeks
+    straight to its start) leaves one Python object per few thousand rows.
+
+    Per row: cells joined by CELL_SEP (the writer neutralises and quotes); a row whose
+    JSON holds an escaped control character (which might be a separator) goes as JSON_ROW +
+    a JSON array instead. The innermost query computes each cell once: its LIMIT keeps SQLite
+    from flattening it into the outer ones, which would evaluate json_extract once per mention.
+    """
+    status = _status_expression(checks)
+    cells = [f"{_cell_sql(plan, job, name, status)} AS c{i}" for i, name in enumerate(header)]
+    names = [f"c{i}" for i in range(len(header))]
+    plan.param("cell_sep", CELL_SEP)
+    plan.param("row_sep", ROW_SEP)
+    plan.param("chunk", CHUNK_ROWS)
+    inner = (
+        f"SELECT r.email AS key, r.fields AS fields, {', '.join(cells)} FROM recipients AS r "
+        f"WHERE {' AND '.join(plan.conditions)} AND r.email > :after "
+        "ORDER BY r.email LIMIT :chunk"
     )
+    line = _packed_line(names)
+    if not all(name in BUILTIN_FIELDS for name in header):
+        plan.param("json_row", JSON_ROW)
+        # Our separators are U+001D..U+001F, which JSON text holds escaped as \u001X; a
+        # non-ASCII letter is stored as itself (the import writes ensure_ascii=False).
+        plan.param("escaped", "\\u001")
+        as_json = f":json_row || json_array({', '.join(names)})"
+        line = f"CASE WHEN instr(fields, :escaped) THEN {as_json} ELSE {line} END"
+    return f"SELECT group_concat({line}, :row_sep), count(*), max(key) FROM ({inner})"
 
 
-def _header(fields: list[str], job: JobConfig, changed_since: str | None = None) -> list[str]:
-    with_status = job.include == "all" or changed_since is not None
-    return [*fields, "status"] if with_status and "status" not in fields else fields
+def _packed_line(names: list[str]) -> str:
+    """The cells joined by CELL_SEP, NULL as empty.
+
+    printf() builds the line in one allocation where `||` would copy it once per cell; it
+    writes NULL as '' too, so no coalesce() is needed. It takes at most 100 arguments.
+    """
+    if len(names) <= 100:
+        template = CELL_SEP.join("%s" for _ in names)
+        return f"printf('{template}', {', '.join(names)})"
+    return " || :cell_sep || ".join(f"coalesce({name}, '')" for name in names)
 
 
-def _recipient_cells(
-    cursor: sqlite3.Cursor, job: JobConfig, blocklist: Blocklist, changed_since: str | None
-) -> Iterator[list[str]]:
-    with_status = job.include == "all" or changed_since is not None
-    for email, status, outbounced, *values in cursor:
-        effective = status
-        if status == "active" and blocklist.matches(email):
-            effective = "blocklisted"
-        elif status == "active" and outbounced:
-            effective = "outbounced"
-        if job.include == "active" and changed_since is None and effective != "active":
-            continue  # a changes-only export reports every change, with its status
-        cells = ["" if value is None else str(value) for value in values]
-        if with_status and "status" not in job.fields:
-            cells.append(effective)
-        yield cells
+def _chunks(
+    conn: sqlite3.Connection, query: str, params: dict[str, object]
+) -> Iterator[tuple[str, int]]:
+    """(packed rows, row count) per chunk, in email order; the caller holds one snapshot."""
+    params = dict(params, after="")
+    while True:
+        packed, count, last = conn.execute(query, params).fetchone()
+        if not count:
+            return
+        yield packed, count
+        if count < CHUNK_ROWS:
+            return
+        params["after"] = last
+
+
+def _write_overlapped(writer: CsvWriter, chunks: Iterator[tuple[str, int]]) -> None:
+    """Write chunks in a second thread while SQLite produces the next ones.
+
+    SQLite releases the GIL while it steps through a query, so formatting, encoding and
+    writing one chunk overlaps with reading the next: the export takes about as long as the
+    longer of the two, not their sum. The connection stays in this thread (sqlite3 objects
+    are bound to theirs); at most QUEUED_CHUNKS wait, so memory stays flat.
+    """
+    queue: Queue[tuple[str, int] | None] = Queue(maxsize=QUEUED_CHUNKS)
+    failed: list[BaseException] = []
+
+    def drain() -> None:
+        while (item := queue.get()) is not None:
+            if not failed:
+                try:
+                    writer.write_packed(*item)
+                except BaseException as exc:  # handed to the reading thread, raised there
+                    failed.append(exc)
+
+    worker = threading.Thread(target=drain, name="export-writer", daemon=True)
+    worker.start()
+    try:
+        for item in chunks:
+            if failed:
+                break
+            queue.put(item)
+    finally:
+        queue.put(None)
+        worker.join()
+    if failed:
+        raise failed[0]
+
+
+# --------------------------------------------------------------------------- blocklist in SQL
+
+_WILD = frozenset("*?\\")
+_WILD_RUN = re.compile(r"[*?\\]")  # wildcards, and escapes: what follows one is no plain text
+
+
+def _literal(text: str) -> bool:
+    return not _WILD.intersection(text)
+
+
+def _blocklist_sql(conn: sqlite3.Connection, plan: _Plan, patterns: list[str], name: str) -> str:
+    """An SQL condition on r.email, true exactly when one of `patterns` matches it.
+
+    Calling the Python matcher for a million addresses costs more than the rest of the
+    export, so the common shapes become set lookups. A stored address has exactly one @, so:
+
+    * a pattern without wildcards is one address;
+    * ``*@D`` (D without @) and ``*.tld``-like patterns only look at the domain: they are tried
+      once per distinct domain of the list, and the blocked domains go into a set;
+    * any other pattern whose text after its @ is literal can only match that domain, and one
+      whose text before its @ is literal only that local part: the matcher (an SQL function
+      called `name`) runs only for addresses with such a domain or local part.
+
+    Only a pattern with wildcards on both sides of its @ (or without @) makes the matcher run
+    for every address.
+    """
+    exact: set[str] = set()
+    domains: set[str] = set()
+    by_domain: list[str] = []
+    rest: list[str] = []
+    for pattern in patterns:
+        if _literal(pattern):
+            exact.add(normalise(pattern))
+        elif pattern.startswith("*@") and "@" not in pattern[2:]:
+            if _literal(pattern[2:]):
+                domains.add(normalise(pattern[2:]))
+            else:
+                by_domain.append(pattern)
+        elif pattern[1:2] == "." and _literal(pattern[1:]) and "@" not in pattern:
+            by_domain.append(pattern)  # "*.de": a suffix of the domain
+        else:
+            rest.append(pattern)
+    domain = "substr(r.email, instr(r.email, '@') + 1)"
+    conditions = []
+    if exact:
+        _temp_values(conn, plan, f"{name}_exact", exact)
+        conditions.append(f"r.email IN temp.{name}_exact")
+    if by_domain:
+        domains.update(_blocked_domains(conn, plan, by_domain))
+    if domains:
+        _temp_values(conn, plan, f"{name}_domains", domains)
+        conditions.append(f"{domain} IN temp.{name}_domains")
+    if rest:
+        conditions.append(_matcher_sql(conn, plan, rest, name))
+    return " OR ".join(conditions) or "0"  # e.g. only domain patterns no member's matches
+
+
+def _blocked_domains(conn: sqlite3.Connection, plan: _Plan, patterns: list[str]) -> set[str]:
+    """The list's domains that domain-only patterns block, each tried once."""
+    matcher = Blocklist(patterns)
+    found = conn.execute(
+        "SELECT DISTINCT substr(email, instr(email, '@') + 1) FROM recipients "
+        "WHERE list_id = :list_id",
+        {"list_id": plan.params["list_id"]},
+    )
+    # Any local part will do: these patterns do not look at it.
+    return {domain for (domain,) in found if matcher.matches("x@" + domain) is not None}
+
+
+def _matcher_sql(conn: sqlite3.Connection, plan: _Plan, patterns: list[str], name: str) -> str:
+    """The Python matcher for the remaining patterns, run only where one of them could match.
+
+    A pattern matches only addresses that start with its literal head (the text before its
+    first wildcard or escape) and end with its literal tail: those become prefix and suffix
+    sets, one per length, that pick the candidates. A pattern with a wildcard at both ends
+    (``*spam*``) has neither, and every address then goes through the matcher.
+    """
+    matcher = Blocklist(patterns)
+    conn.create_function(
+        name, 1, lambda email: matcher.matches(email) is not None, deterministic=True
+    )
+    heads: dict[int, set[str]] = {}
+    tails: dict[int, set[str]] = {}
+    for pattern in patterns:
+        head = _WILD_RUN.split(pattern, maxsplit=1)[0]
+        tail = _WILD_RUN.split(pattern)[-1]
+        if len(tail) >= len(head) and tail:
+            tails.setdefault(len(tail), set()).add(tail.lower())
+        elif head:
+            heads.setdefault(len(head), set()).add(head.lower())
+        else:
+            return f"{name}(r.email)"
+    candidates = []
+    for kind, by_length in (("head", heads), ("tail", tails)):
+        for length, values in sorted(by_length.items()):
+            table = f"{name}_{kind}{length}"
+            _temp_values(conn, plan, table, values)
+            start = 1 if kind == "head" else -length
+            candidates.append(f"substr(r.email, {start}, {length}) IN temp.{table}")
+    return f"(({' OR '.join(candidates)}) AND {name}(r.email))"
+
+
+def _temp_values(conn: sqlite3.Connection, plan: _Plan, table: str, values: set[str]) -> None:
+    select = "SELECT value FROM json_each(?)"
+    _temp_set(conn, plan, table, select, (json.dumps(sorted(values)),))
+
+
+def _temp_set(
+    conn: sqlite3.Connection,
+    plan: _Plan,
+    table: str,
+    select: str,
+    params: tuple[object, ...] | dict[str, object],
+) -> None:
+    """A one-column temp table of distinct values for IN lookups, dropped after the export.
+
+    Temp tables live in this connection's temp database: creating one writes nothing to the
+    store, and the export's read snapshot stays as it is.
+    """
+    conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    conn.execute(f"CREATE TEMP TABLE {table} (value TEXT PRIMARY KEY) WITHOUT ROWID")
+    conn.execute(f"INSERT OR IGNORE INTO temp.{table} {select}", params)
+    plan.temp_tables.append(table)

@@ -1,0 +1,102 @@
+"""blocklist-import: patterns (lower-cased, `*` `?` `\\` escapes) with a reason.
+
+Upsert adds new patterns and updates the reason of existing ones; `replace` also deletes
+every pattern the file does not have, under the same removal guard as recipient lists.
+A file without a `reason` column leaves existing reasons alone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from . import addresses
+from .csvread import CsvRows
+from .merge import (
+    MergeContext,
+    Rejects,
+    check_rejects,
+    guard_removals,
+    resolve_columns,
+    restrict_to_mode,
+    stage,
+    tally,
+    zero,
+)
+
+FIELDS = ("pattern", "reason")
+
+
+def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rejects]:
+    conn, job = ctx.conn, ctx.job
+    columns = resolve_columns(src.header, job, ("pattern",), name, known=FIELDS)
+    pattern_at, reason_at = columns["pattern"], columns.get("reason")
+    width = len(src.header)
+    counts: Counter[str] = Counter()
+    rejects = Rejects(ctx, src.header)
+
+    def staged_rows() -> Any:
+        for line, row in src.rows:
+            counts["read"] += 1
+            if len(row) != width:
+                rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
+                continue
+            pattern = addresses.normalise(row[pattern_at])
+            if not pattern:
+                rejects.add(line, row, "empty pattern")
+                continue
+            problem = addresses.pattern_problem(pattern)
+            if problem:
+                rejects.add(line, row, f"invalid pattern: {problem}")
+                continue
+            yield pattern, None if reason_at is None else row[reason_at].strip()
+
+    with rejects.collecting():
+        distinct = stage(
+            conn,
+            "pattern TEXT NOT NULL, reason TEXT",
+            ["pattern"],
+            ["pattern", "reason"],
+            staged_rows(),
+        )
+    check_rejects(ctx, counts, rejects)
+    counts["duplicates"] = counts["read"] - rejects.count - distinct
+
+    conn.execute(
+        """
+        UPDATE incoming SET action = CASE
+            WHEN incoming.reason IS NULL OR incoming.reason = b.reason THEN 'unchanged'
+            ELSE 'updated' END
+        FROM blocklist AS b WHERE b.pattern = incoming.pattern
+        """
+    )
+    conn.execute("UPDATE incoming SET action = 'inserted' WHERE action IS NULL")
+    restrict_to_mode(conn, job.mode)
+    tally(conn, counts)
+    if job.mode == "replace":
+        members, removed = conn.execute(
+            "SELECT count(*), count(*) FILTER "
+            "(WHERE pattern NOT IN (SELECT pattern FROM incoming)) FROM blocklist"
+        ).fetchone()
+        guard_removals(ctx, members, removed, distinct, "the blocklist")
+        counts["removed"] = removed
+    _apply(ctx, replace=job.mode == "replace")
+    conn.execute("DROP TABLE temp.incoming")
+    zero(counts, *(("removed",) if job.mode == "replace" else ()))
+    return counts, rejects
+
+
+def _apply(ctx: MergeContext, *, replace: bool) -> None:
+    conn, now = ctx.conn, ctx.now
+    conn.execute(
+        "INSERT INTO blocklist (pattern, reason, created_at, modified_at) "
+        "SELECT pattern, coalesce(reason, ''), ?, ? FROM incoming WHERE action = 'inserted'",
+        (now, now),
+    )
+    conn.execute(
+        "UPDATE blocklist SET reason = incoming.reason, modified_at = ? FROM incoming "
+        "WHERE blocklist.pattern = incoming.pattern AND incoming.action = 'updated'",
+        (now,),
+    )
+    if replace:
+        conn.execute("DELETE FROM blocklist WHERE pattern NOT IN (SELECT pattern FROM incoming)")

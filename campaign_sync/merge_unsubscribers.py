@@ -1,0 +1,129 @@
+"""unsubscriber-import: who unsubscribed from which list (empty list: from all lists), when.
+
+Records are kept: a known (address, list) keeps its earliest record and moves its date only
+forward (a later unsubscription), never back, so an import can never weaken a suppression.
+A row without a date means "now" for a new record and "as recorded" for a known one.
+Matching recipients become `unsubscribed` unless they confirmed double opt-in after the
+unsubscription (the same rule that lets such a row re-subscribe them).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from . import addresses
+from .csvread import CsvRows
+from .merge import (
+    MergeContext,
+    Rejects,
+    check_rejects,
+    dated,
+    email_problem,
+    resolve_columns,
+    restrict_to_mode,
+    stage,
+    tally,
+    zero,
+)
+
+FIELDS = ("email", "list", "date", "reason")
+
+
+def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rejects]:
+    conn, job = ctx.conn, ctx.job
+    columns = resolve_columns(src.header, job, ("email",), name, known=FIELDS)
+    email_at = columns["email"]
+    list_at, date_at, reason_at = (columns.get(key) for key in ("list", "date", "reason"))
+    width = len(src.header)
+    counts: Counter[str] = Counter()
+    rejects = Rejects(ctx, src.header)
+
+    def staged_rows() -> Any:
+        for line, row in src.rows:
+            counts["read"] += 1
+            if len(row) != width:
+                rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
+                continue
+            email = addresses.normalise(row[email_at])
+            problem = email_problem(email)
+            if problem:
+                rejects.add(line, row, problem)
+                continue
+            try:
+                when = None if date_at is None else dated(row[date_at], ctx, "date")
+            except ValueError as exc:
+                rejects.add(line, row, str(exc))
+                continue
+            list_name = "" if list_at is None else row[list_at].strip()
+            reason = None if reason_at is None else row[reason_at].strip()
+            yield email, list_name, when, reason
+
+    with rejects.collecting():
+        distinct = stage(
+            conn,
+            "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT",
+            ["email", "list"],
+            ["email", "list", "at", "reason"],
+            staged_rows(),
+        )
+    check_rejects(ctx, counts, rejects)
+    counts["duplicates"] = counts["read"] - rejects.count - distinct
+
+    conn.execute(
+        """
+        UPDATE incoming SET action = CASE
+            WHEN incoming.at > u.unsubscribed_at
+                 OR (incoming.reason IS NOT NULL AND incoming.reason != u.reason)
+                THEN 'updated'
+            ELSE 'unchanged' END
+        FROM unsubscribers AS u
+        WHERE u.email = incoming.email AND u.list = incoming.list
+        """
+    )
+    conn.execute("UPDATE incoming SET action = 'inserted' WHERE action IS NULL")
+    restrict_to_mode(conn, job.mode)
+    tally(conn, counts)
+    _apply(ctx)
+    counts["unsubscribed"] = _unsubscribe_recipients(ctx)
+    conn.execute("DROP TABLE temp.incoming")
+    zero(counts, "unsubscribed")
+    return counts, rejects
+
+
+def _apply(ctx: MergeContext) -> None:
+    conn, now = ctx.conn, ctx.now
+    conn.execute(
+        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason) "
+        "SELECT email, list, coalesce(at, ?), coalesce(reason, '') FROM incoming "
+        "WHERE action = 'inserted'",
+        (now,),
+    )
+    conn.execute(
+        """
+        UPDATE unsubscribers SET
+            unsubscribed_at = max(unsubscribers.unsubscribed_at, coalesce(incoming.at, '')),
+            reason = coalesce(incoming.reason, unsubscribers.reason)
+        FROM incoming
+        WHERE unsubscribers.email = incoming.email AND unsubscribers.list = incoming.list
+          AND incoming.action = 'updated'
+        """
+    )
+
+
+def _unsubscribe_recipients(ctx: MergeContext) -> int:
+    """Set matching active recipients to unsubscribed; returns how many changed."""
+    cursor = ctx.conn.execute(
+        """
+        UPDATE recipients SET status = 'unsubscribed', updated_at = ?
+        WHERE status = 'active'
+          AND email IN (SELECT email FROM incoming)
+          AND EXISTS (
+            SELECT 1 FROM unsubscribers AS u JOIN lists AS l ON u.list IN ('', l.name)
+            WHERE u.email = recipients.email AND l.id = recipients.list_id
+              AND (recipients.doi_confirmed_at IS NULL
+                   OR recipients.doi_confirmed_at <= u.unsubscribed_at))
+        """,
+        (ctx.now,),
+    )
+    return cursor.rowcount
