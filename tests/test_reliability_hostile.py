@@ -452,11 +452,6 @@ def test_nul_bytes_fail_or_reject_clearly(tmp_path: Path) -> None:
     assert not any("\x00" in email for (email,) in stored if "ben" in email)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="csvread.read_csv decodes through io.TextIOWrapper, which decodes 8 KiB ahead: a "
-    "bad byte on line 52 is reported as 'line 1' (the imports branch decodes line by line)",
-)
 def test_mixed_encodings_fail_naming_the_line(tmp_path: Path) -> None:
     config = _fresh(tmp_path)
     source = tmp_path / "mixed.csv"

@@ -235,6 +235,7 @@ def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
             scan.add(name, (tmp_path / name).read_bytes())
     assert list((tmp_path / "var" / "rejects").iterdir()), "no rejects file was scanned"
     assert (tmp_path / "var" / "campaign-sync.log").stat().st_size > 0
+    print(f"secrets: {len(SECRETS)} secrets x {len(scan.channels)} channels scanned, no leak")
     assert scan.leaks() == []
 
 
