@@ -383,3 +383,45 @@ def test_local_disk_full_while_staging_fails_cleanly(
         assert site.recipients() == 0
         assert site.staging_leftovers() == []
     assert (site.remote / "in" / "list.csv").stat().st_size == size
+
+
+# --------------------------------------------------------------------------- kill -9 mid-upload
+
+SSH_KILL_TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "20")) // 2  # per protocol
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sigkill_during_an_ssh_export_never_exposes_a_partial_file(
+    site: Site, server: Sshd, source_csv: Path, protocol: str
+) -> None:
+    """kill -9 at seeded moments of an export over SSH: the partner's final name holds the old
+    file or the whole new one; the run is interrupted; the rerun uploads the same bytes."""
+    from faults import kill_after, seeded_delays, start_cli
+
+    expected = _load_list(site, server, source_csv)
+    final = site.remote / "out" / "list.csv"
+    site.configure(server.port, protocol, retries=0)
+    clock = time.monotonic()
+    assert site.run("export", "partner-export").returncode == EXIT_OK
+    seconds = time.monotonic() - clock
+    seen: dict[str, int] = {"old": 0, "new": 0, "killed": 0}
+    for delay in seeded_delays(20261127 + len(protocol), SSH_KILL_TRIALS, 0.05, seconds * 1.15):
+        final.write_bytes(OLD)
+        last = query(site.db, "SELECT max(id) FROM runs")[0][0]
+        kill = kill_after(start_cli(site.config, "--json", "export", "partner-export"), delay)
+        seen["killed"] += kill.killed
+        content = final.read_bytes()
+        assert content in (OLD, expected), f"kill at {delay:.3f}s: a partial file is visible"
+        state = "old" if content == OLD else "new"
+        seen[state] += 1
+        history = json_out(run_cli(site.config, "--json", "history", "partner-export"))
+        status = history[0]["status"] if history[0]["run_id"] > last else None
+        if kill.killed:
+            # Never "succeeded" while the partner still has the old file.
+            allowed = {"old": ("interrupted", None), "new": ("interrupted", "succeeded")}
+            assert status in allowed[state], f"kill at {delay:.3f}s: {state} file, run {status}"
+    print(f"ssh export kills ({protocol}): {seen}")
+    final.write_bytes(OLD)
+    assert site.run("export", "partner-export").returncode == EXIT_OK
+    assert final.read_bytes() == expected
+    assert seen["killed"] >= SSH_KILL_TRIALS // 2
