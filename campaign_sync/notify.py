@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .config import Config, JobConfig, NotifyConfig, SmtpConfig
+from .config import Config, JobConfig, NotifyConfig
 from .redact import Scrubber
 from .result import RunResult
 

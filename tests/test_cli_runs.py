@@ -34,6 +34,8 @@ def test_import_json_document_has_spec_fields_and_counts(ws: Workspace) -> None:
         "unchanged": 0,
         "rejected": 0,
         "duplicates": 0,
+        "suppressed_unsubscribed": 0,
+        "suppressed_blocklisted": 0,
     }
     for key in ("started", "finished", "duration_seconds", "rejects_file", "error"):
         assert key in run
@@ -79,6 +81,8 @@ def test_upsert_counts_updates_and_keeps_fields_not_in_the_file(ws: Workspace) -
         "unchanged": 1,
         "rejected": 0,
         "duplicates": 0,
+        "suppressed_unsubscribed": 0,
+        "suppressed_blocklisted": 0,
     }
     people = ws.recipients()
     assert people["anna@example.com"][1] == {"first_name": "Annette", "last_name": "Schmidt"}
