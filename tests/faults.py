@@ -1,0 +1,366 @@
+"""Shared helpers for the reliability suite: run this tree's CLI as a child, kill it, inspect.
+
+The `campaign-sync` on PATH may be an editable install of another checkout, so children are
+started through a shim directory whose `campaign_sync` and `campaign_sync_cli` entries are
+symlinks into this tree: whatever is installed, the code under test is the code next to this
+file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TREE = Path(__file__).resolve().parent.parent
+BENCH_GEN = TREE / "bench" / "gen_recipients.py"
+
+# Every child's exit code, by name, as SPEC gives them.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING, EXIT_LOCKED = 0, 1, 2, 3, 75
+
+_SHIM: Path | None = None
+
+
+def shim_dir() -> Path:
+    """A directory that makes `import campaign_sync_cli` resolve to this tree's cli/."""
+    global _SHIM
+    if _SHIM is None:
+        folder = Path(tempfile.mkdtemp(prefix="campaign-sync-shim-"))
+        (folder / "campaign_sync").symlink_to(TREE / "campaign_sync")
+        (folder / "campaign_sync_cli").symlink_to(TREE / "cli")
+        _SHIM = folder
+    return _SHIM
+
+
+def cli_argv(*args: str) -> list[str]:
+    """argv that runs this tree's `campaign-sync` with `args`, as cron would run the script."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(shim_dir())!r}); "
+        "sys.argv[0] = 'campaign-sync'; "
+        "from campaign_sync_cli.main import main; main()"
+    )
+    return [sys.executable, "-c", code, *args]
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: plain output (no terminal), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_SYNC")}
+    env.update({"NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"})
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    stdin: bytes | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli_argv("--config", str(config), *args),
+        capture_output=True,
+        text=True,
+        env=child_env(env),
+        timeout=timeout,
+        input=stdin.decode() if stdin is not None else None,
+    )
+
+
+def start_cli(
+    config: Path, *args: str, env: dict[str, str] | None = None, **kw: Any
+) -> subprocess.Popen[str]:
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(
+        cli_argv("--config", str(config), *args), text=True, env=child_env(env), **kw
+    )
+
+
+def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    for stream in (proc.stdout, proc.stderr):
+        assert "Traceback (most recent call last)" not in stream, stream[-3000:]
+
+
+def json_out(proc: subprocess.CompletedProcess[str]) -> Any:
+    """The one JSON document a --json run printed on stdout."""
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(
+            f"stdout is not one JSON document (exit {proc.returncode}):\n"
+            f"{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- kill at random
+
+
+@dataclass
+class Kill:
+    """One seeded kill: when it was aimed and what the child did before it died."""
+
+    delay: float
+    returncode: int | None
+    killed: bool  # False: the child had already finished when the signal was due
+
+
+def kill_after(proc: subprocess.Popen[str], delay: float) -> Kill:
+    """SIGKILL `proc` `delay` seconds after it started (or let it finish first)."""
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            proc.communicate()
+            return Kill(delay, proc.returncode, killed=False)
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    return Kill(delay, proc.returncode, killed=proc.returncode == -signal.SIGKILL)
+
+
+def seeded_delays(seed: int, trials: int, low: float, high: float) -> list[float]:
+    """`trials` kill moments spread over [low, high): one per equal slice, jittered.
+
+    Stratifying instead of drawing freely guarantees every phase of a run (start-up, fetch,
+    parse, merge, commit, after-actions) is hit by some trial, whatever the seed.
+    """
+    rng = random.Random(seed)
+    width = (high - low) / trials
+    return [low + width * (i + rng.random()) for i in range(trials)]
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def integrity(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def recipient_digest(db: Path, list_name: str = "newsletter") -> tuple[int, str]:
+    """(row count, a hash over every row's email/status/fields/doi) of a list: cheap to compare
+    for 200,000 rows, exact enough to tell the before- from the after-state."""
+    rows = query(
+        db,
+        "SELECT count(*), coalesce(sum(length(r.email) + length(r.fields) + "
+        "length(r.status) + coalesce(length(r.doi_confirmed_at), 0)), 0), "
+        "coalesce(group_concat(substr(r.email, 1, 3), ''), '') "
+        "FROM recipients r JOIN lists l ON l.id = r.list_id WHERE l.name = ?",
+        (list_name,),
+    )
+    count, total, sample = rows[0]
+    import hashlib
+
+    return int(count), f"{total}:{hashlib.sha256(sample.encode()).hexdigest()[:16]}"
+
+
+def run_statuses(db: Path, job: str) -> list[str]:
+    return [status for (status,) in query(db, "SELECT status FROM runs WHERE job = ?", (job,))]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def generate_recipients(out: Path, rows: int, seed: int = 1, delimiter: str = ",") -> Path:
+    """A realistic recipient CSV from the bench generator (deterministic for a seed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH_GEN),
+            str(out),
+            "--rows",
+            str(rows),
+            "--seed",
+            str(seed),
+            "--delimiter",
+            delimiter,
+        ],
+        check=True,
+        timeout=120,
+    )
+    return out
+
+
+def peak_rss_run(
+    argv: list[str], env: dict[str, str], timeout: float, workdir: Path
+) -> tuple[int, int, str, str]:
+    """Run argv; return (exit code, peak RSS in KiB of that child alone, stdout, stderr).
+
+    os.wait4 gives the rusage of exactly this child, where RUSAGE_CHILDREN would mix in every
+    earlier child of the test process.
+    """
+    out_path, err_path = workdir / "child.out", workdir / "child.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return (
+        proc.returncode,
+        usage.ru_maxrss,
+        out_path.read_text(errors="replace"),
+        err_path.read_text(errors="replace"),
+    )
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text)
+
+
+# --------------------------------------------------------------------------- a faulty network
+
+
+@dataclass
+class Fault:
+    """What the proxy does to one connection.
+
+    kind: "pass" | "reset" (RST to both ends) | "close" (FIN to both ends) | "stall" (stop
+    forwarding, keep both sockets open). It strikes once `after` bytes have gone `direction`
+    ("down": server to client, "up": client to server); with `chunks`, once that many reads
+    have gone that way instead (an SSH handshake is a fixed sequence of packets).
+    """
+
+    kind: str = "pass"
+    after: int = 0
+    direction: str = "down"
+    chunks: int | None = None
+
+
+class FaultProxy:
+    """A loopback TCP proxy in front of a real server that breaks chosen connections.
+
+    `faults` apply to the first connections, in order; later connections pass untouched, so a
+    client that retries gets through. `log` records (connection, direction, bytes) per read.
+    """
+
+    def __init__(self, upstream: tuple[str, int], faults: list[Fault] | None = None):
+        import socket
+        import threading
+
+        self.upstream = upstream
+        self.faults = list(faults or [])
+        self.log: list[tuple[int, str, int]] = []
+        self.struck: list[int] = []  # connection numbers a fault hit
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._sockets: list[Any] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        import contextlib
+
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                number = self.connections
+                self.connections += 1
+                fault = self.faults[number] if number < len(self.faults) else Fault()
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            state = {"down": [0, 0], "up": [0, 0], "done": False}
+            for src, dst, direction in ((client, server, "up"), (server, client, "down")):
+                threading.Thread(
+                    target=self._pump,
+                    args=(number, fault, state, src, dst, direction, (client, server)),
+                    daemon=True,
+                ).start()
+
+    def _pump(self, number, fault, state, src, dst, direction, pair) -> None:  # noqa: ANN001
+        import contextlib
+        import socket
+        import struct
+
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data or state["done"]:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            counts = state[direction]
+            counts[0] += len(data)
+            counts[1] += 1
+            self.log.append((number, direction, len(data)))
+            due = (
+                fault.kind != "pass"
+                and direction == fault.direction
+                and (
+                    counts[1] >= fault.chunks
+                    if fault.chunks is not None
+                    else counts[0] > fault.after
+                )
+            )
+            if due:
+                state["done"] = True
+                self.struck.append(number)
+                if fault.kind == "stall":
+                    return  # nothing more flows either way; the sockets stay open
+                for sock in pair:
+                    with contextlib.suppress(OSError):
+                        if fault.kind == "reset":
+                            # linger 0: close sends RST, as a crashed middlebox would
+                            sock.setsockopt(
+                                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                            )
+                        sock.close()
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
