@@ -75,3 +75,14 @@ class StoreError(CampaignSyncError):
 
 class MailError(CampaignSyncError):
     """Sending mail failed as a whole (connection, authentication)."""
+
+
+def one_line(message: str) -> str:
+    """The message with control characters escaped: text from a partner's file or a server
+    (a newline, CR, an ANSI escape) must not forge lines in a terminal, cron mail or a notice.
+    """
+    if message.isprintable():
+        return message
+    return "".join(
+        char if char.isprintable() or char == " " else repr(char)[1:-1] for char in message
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import runs, store, workdir
 from .config import Config, JobConfig
-from .errors import CampaignSyncError, SourceMissing, TransferError, UsageError
+from .errors import CampaignSyncError, SourceMissing, TransferError, UsageError, one_line
 from .paths import render
 from .result import FileInfo, RunResult
 from .schedule import zone
@@ -112,7 +112,7 @@ def _run_locked(
 
 def _fail(result: RunResult, error: str, exit_code: int) -> None:
     result.status = "failed"
-    result.error = error
+    result.error = one_line(error)
     result.exit_code = exit_code
 
 

@@ -24,9 +24,14 @@ TEMP_PREFIX = ".campaign-sync-"
 
 
 def temp_name(final_path: str) -> str:
-    """The name an upload gets until it is complete: hidden, beside the final name."""
+    """The name an upload gets until it is complete: hidden, beside the final name.
+
+    Fixed per target (no pid): an upload killed half-way leaves a file that the next upload
+    of the same target overwrites, instead of one that stays forever. Runs of one job never
+    overlap (the job lock), so two uploads never share it.
+    """
     head, tail = posixpath.split(final_path)
-    return posixpath.join(head, f"{TEMP_PREFIX}{os.getpid()}-{tail}.part")
+    return posixpath.join(head, f"{TEMP_PREFIX}{tail}.part")
 
 
 class Transfer:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from campaign_sync import __version__
-from campaign_sync.errors import EXIT_FAILED, EXIT_USAGE, CampaignSyncError
+from campaign_sync.errors import EXIT_FAILED, EXIT_USAGE, CampaignSyncError, one_line
 
 from . import output
 from .logs import setup_logging
@@ -64,6 +64,7 @@ def json_option(command: F) -> F:
 
 def fail(settings: Settings, message: str, exit_code: int) -> NoReturn:
     """Report an error the way the output mode wants, then exit."""
+    message = one_line(message)
     if settings.as_json:
         output.emit_json({"error": message, "exit_code": exit_code})
     click.echo(f"campaign-sync: error: {message}", err=True)

@@ -26,6 +26,8 @@ def _fancy() -> bool:
 def show_run(result: RunResult, as_json: bool, *, quiet: bool = False) -> None:
     if as_json:
         emit_json(result.as_dict())
+        if result.error:  # cron mail and logs see the failure without parsing JSON
+            click.echo(f"campaign-sync: error: {result.error}", err=True)
         return
     if quiet and result.status in ("succeeded", "skipped") and not result.warnings:
         return  # -q is for cron: a run that went well mails nobody

@@ -474,12 +474,6 @@ def test_utf16_file_read_as_utf8_fails_clearly(tmp_path: Path) -> None:
     assert "line 1" in json_out(done)["error"], json_out(done)["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="merge.resolve_columns quotes the header raw into the error ('no 'email' column "
-    "(header: ...)'): a partner's newline, CR or ANSI escape reaches the operator's terminal, "
-    "cron mail and the notice; escape it (e.g. repr() or unicode_escape of each header cell)",
-)
 def test_error_quoting_file_content_escapes_control_characters(tmp_path: Path) -> None:
     config = _fresh(tmp_path)
     source = tmp_path / "header.csv"
@@ -716,14 +710,6 @@ def test_names_an_scp_server_sends_back_never_choose_a_local_path(
 # --------------------------------------------------------------------------- secret types
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config._optional_str str()s any YAML value for smtp.password, servers.*.password "
-    "and key_passphrase: a list or mapping is accepted as its Python repr, and an unquoted "
-    "0123 becomes '83' and 0x1F '31' (YAML 1.1 integers) — a silently wrong secret instead "
-    "of the configuration error SPEC asks for wrong types (suggest: require a string, and for "
-    "a number say 'quote it')",
-)
 @pytest.mark.parametrize(
     "value", ["[ListSecret77]", "{nested: S3cretNested}", "0123", "0x1F"], ids=str
 )

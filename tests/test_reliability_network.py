@@ -121,7 +121,7 @@ jobs:
 
     def staging_leftovers(self) -> list[str]:
         folder = self.root / "var" / "staging"
-        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+        return sorted(p.name for p in folder.rglob("*") if p.is_file())
 
 
 @pytest.fixture
