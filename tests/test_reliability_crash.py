@@ -424,21 +424,25 @@ def _dispatch_trial(
 def test_sigkill_during_a_dispatch(
     dispatch_base: Path, smtp: SmtpTestServer, tmp_path: Path
 ) -> None:
-    # A reference run gives the length of an uninterrupted dispatch.
-    ref = tmp_path / "ref"
-    _copy_store(dispatch_base, ref)
-    _mailing(ref / "mailings")
-    (ref / "inbox").mkdir()
-    smtp.clear()
-    clock = time.monotonic()
-    done = run_cli(_config(ref, ref / "inbox", smtp), "--json", "dispatch", "welcome")
-    seconds = time.monotonic() - clock
-    assert done.returncode == EXIT_OK, done.stderr
-    assert json_out(done)["counts"]["sent"] == DISPATCH_RECIPIENTS
+    # Reference runs give the length of an uninterrupted dispatch. The first one also pays
+    # for cold caches, so the shorter of two is taken: the trials run warm.
+    timings = []
+    for attempt in range(2):
+        ref = tmp_path / f"ref{attempt}"
+        _copy_store(dispatch_base, ref)
+        _mailing(ref / "mailings")
+        (ref / "inbox").mkdir()
+        smtp.clear()
+        clock = time.monotonic()
+        done = run_cli(_config(ref, ref / "inbox", smtp), "--json", "dispatch", "welcome")
+        timings.append(time.monotonic() - clock)
+        assert done.returncode == EXIT_OK, done.stderr
+        assert json_out(done)["counts"]["sent"] == DISPATCH_RECIPIENTS
+    seconds = min(timings)
 
     # Sequential: the trials share the SMTP server, whose message log each one reads.
     outcomes, details = [], []
-    for index, delay in enumerate(seeded_delays(SEED + 2, TRIALS, 0.05, seconds * 1.2)):
+    for index, delay in enumerate(seeded_delays(SEED + 2, TRIALS, 0.05, seconds * 1.0)):
         outcome, detail = _dispatch_trial(dispatch_base, smtp, tmp_path / f"t{index}", delay)
         outcomes.append(outcome)
         details.append(detail)
