@@ -159,6 +159,44 @@ def check_rejects(ctx: MergeContext, counts: Counter[str], rejects: Rejects) -> 
     )
 
 
+class RowRejected(ValueError):
+    """A row that cannot be used; the message is its reason in the rejects file."""
+
+
+def stage_checked(
+    ctx: MergeContext,
+    src: CsvRows,
+    counts: Counter[str],
+    rejects: Rejects,
+    check: Callable[[list[str]], tuple[Any, ...]],
+    table: tuple[str, list[str], list[str]],
+) -> int:
+    """Check each data row, stage the good ones into `incoming`, reject the rest.
+
+    `check` turns a row's cells into the values to stage or raises RowRejected; `table` is
+    stage()'s (columns, key, names). Counts read, rejected and duplicates, and fails the run
+    above max_rejects. Returns the number of distinct keys staged.
+    """
+    width = len(src.header)
+
+    def checked_rows() -> Iterator[tuple[Any, ...]]:
+        for line, row in src.rows:
+            counts["read"] += 1
+            if len(row) != width:
+                rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
+                continue
+            try:
+                yield check(row)
+            except RowRejected as exc:
+                rejects.add(line, row, str(exc))
+
+    with rejects.collecting():
+        distinct = stage(ctx.conn, *table, checked_rows())
+    check_rejects(ctx, counts, rejects)
+    counts["duplicates"] = counts["read"] - rejects.count - distinct
+    return distinct
+
+
 def stage(
     conn: sqlite3.Connection, columns: str, key: list[str], names: list[str], rows: Iterable[Any]
 ) -> int:
@@ -274,13 +312,13 @@ def email_problem(email: str) -> str | None:
 
 
 def dated(text: str, ctx: MergeContext, what: str) -> str | None:
-    """A file's date cell as stored text, None if empty; ValueError names the column."""
+    """A file's date cell as stored text, None if empty; RowRejected names the column."""
     if not text.strip():
         return None
     try:
         return parse_date(text, ctx.job.format.date_format, ctx.tz)
     except (ValueError, OverflowError) as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        raise RowRejected(f"{what}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- recipients
@@ -323,7 +361,7 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
             if doi_at is not None and row[doi_at].strip():
                 try:
                     doi = dated(row[doi_at], ctx, "doi_confirmed_at")
-                except ValueError as exc:
+                except RowRejected as exc:
                     rejects.add(line, row, str(exc))
                     continue
             yield (email, doi, check_blocked and blocked(email) is not None, *map(strip, pick(row)))

@@ -8,18 +8,17 @@ A file without a `reason` column leaves existing reasons alone.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from . import addresses
 from .csvread import CsvRows
 from .merge import (
     MergeContext,
     Rejects,
-    check_rejects,
+    RowRejected,
     guard_removals,
     resolve_columns,
     restrict_to_mode,
-    stage,
+    stage_checked,
     tally,
     zero,
 )
@@ -31,36 +30,20 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
     conn, job = ctx.conn, ctx.job
     columns = resolve_columns(src.header, job, ("pattern",), name, known=FIELDS)
     pattern_at, reason_at = columns["pattern"], columns.get("reason")
-    width = len(src.header)
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
 
-    def staged_rows() -> Any:
-        for line, row in src.rows:
-            counts["read"] += 1
-            if len(row) != width:
-                rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
-                continue
-            pattern = addresses.normalise(row[pattern_at])
-            if not pattern:
-                rejects.add(line, row, "empty pattern")
-                continue
-            problem = addresses.pattern_problem(pattern)
-            if problem:
-                rejects.add(line, row, f"invalid pattern: {problem}")
-                continue
-            yield pattern, None if reason_at is None else row[reason_at].strip()
+    def check(row: list[str]) -> tuple[str, str | None]:
+        pattern = addresses.normalise(row[pattern_at])
+        if not pattern:
+            raise RowRejected("empty pattern")
+        problem = addresses.pattern_problem(pattern)
+        if problem:
+            raise RowRejected(f"invalid pattern: {problem}")
+        return pattern, None if reason_at is None else row[reason_at].strip()
 
-    with rejects.collecting():
-        distinct = stage(
-            conn,
-            "pattern TEXT NOT NULL, reason TEXT",
-            ["pattern"],
-            ["pattern", "reason"],
-            staged_rows(),
-        )
-    check_rejects(ctx, counts, rejects)
-    counts["duplicates"] = counts["read"] - rejects.count - distinct
+    table = ("pattern TEXT NOT NULL, reason TEXT", ["pattern"], ["pattern", "reason"])
+    distinct = stage_checked(ctx, src, counts, rejects, check, table)
 
     conn.execute(
         """

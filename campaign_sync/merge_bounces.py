@@ -8,18 +8,17 @@ the same file (--force) does not outbounce anybody by itself; an undated one is 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from . import addresses
 from .csvread import CsvRows
 from .merge import (
     MergeContext,
     Rejects,
-    check_rejects,
+    RowRejected,
     dated,
     email_problem,
     resolve_columns,
-    stage,
+    stage_checked,
     tally,
     zero,
 )
@@ -32,42 +31,23 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
     conn, job = ctx.conn, ctx.job
     columns = resolve_columns(src.header, job, ("email", "type"), name, known=FIELDS)
     email_at, type_at, date_at = columns["email"], columns["type"], columns.get("date")
-    width = len(src.header)
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
 
-    def staged_rows() -> Any:
-        for line, row in src.rows:
-            counts["read"] += 1
-            if len(row) != width:
-                rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
-                continue
-            email = addresses.normalise(row[email_at])
-            problem = email_problem(email)
-            if problem:
-                rejects.add(line, row, problem)
-                continue
-            kind = row[type_at].strip().lower()
-            if kind not in TYPES:
-                rejects.add(line, row, f"type: expected hard or soft, got '{kind[:20]}'")
-                continue
-            try:
-                when = None if date_at is None else dated(row[date_at], ctx, "date")
-            except ValueError as exc:
-                rejects.add(line, row, str(exc))
-                continue
-            yield email, kind, when or ctx.now
+    def check(row: list[str]) -> tuple[str, str, str]:
+        email = addresses.normalise(row[email_at])
+        problem = email_problem(email)
+        if problem:
+            raise RowRejected(problem)
+        kind = row[type_at].strip().lower()
+        if kind not in TYPES:
+            raise RowRejected(f"type: expected hard or soft, got '{kind[:20]}'")
+        when = None if date_at is None else dated(row[date_at], ctx, "date")
+        return email, kind, when or ctx.now
 
-    with rejects.collecting():
-        distinct = stage(
-            conn,
-            "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL",
-            ["email", "type", "at"],
-            ["email", "type", "at"],
-            staged_rows(),
-        )
-    check_rejects(ctx, counts, rejects)
-    counts["duplicates"] = counts["read"] - rejects.count - distinct
+    columns = "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL"
+    names = ["email", "type", "at"]
+    stage_checked(ctx, src, counts, rejects, check, (columns, names, names))
 
     conn.execute(
         """

@@ -10,19 +10,18 @@ unsubscription (the same rule that lets such a row re-subscribe them).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from . import addresses
 from .csvread import CsvRows
 from .merge import (
     MergeContext,
     Rejects,
-    check_rejects,
+    RowRejected,
     dated,
     email_problem,
     resolve_columns,
     restrict_to_mode,
-    stage,
+    stage_checked,
     tally,
     zero,
 )
@@ -35,40 +34,22 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
     columns = resolve_columns(src.header, job, ("email",), name, known=FIELDS)
     email_at = columns["email"]
     list_at, date_at, reason_at = (columns.get(key) for key in ("list", "date", "reason"))
-    width = len(src.header)
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
 
-    def staged_rows() -> Any:
-        for line, row in src.rows:
-            counts["read"] += 1
-            if len(row) != width:
-                rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
-                continue
-            email = addresses.normalise(row[email_at])
-            problem = email_problem(email)
-            if problem:
-                rejects.add(line, row, problem)
-                continue
-            try:
-                when = None if date_at is None else dated(row[date_at], ctx, "date")
-            except ValueError as exc:
-                rejects.add(line, row, str(exc))
-                continue
-            list_name = "" if list_at is None else row[list_at].strip()
-            reason = None if reason_at is None else row[reason_at].strip()
-            yield email, list_name, when, reason
+    def check(row: list[str]) -> tuple[str, str, str | None, str | None]:
+        email = addresses.normalise(row[email_at])
+        problem = email_problem(email)
+        if problem:
+            raise RowRejected(problem)
+        when = None if date_at is None else dated(row[date_at], ctx, "date")
+        list_name = "" if list_at is None else row[list_at].strip()
+        reason = None if reason_at is None else row[reason_at].strip()
+        return email, list_name, when, reason
 
-    with rejects.collecting():
-        distinct = stage(
-            conn,
-            "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT",
-            ["email", "list"],
-            ["email", "list", "at", "reason"],
-            staged_rows(),
-        )
-    check_rejects(ctx, counts, rejects)
-    counts["duplicates"] = counts["read"] - rejects.count - distinct
+    columns = "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT"
+    table = (columns, ["email", "list"], ["email", "list", "at", "reason"])
+    stage_checked(ctx, src, counts, rejects, check, table)
 
     conn.execute(
         """
