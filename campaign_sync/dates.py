@@ -7,15 +7,6 @@ A date without a time zone is read in the config's time zone.
 from __future__ import annotations
 
 import datetime
-from zoneinfo import ZoneInfo
-
-
-def local_zone(name: str | None) -> datetime.tzinfo:
-    if name:
-        return ZoneInfo(name)
-    from dateutil.tz import tzlocal
-
-    return tzlocal()
 
 
 def parse_date(text: str, date_format: str | None, tz: datetime.tzinfo) -> str:
