@@ -158,7 +158,7 @@ def list_counts(config: Config, conn: sqlite3.Connection | None) -> list[dict[st
         ):
             if status == "unsubscribed":
                 counted["unsubscribed"] += 1
-            elif blocklist.matches(email):
+            elif blocklist and blocklist.matches(email):  # no lookups for an empty list
                 counted["blocklisted"] += 1
             elif bounced:
                 counted["outbounced"] += 1
