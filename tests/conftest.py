@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,10 @@ from typing import Any
 
 import pytest
 from campaign_sync_cli.main import main
+
+# Tests run the console script installed beside this interpreter, not whatever a version
+# manager's shim on PATH points at (and without the shim's start-up cost).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 from click.testing import CliRunner, Result
 
 BASE_CONFIG = """\
