@@ -228,18 +228,10 @@ def problems(explicit: str | None = None) -> list[str]:
     return found + validator.collected
 
 
-def _interpolate_collecting(raw: Any, path: str, found: list[str]) -> Any:
+def _interpolate_collecting(value: Any, path: str, found: list[str], key: str = "") -> Any:
     """Interpolate value by value, noting each unset variable instead of stopping."""
-    if isinstance(raw, dict):
-        return {k: _interpolate_collecting_key(v, path, str(k), found) for k, v in raw.items()}
-    return raw
-
-
-def _interpolate_collecting_key(value: Any, path: str, key: str, found: list[str]) -> Any:
     if isinstance(value, dict):
-        return {
-            k: _interpolate_collecting_key(v, path, _join(key, k), found) for k, v in value.items()
-        }
+        return {k: _interpolate_collecting(v, path, found, _join(key, k)) for k, v in value.items()}
     try:
         return _interpolate(value, os.environ, path, key)
     except ConfigError as exc:

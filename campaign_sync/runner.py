@@ -15,6 +15,7 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import runs, store, workdir
 from .config import Config, JobConfig
@@ -22,6 +23,9 @@ from .errors import CampaignSyncError, SourceMissing, TransferError, UsageError,
 from .paths import render
 from .result import FileInfo, RunResult
 from .schedule import zone
+
+if TYPE_CHECKING:
+    from .merge import Rejects
 from .transfer import Progress, open_transfer
 
 log = logging.getLogger("campaign_sync")
@@ -66,9 +70,7 @@ def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunRes
         )
     if options.file is not None and not options.file.is_file():
         raise UsageError(f"--file {options.file}: no such file")
-    from .runs import job_lock
-
-    with job_lock(config.work_dir, name):
+    with runs.job_lock(config.work_dir, name):
         conn = store.connect(config.store)
         try:
             return _run_locked(config, job, options, conn)
@@ -289,10 +291,9 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
     conn.execute("COMMIT")
 
 
-def _record_rejects(result: RunResult, rejects: object) -> None:
-    path = getattr(rejects, "path", None)
-    result.rejects_file = str(path) if path else None
-    result.first_rejects = list(getattr(rejects, "first", []))
+def _record_rejects(result: RunResult, rejects: Rejects) -> None:
+    result.rejects_file = str(rejects.path) if rejects.path else None
+    result.first_rejects = list(rejects.first)
 
 
 def _after(ctx: RunContext, remote: str) -> None:
