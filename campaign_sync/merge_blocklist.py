@@ -82,4 +82,22 @@ def _apply(ctx: MergeContext, *, replace: bool) -> None:
         (now,),
     )
     if replace:
-        conn.execute("DELETE FROM blocklist WHERE pattern NOT IN (SELECT pattern FROM incoming)")
+        gone = "FROM blocklist WHERE pattern NOT IN (SELECT pattern FROM incoming)"
+        removed = [pattern for (pattern,) in conn.execute(f"SELECT pattern {gone}")]
+        conn.execute(f"DELETE {gone}")
+        _touch_unblocked(ctx, removed)
+
+
+def _touch_unblocked(ctx: MergeContext, patterns: list[str]) -> None:
+    """Members a removed pattern matched may be active again; touching them makes
+    changes-only exports see that (as bounce imports do for newly outbounced ones)."""
+    if not patterns:
+        return
+    matcher = addresses.Blocklist(patterns)
+    ctx.conn.create_function(
+        "cs_was_blocked", 1, lambda email: matcher.matches(email) is not None, deterministic=True
+    )
+    ctx.conn.execute(
+        "UPDATE recipients SET updated_at = ? WHERE status != 'removed' AND cs_was_blocked(email)",
+        (ctx.now,),
+    )

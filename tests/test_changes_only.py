@@ -35,3 +35,30 @@ def test_old_dated_bounces_imported_late_still_reach_the_next_changes_export(
     assert ws.cli("export", "changes-export").exit_code == 0
     lines = (ws.inbox / "export" / "changes.csv").read_text(encoding="utf-8").splitlines()
     assert lines == ["email,status", "anna@example.com,outbounced"]
+
+
+def test_a_pattern_removed_by_a_blocklist_replace_reaches_the_next_changes_export(
+    ws: Workspace,
+) -> None:
+    extra = EXTRA + (
+        "  blocklist-import:\n"
+        "    type: blocklist-import\n"
+        "    mode: replace\n"
+        "    max_removals: 100%\n"
+        "    source: {server: inbox, path: /import/blocklist.csv}\n"
+    )
+    ws.write_config(text=ws.config.read_text() + extra)
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
+    ws.drop("/import/blocklist.csv", "pattern\n*@example.com\nnobody@nowhere.example\n")
+    assert ws.cli("import", "blocklist-import").exit_code == 0
+    assert ws.cli("export", "changes-export").exit_code == 0  # first run: everything
+    first = (ws.inbox / "export" / "changes.csv").read_text(encoding="utf-8").splitlines()
+    assert first == ["email,status", "carla@example.org,active"]  # the active members
+    # The partner's new blocklist drops the pattern: anna is active again.
+    ws.drop("/import/blocklist.csv", "pattern\nnobody@nowhere.example\n")
+    done = ws.cli("import", "blocklist-import")
+    assert done.exit_code == 0, done.output
+    assert ws.cli("export", "changes-export").exit_code == 0
+    lines = (ws.inbox / "export" / "changes.csv").read_text(encoding="utf-8").splitlines()
+    assert lines == ["email,status", "anna@example.com,active", "ben@example.com,active"]
