@@ -71,6 +71,7 @@ class CsvWriter:
     """
 
     def __init__(self, path: Path, fmt: CsvFormat, *, compress: bool):
+        self.path = path
         raw: IO[bytes] = open(path, "r+b")  # noqa: SIM115 - closed in close()
         raw.truncate(0)
         self._raw = raw

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
+from typing import Any
 
 from . import store
 from .addresses import Blocklist, normalise
 from .config import BounceLimits, JobConfig
 from .csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
 from .errors import InputError
+from .export_parts import write_in_order
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.
 BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_at")
@@ -38,7 +39,10 @@ DATE_FIELDS = ("doi_confirmed_at", "created_at", "updated_at")
 
 # Rows per fetch (and per packed chunk): per-query overhead vanishes, memory stays flat.
 CHUNK_ROWS = 4000
-QUEUED_CHUNKS = 4  # chunks waiting for the writer thread
+# A list this big is read in parts by several connections at once, one per core (at most
+# PARTS): a second connection costs its setup, which pays off only for big lists.
+PARALLEL_MIN_ROWS = 200_000
+PARTS = min(2, os.cpu_count() or 1)
 
 
 def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
@@ -179,6 +183,7 @@ class _Plan:
     params: dict[str, object] = field(default_factory=dict)
     conditions: list[str] = field(default_factory=list)
     temp_tables: list[str] = field(default_factory=list)
+    functions: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     def param(self, name: str, value: object) -> str:
         self.params[name] = value
@@ -209,7 +214,8 @@ def _write_recipients(
         checks = _status_checks(conn, plan, bounces)
         _filter(conn, plan, job, checks, changed_since)
         query = _chunk_query(plan, job, header, checks)
-        _write_overlapped(writer, _chunks(conn, query, plan.params))
+        parts = _parts(conn, job, plan, query, list_id)
+        write_in_order(writer, parts, writer.path.parent)
     finally:
         for table in plan.temp_tables:
             conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
@@ -342,7 +348,7 @@ def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[st
     plan.param("chunk", CHUNK_ROWS)
     inner = (
         f"SELECT r.email AS key, r.fields AS fields, {', '.join(cells)} FROM recipients AS r "
-        f"WHERE {' AND '.join(plan.conditions)} AND r.email > :after "
+        f"WHERE {' AND '.join(plan.conditions)} AND r.email > :after AND r.email <= :last "
         "ORDER BY r.email LIMIT :chunk"
     )
     line = _packed_line(names)
@@ -370,9 +376,10 @@ def _packed_line(names: list[str]) -> str:
 
 def _chunks(
     conn: sqlite3.Connection, query: str, params: dict[str, object]
-) -> Iterator[tuple[str, int]]:
-    """(packed rows, row count) per chunk, in email order; the caller holds one snapshot."""
-    params = dict(params, after="")
+) -> Generator[tuple[str, int], None, None]:
+    """(packed rows, row count) per chunk, in email order, from after :after up to :last;
+    the caller holds one snapshot."""
+    params = dict(params)
     while True:
         packed, count, last = conn.execute(query, params).fetchone()
         if not count:
@@ -383,37 +390,89 @@ def _chunks(
         params["after"] = last
 
 
-def _write_overlapped(writer: CsvWriter, chunks: Iterator[tuple[str, int]]) -> None:
-    """Write chunks in a second thread while SQLite produces the next ones.
+def _parts(
+    conn: sqlite3.Connection, job: JobConfig, plan: _Plan, query: str, list_id: int
+) -> list[Generator[tuple[str, int], None, None]]:
+    """The export's chunks as parts in key order: the first read through `conn`, any
+    other by a connection of its own (see export_parts).
 
-    SQLite releases the GIL while it steps through a query, so formatting, encoding and
-    writing one chunk overlaps with reading the next: the export takes about as long as the
-    longer of the two, not their sum. The connection stays in this thread (sqlite3 objects
-    are bound to theirs); at most QUEUED_CHUNKS wait, so memory stays flat.
+    Every connection must see the same data: the caller holds the write lock (the runner
+    does, for the watermark), so no import can commit between their snapshots.
     """
-    queue: Queue[tuple[str, int] | None] = Queue(maxsize=QUEUED_CHUNKS)
-    failed: list[BaseException] = []
+    bounds = _bounds(conn, list_id)
+    starts = ["", *bounds[:-1]]
+    params = [
+        dict(plan.params, after=after, last=last)
+        for after, last in zip(starts, bounds, strict=True)
+    ]
+    parts = [_chunks(conn, query, params[0])]
+    if len(bounds) > 1:
+        location = _store_file(conn)
+        tables = {
+            table: [value for (value,) in conn.execute(f"SELECT value FROM temp.{table}")]
+            for table in plan.temp_tables
+        }
+        for part_params in params[1:]:
+            parts.append(_part_chunks(location, job, plan, tables, query, part_params))
+    return parts
 
-    def drain() -> None:
-        while (item := queue.get()) is not None:
-            if not failed:
-                try:
-                    writer.write_packed(*item)
-                except BaseException as exc:  # handed to the reading thread, raised there
-                    failed.append(exc)
 
-    worker = threading.Thread(target=drain, name="export-writer", daemon=True)
-    worker.start()
+def _bounds(conn: sqlite3.Connection, list_id: int) -> list[str]:
+    """The last key of each part: PARTS parts of about equal size for a big list, else one."""
+    (last,) = conn.execute(
+        "SELECT max(email) FROM recipients WHERE list_id = ?", (list_id,)
+    ).fetchone()
+    if last is None or PARTS < 2 or not _store_file(conn):
+        return [last]
+    (members,) = conn.execute(
+        "SELECT count(*) FROM recipients WHERE list_id = ?", (list_id,)
+    ).fetchone()
+    if members < max(PARALLEL_MIN_ROWS, PARTS):
+        return [last]
+    cuts = {
+        conn.execute(
+            "SELECT email FROM recipients WHERE list_id = ? ORDER BY email LIMIT 1 OFFSET ?",
+            (list_id, members * part // PARTS - 1),
+        ).fetchone()[0]
+        for part in range(1, PARTS)
+    }
+    return sorted(cuts | {last})
+
+
+def _store_file(conn: sqlite3.Connection) -> str:
+    """The store's file name ('' for a database in memory, which no other connection sees)."""
+    for _, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(file or "")
+    return ""
+
+
+def _part_chunks(
+    location: str,
+    job: JobConfig,
+    plan: _Plan,
+    tables: dict[str, list[str]],
+    query: str,
+    params: dict[str, object],
+) -> Generator[tuple[str, int], None, None]:
+    """A later part's chunks, read by a connection this generator opens in the thread that
+    runs it, with copies of the plan's temp tables and functions."""
+    conn = sqlite3.connect(location, isolation_level=None)
     try:
-        for item in chunks:
-            if failed:
-                break
-            queue.put(item)
+        conn.execute(f"PRAGMA busy_timeout = {store.BUSY_TIMEOUT_MS}")
+        conn.execute("BEGIN")  # one snapshot for all its chunks
+        _register_date_format(conn, job)
+        for name, function in plan.functions.items():
+            conn.create_function(name, 1, function, deterministic=True)
+        for table, values in tables.items():
+            conn.execute(f"CREATE TEMP TABLE {table} (value TEXT PRIMARY KEY) WITHOUT ROWID")
+            conn.execute(
+                f"INSERT INTO temp.{table} SELECT value FROM json_each(?)", (json.dumps(values),)
+            )
+        conn.execute("PRAGMA query_only = ON")  # a reader, whatever the query says
+        yield from _chunks(conn, query, params)
     finally:
-        queue.put(None)
-        worker.join()
-    if failed:
-        raise failed[0]
+        conn.close()
 
 
 # --------------------------------------------------------------------------- blocklist in SQL
@@ -494,9 +553,8 @@ def _matcher_sql(conn: sqlite3.Connection, plan: _Plan, patterns: list[str], nam
     (``*spam*``) has neither, and every address then goes through the matcher.
     """
     matcher = Blocklist(patterns)
-    conn.create_function(
-        name, 1, lambda email: matcher.matches(email) is not None, deterministic=True
-    )
+    plan.functions[name] = lambda email: matcher.matches(email) is not None
+    conn.create_function(name, 1, plan.functions[name], deterministic=True)
     heads: dict[int, set[str]] = {}
     tails: dict[int, set[str]] = {}
     for pattern in patterns:
