@@ -184,6 +184,8 @@ class _Plan:
     conditions: list[str] = field(default_factory=list)
     temp_tables: list[str] = field(default_factory=list)
     functions: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # Temp tables of addresses that are never active (unsubscribed, outbounced).
+    inactive_sets: list[str] = field(default_factory=list)
 
     def param(self, name: str, value: object) -> str:
         self.params[name] = value
@@ -251,6 +253,7 @@ def _status_checks(conn: sqlite3.Connection, plan: _Plan, limits: BounceLimits) 
             "AND (r.doi_confirmed_at IS NULL OR u.unsubscribed_at >= r.doi_confirmed_at)"
         )
         _temp_set(conn, plan, "cs_unsubscribed", select, plan.params)
+        plan.inactive_sets.append("cs_unsubscribed")
         unsubscribed += " OR r.email IN temp.cs_unsubscribed"
     checks = {"removed": "r.status = 'removed'", "unsubscribed": unsubscribed}
     patterns = [row[0] for row in conn.execute("SELECT pattern FROM blocklist")]
@@ -260,6 +263,7 @@ def _status_checks(conn: sqlite3.Connection, plan: _Plan, limits: BounceLimits) 
         # Once, into a temp table: every chunk query would redo the aggregation.
         outbounced, params = outbounced_sql(limits)
         _temp_set(conn, plan, "cs_outbounced", outbounced, params)
+        plan.inactive_sets.append("cs_outbounced")
         checks["outbounced"] = "r.email IN temp.cs_outbounced"
     return checks
 
@@ -281,9 +285,15 @@ def _filter(
     if changed_since is not None:
         plan.conditions.append(f"({_changed(conn, plan, changed_since)})")
     elif job.include == "active":
-        # status 'active' already rules out removed and unsubscribed records.
+        # status 'active' already rules out removed and unsubscribed records; the address
+        # sets of the other statuses are merged into one, for one lookup per row.
         plan.conditions.append("r.status = 'active'")
-        plan.conditions.extend(f"NOT ({condition})" for condition in checks.values())
+        if plan.inactive_sets:
+            union = " UNION ".join(f"SELECT value FROM temp.{t}" for t in plan.inactive_sets)
+            _temp_set(conn, plan, "cs_inactive", union, ())
+            plan.conditions.append("r.email NOT IN temp.cs_inactive")
+        if "blocklisted" in checks:
+            plan.conditions.append(f"NOT ({checks['blocklisted']})")
     else:
         plan.conditions.append("r.status != 'removed'")
 
