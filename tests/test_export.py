@@ -769,20 +769,22 @@ def test_an_error_in_a_later_part_names_its_row_and_leaves_nothing(env: Env):
 def test_a_failing_part_stops_the_export(env: Env):
     big_list(env, 900)
     env.write("fields: [email, name]")
+    parts = export._parts
 
-    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
-        yield "m9999@x.example", 1
-        raise sqlite3.OperationalError("disk I/O error")
+    def broken_later_parts(*args):  # type: ignore[no-untyped-def]
+        first, later = parts(*args)
+        for part in later:
+            part.stdin = part.stdin.replace(b"FROM recipients", b"FROM no_such_table")
+        return first, later
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(export, "PARTS", 2)
         patch.setattr(export, "PARALLEL_MIN_ROWS", 100)
-        patch.setattr(export, "_part_chunks", broken)
-        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
-            env.run()  # not a user mistake: recorded, then raised like any internal error
-    conn = env.conn()
-    (status, error) = conn.execute("SELECT status, error FROM runs").fetchone()
-    conn.close()
-    assert status == "failed" and "disk I/O error" in error
+        patch.setattr(export, "_parts", broken_later_parts)
+        result = env.run()
+    assert result.status == "failed" and result.exit_code == 1
+    assert result.error == (
+        "export part 1 failed: sqlite3.OperationalError: no such table: no_such_table"
+    )
     assert not (env.partner / "export").exists()
     assert [p for p in (env.root / "var/staging").rglob("*") if p.is_file()] == []
