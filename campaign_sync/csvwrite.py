@@ -21,7 +21,6 @@ import csv
 import gzip
 import io
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO
@@ -40,6 +39,19 @@ ROW_SEP = "\x1e"
 JSON_ROW = "\x1d"
 
 LINE_END = "\r\n"
+
+_CELL_SEP_BYTE = CELL_SEP.encode("ascii")
+_ROW_SEP_BYTE = ROW_SEP.encode("ascii")
+_LINE_END_BYTES = LINE_END.encode("ascii")
+# For the formula scan: separators become S, formula starts F, every other byte '.'.
+_FORMULA_CLASSES = bytes(
+    ord("S")
+    if chr(byte) in (CELL_SEP, ROW_SEP)
+    else ord("F")
+    if chr(byte) in FORMULA_STARTS
+    else ord(".")
+    for byte in range(256)
+)
 
 Rows = Sequence[Sequence[str]]
 
@@ -92,9 +104,13 @@ class CsvWriter:
         )
         # What in a packed chunk the fast path must not just join: characters that force
         # quoting, a JSON row, or a cell that starts like a formula.
-        self._quote_chars = sorted(set(fmt.delimiter + fmt.quotechar + "\n\r" + JSON_ROW))
-        starts = re.escape("".join(FORMULA_STARTS))
-        self._formula = re.compile(f"[{CELL_SEP}{ROW_SEP}][{starts}]")
+        quote_chars = set(fmt.delimiter + fmt.quotechar + "\n\r" + JSON_ROW)
+        self._quote_bytes = sorted(char.encode("utf-8") for char in quote_chars)
+        self._delimiter_bytes = fmt.delimiter.encode("utf-8")
+        # UTF-8 bytes go out as they are once the header has started the file (and written
+        # a utf-8-sig BOM); any other encoding is transcoded.
+        self._utf8 = codecs.lookup(fmt.encoding).name in ("utf-8", "utf-8-sig")
+        self._started = False
         self.header: list[str] = []
         self.rows = 0
 
@@ -103,6 +119,7 @@ class CsvWriter:
     def write_header(self, names: list[str]) -> None:
         self.header = list(names)
         self._emit(self._format(names), lambda: [names], header=True)
+        self._started = True
 
     def write(self, cells: Sequence[object]) -> None:
         self.write_many([cells])
@@ -121,12 +138,17 @@ class CsvWriter:
         """
         if not count:
             return
+
+        def rows() -> Rows:
+            return [self._unpack(line) for line in packed.split(ROW_SEP)]
+
         if len(self.header) == 1 and _has_empty_line(packed):
             lines = packed.split(ROW_SEP)  # a lone empty cell must be written as ""
-            out = "".join(self._format_packed(line) for line in lines)
+            self._emit("".join(self._format_packed(line) for line in lines), rows)
+        elif self._utf8 and self._started:
+            self._binary.write(self._join_fast(packed))
         else:
-            out = self._join_fast(packed)
-        self._emit(out, lambda: [self._unpack(line) for line in packed.split(ROW_SEP)])
+            self._emit(self._join_fast(packed).decode("utf-8"), rows)
         self.rows += count
 
     def close(self) -> None:
@@ -152,45 +174,57 @@ class CsvWriter:
     def _format_packed(self, line: str) -> str:
         return self._format([neutralise(cell) for cell in self._unpack(line)])
 
-    def _join_fast(self, text: str) -> str:
-        """Turn a packed chunk into CSV, formatting only the lines that need care."""
-        pieces: list[str] = []
-        done = 0  # text[:done] is in pieces
-        for start in self._lines_needing_care(text):
+    def _join_fast(self, text: str) -> bytes:
+        """Turn a packed chunk into CSV (as UTF-8), formatting only the lines that need care.
+
+        Bytes, not text: separators and the characters to look for are single bytes in
+        UTF-8 (or whole byte sequences that cannot start inside another character), and
+        bytes.translate and bytes.find scan them several times faster than a regex.
+        """
+        data = text.encode("utf-8")
+        pieces: list[bytes] = []
+        done = 0  # data[:done] is in pieces
+        for start in self._lines_needing_care(data):
             if start < done:
                 continue  # a second finding in a line already formatted
-            end = text.find(ROW_SEP, start)
-            end = len(text) if end < 0 else end
-            pieces.append(self._plain(text[done:start]))
-            pieces.append(self._format_packed(text[start:end]).removesuffix(LINE_END))
+            end = data.find(_ROW_SEP_BYTE, start)
+            end = len(data) if end < 0 else end
+            pieces.append(self._plain(data[done:start]))
+            line = self._format_packed(data[start:end].decode("utf-8"))
+            pieces.append(line.removesuffix(LINE_END).encode("utf-8"))
             done = end
-        pieces.append(self._plain(text[done:]))
-        pieces.append(LINE_END)
-        return "".join(pieces)
+        pieces.append(self._plain(data[done:]))
+        pieces.append(_LINE_END_BYTES)
+        return b"".join(pieces)
 
-    def _lines_needing_care(self, text: str) -> list[int]:
+    def _lines_needing_care(self, data: bytes) -> list[int]:
         """Sorted start offsets of lines with a character to quote or a formula-like cell.
 
-        Characters to quote are rare: str.find (memchr) per character, one line at a time, is
-        several times faster than a regex over the whole chunk. A formula start is a pair
-        (separator, character), which one regex with a single-class prefix finds quickest.
+        Characters to quote are rare: bytes.find (memchr) per character, one line at a
+        time. A formula start is a separator followed by a formula character: translated
+        to S and F (everything else to '.'), each is one find of b"SF".
         """
         found: set[int] = set()
-        for char in self._quote_chars:
-            position = text.find(char)
+        for char in self._quote_bytes:
+            position = data.find(char)
             while position >= 0:
-                start = text.rfind(ROW_SEP, 0, position) + 1
-                found.add(start)
-                end = text.find(ROW_SEP, position)
-                position = -1 if end < 0 else text.find(char, end)
-        for match in self._formula.finditer(text):
-            found.add(text.rfind(ROW_SEP, 0, match.start() + 1) + 1)
-        if text.startswith(FORMULA_STARTS):
+                found.add(data.rfind(_ROW_SEP_BYTE, 0, position) + 1)
+                end = data.find(_ROW_SEP_BYTE, position)
+                position = -1 if end < 0 else data.find(char, end)
+        classes = data.translate(_FORMULA_CLASSES)
+        position = classes.find(b"SF")
+        while position >= 0:
+            # The separator at `position` may itself end the line before.
+            found.add(data.rfind(_ROW_SEP_BYTE, 0, position + 1) + 1)
+            position = classes.find(b"SF", position + 2)
+        if classes[:1] == b"F":
             found.add(0)
         return sorted(found)
 
-    def _plain(self, text: str) -> str:
-        return text.replace(CELL_SEP, self._delimiter).replace(ROW_SEP, LINE_END)
+    def _plain(self, data: bytes) -> bytes:
+        return data.replace(_CELL_SEP_BYTE, self._delimiter_bytes).replace(
+            _ROW_SEP_BYTE, _LINE_END_BYTES
+        )
 
     # -- output --------------------------------------------------------------------------
 

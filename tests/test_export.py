@@ -586,18 +586,19 @@ def _written(tmp_path: Path, fmt: CsvFormat, header: list[str], feed) -> bytes: 
     return path.read_bytes()
 
 
-cell_text = st.text(alphabet=st.sampled_from(list("ab ,;'\"=+-@\t\r\n\x1d\x1e\x1fä")), max_size=6)
+cell_text = st.text(alphabet=st.sampled_from(list("ab ,;'\"=+-@\t\r\n\x1d\x1e\x1fä§")), max_size=6)
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     rows=st.lists(st.lists(cell_text, min_size=2, max_size=2), max_size=8),
-    dialect=st.sampled_from([(",", '"'), (";", "'"), ("\t", '"')]),
+    dialect=st.sampled_from([(",", '"'), (";", "'"), ("\t", '"'), ("§", '"')]),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "cp1252", "utf-16"]),
 )
-def test_packed_and_plain_paths_write_the_same_bytes(tmp_path_factory, rows, dialect):
-    """The fast packed path agrees with the csv module on any cells."""
+def test_packed_and_plain_paths_write_the_same_bytes(tmp_path_factory, rows, dialect, encoding):
+    """The fast packed path agrees with the csv module on any cells, in any encoding."""
     tmp = tmp_path_factory.mktemp("w")
-    fmt = CsvFormat(delimiter=dialect[0], quotechar=dialect[1])
+    fmt = CsvFormat(delimiter=dialect[0], quotechar=dialect[1], encoding=encoding)
     plain = _written(tmp, fmt, ["a", "b"], lambda w: w.write_many(rows))
 
     def packed(writer: CsvWriter) -> None:
