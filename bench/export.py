@@ -208,7 +208,7 @@ def bench(folder: Path, args: argparse.Namespace) -> None:
     show("campaign-sync (child process)", cs_walls)
     show("  of which run_job", cs_inner)
     show("sqlite3 -csv, CPU", sqlite_cpu)
-    show("campaign-sync, CPU (2 threads)", cs_cpu)
+    show("campaign-sync, CPU (all processes)", cs_cpu)
     cpu_ratio = statistics.median(cs_cpu) / statistics.median(sqlite_cpu)
     print(
         f"CPU ratio (medians): {cpu_ratio:.2f}x  (for a loaded machine, where wall time is noise)"

@@ -219,8 +219,18 @@ def _write_recipients(
         checks = _status_checks(conn, plan, bounces)
         _filter(conn, plan, job, checks, changed_since)
         query = _chunk_query(plan, job, header, checks)
-        first, later = _parts(conn, job, plan, query, list_id)
-        write_in_order(writer, first, later, writer.path.parent)
+        end = conn.execute(
+            "SELECT max(email) FROM recipients WHERE list_id = ?", (list_id,)
+        ).fetchone()[0]
+        params = dict(plan.params, after="")
+        later = _later_parts(conn, job, plan, query, list_id) if end is not None else []
+        write_in_order(
+            writer,
+            lambda limit: _chunks(conn, query, params, limit),
+            later,
+            end or "",
+            writer.path.parent,
+        )
     finally:
         for table in plan.temp_tables:
             conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
@@ -388,12 +398,17 @@ def _packed_line(names: list[str]) -> str:
 
 
 def _chunks(
-    conn: sqlite3.Connection, query: str, params: dict[str, object]
+    conn: sqlite3.Connection,
+    query: str,
+    params: dict[str, object],
+    limit: Callable[[str], str] | None = None,
 ) -> Generator[tuple[str, int], None, None]:
-    """(packed rows, row count) per chunk, in email order, from after :after up to :last;
-    the caller holds one snapshot."""
+    """(packed rows, row count) per chunk, in email order, from after :after up to :last
+    (or up to what `limit`, asked before each chunk, says); the caller holds one snapshot."""
     params = dict(params)
     while True:
+        if limit is not None:
+            params["last"] = limit(str(params["after"]))
         packed, count, last = conn.execute(query, params).fetchone()
         if not count:
             return
@@ -403,67 +418,59 @@ def _chunks(
         params["after"] = last
 
 
-def _parts(
+def _later_parts(
     conn: sqlite3.Connection, job: JobConfig, plan: _Plan, query: str, list_id: int
-) -> tuple[Generator[tuple[str, int], None, None], list[ChildPart]]:
-    """The export's chunks in key order: the first part read through `conn`, every later
-    one by a child process (see export_parts) that this plan is sent to.
+) -> list[ChildPart]:
+    """Child processes for the parts after the first, if the list is big enough.
 
     Every connection must see the same data: the caller holds the write lock (the runner
     does, for the watermark), so no import can commit between their snapshots.
     """
-    bounds = _bounds(conn, list_id)
-    starts = ["", *bounds[:-1]]
-    params = [
-        dict(plan.params, after=after, last=last)
-        for after, last in zip(starts, bounds, strict=True)
-    ]
-    later = []
-    if len(bounds) > 1:
-        spec = {
-            "store": _store_file(conn),
-            "query": query,
-            "date_format": job.format.date_format,
-            "matchers": plan.matchers,
-            "tables": {
-                table: [value for (value,) in conn.execute(f"SELECT value FROM temp.{table}")]
-                for table in plan.temp_tables
-            },
-        }
-        # The child imports this very tree, whatever else is on its path.
-        root = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
-        env = dict(os.environ, PYTHONPATH=path)
-        argv = [sys.executable, "-m", __name__]
-        for part_params in params[1:]:
-            data = json.dumps(dict(spec, params=part_params)).encode("utf-8")
-            later.append(ChildPart(argv, data, env))
-    return _chunks(conn, query, params[0]), later
-
-
-def _bounds(conn: sqlite3.Connection, list_id: int) -> list[str]:
-    """The last key of each part: PARTS parts for a big list (sized by the weights), else
-    one."""
-    (last,) = conn.execute(
-        "SELECT max(email) FROM recipients WHERE list_id = ?", (list_id,)
+    if PARTS < 2 or not _store_file(conn):
+        return []
+    # Big enough? Stepping to row PARALLEL_MIN_ROWS costs less than counting all of them.
+    big = conn.execute(
+        "SELECT 1 FROM recipients WHERE list_id = ? ORDER BY email LIMIT 1 OFFSET ?",
+        (list_id, max(PARALLEL_MIN_ROWS, PARTS) - 1),
     ).fetchone()
-    if last is None or PARTS < 2 or not _store_file(conn):
-        return [last]
+    if big is None:
+        return []
+    plan_line = {
+        "store": _store_file(conn),
+        "list_id": list_id,
+        "parts": PARTS,
+        "query": query,
+        "params": plan.params,
+        "date_format": job.format.date_format,
+        "matchers": plan.matchers,
+        "tables": {
+            table: [value for (value,) in conn.execute(f"SELECT value FROM temp.{table}")]
+            for table in plan.temp_tables
+        },
+    }
+    # The child imports this very tree, whatever else is on its path.
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+    env = dict(os.environ, PYTHONPATH=path)
+    argv = [sys.executable, "-m", __name__]
+    return [
+        ChildPart(argv, json.dumps(dict(plan_line, part=part)).encode("utf-8"), env)
+        for part in range(1, PARTS)
+    ]
+
+
+def _cut(conn: sqlite3.Connection, list_id: int, part: int, parts: int) -> str:
+    """The key after which part `part` of `parts` starts (sized by the weights)."""
     (members,) = conn.execute(
         "SELECT count(*) FROM recipients WHERE list_id = ?", (list_id,)
     ).fetchone()
-    if members < max(PARALLEL_MIN_ROWS, PARTS):
-        return [last]
-    total = OWN_WEIGHT + CHILD_WEIGHT * (PARTS - 1)
-    ends = [members * (OWN_WEIGHT + CHILD_WEIGHT * n) // total for n in range(PARTS - 1)]
-    cuts = {
-        conn.execute(
-            "SELECT email FROM recipients WHERE list_id = ? ORDER BY email LIMIT 1 OFFSET ?",
-            (list_id, end - 1),
-        ).fetchone()[0]
-        for end in ends
-    }
-    return sorted(cuts | {last})
+    total = OWN_WEIGHT + CHILD_WEIGHT * (parts - 1)
+    rows_before = members * (OWN_WEIGHT + CHILD_WEIGHT * (part - 1)) // total
+    (key,) = conn.execute(
+        "SELECT email FROM recipients WHERE list_id = ? ORDER BY email LIMIT 1 OFFSET ?",
+        (list_id, max(rows_before, 1) - 1),
+    ).fetchone()
+    return str(key)
 
 
 def _store_file(conn: sqlite3.Connection) -> str:
@@ -474,23 +481,29 @@ def _store_file(conn: sqlite3.Connection) -> str:
     return ""
 
 
-def _part_chunks(spec: dict[str, Any]) -> Generator[tuple[str, int], None, None]:
-    """A later part's chunks (in a child process), read with copies of the plan's temp
-    tables and functions."""
-    conn = sqlite3.connect(spec["store"], isolation_level=None)
+def _serve_part(plan: dict[str, Any], spool_fd: int) -> None:
+    """A later part, in a child process: the plan's temp tables and functions copied into
+    a connection of its own, its cut reported, then its range read (see export_parts)."""
+    conn = sqlite3.connect(plan["store"], isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {store.BUSY_TIMEOUT_MS}")
-        conn.execute("BEGIN")  # one snapshot for all its chunks
-        _register_date_format(conn, spec["date_format"])
-        for name, patterns in spec["matchers"].items():
+        conn.execute("BEGIN")  # one snapshot for all its work
+        _register_date_format(conn, plan["date_format"])
+        for name, patterns in plan["matchers"].items():
             _register_matcher(conn, name, patterns)
-        for table, values in spec["tables"].items():
+        for table, values in plan["tables"].items():
             conn.execute(f"CREATE TEMP TABLE {table} (value TEXT PRIMARY KEY) WITHOUT ROWID")
             conn.execute(
                 f"INSERT INTO temp.{table} SELECT value FROM json_each(?)", (json.dumps(values),)
             )
         conn.execute("PRAGMA query_only = ON")  # a reader, whatever the query says
-        yield from _chunks(conn, spec["query"], spec["params"])
+        cut = _cut(conn, plan["list_id"], plan["part"], plan["parts"])
+        query, params = plan["query"], plan["params"]
+        serve_part(
+            cut,
+            lambda after, last: _chunks(conn, query, dict(params, after=after, last=last)),
+            spool_fd,
+        )
     finally:
         conn.close()
 
@@ -628,4 +641,4 @@ def _temp_set(
 if __name__ == "__main__":
     # A later part of a big export (export_parts): the plan on stdin, the spool's open
     # descriptor number as the last argument.
-    serve_part(_part_chunks(json.load(sys.stdin)), int(sys.argv[-1]))
+    _serve_part(json.loads(sys.stdin.readline()), int(sys.argv[-1]))

@@ -3,30 +3,32 @@
 A big recipient export spends most of its time inside SQLite (JSON extraction, status
 checks). Threads do not help there: two connections in two threads of one process each
 took 3.5x the CPU of one alone (SQLite, as Python links it, serialises them on a
-process-wide lock), while two processes run side by side at full speed. So export.py cuts a
-big list at a key into parts: part 0 is read in this process, each later part by a child
-process, and this module writes every chunk strictly in order:
+process-wide lock), while two processes run side by side at full speed. So export.py reads
+a big list in parts, keyed on the address: part 0 in this process, each later part in a
+child process, and this module writes every chunk strictly in order.
 
-* part 0's chunks go from the reading thread to the writer thread through a short queue
-  (the writer formats one chunk while SQLite produces the next);
-* a child appends its chunks to a private spool file (unlinked from the start, so nothing
-  is left behind by a crash; it gets the open file, not a name) and reports each one as a
-  line "offset length count" on its stdout; the writer takes them up, in order, once the
-  parts before are written.
+Where the parts meet is settled while part 0 already runs (`Handover`): finding a cut
+means counting the list, so each child counts and reports the key its part would start
+after; at part 0's next chunk boundary every part gets its final range.
 
-Memory stays flat: spooled text lives on disk, and only the child's short lines pass
-through pipes.
+The child protocol: its stdin brings the plan (one JSON line, export.py's business) and
+later its range (one JSON line); its stdout reports ``cut <json key>``, then one line
+``offset length count`` per chunk appended to the spool file, a private temporary file it
+gets as an open descriptor (unlinked from the start: a crash leaves nothing behind). The
+writer thread takes chunks up in order: part 0's through a short queue from the reading
+thread, a child's from its spool once the parts before it are written. Memory stays flat.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Generator, Iterator
-from contextlib import closing
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
@@ -46,18 +48,21 @@ class ChunkWriter(Protocol):
 @dataclass
 class ChildPart:
     """A later part: the command that produces it (given the spool's descriptor number as
-    its last argument) and what to send on its stdin."""
+    its last argument), the plan line for its stdin, and its environment."""
 
     argv: list[str]
-    stdin: bytes
+    plan: bytes
     env: dict[str, str] | None = None
 
 
-class _Spooled:
+class _Child:
     """One child process producing a part into its spool file."""
 
     def __init__(self, part: ChildPart, number: int, folder: Path):
         self.number = number
+        self.cut: str | None = None
+        self.reported = threading.Event()  # the cut is known, or the child is gone
+        self.skipped = False
         self._spool: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
         self._errors: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
         fd = self._spool.fileno()
@@ -70,29 +75,53 @@ class _Spooled:
             env=part.env,
         )
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._refs = self._process.stdout
-        # Written from a thread: a spec bigger than the pipe must not block this one.
-        threading.Thread(target=self._send, args=(part.stdin,), daemon=True).start()
+        self._stdin, self._stdout = self._process.stdin, self._process.stdout
+        # From a thread: a plan bigger than the pipe must not block this one.
+        threading.Thread(target=self._start, args=(part.plan,), daemon=True).start()
 
-    def _send(self, data: bytes) -> None:
-        stdin = self._process.stdin
-        assert stdin is not None
+    def _start(self, plan: bytes) -> None:
         try:
-            stdin.write(data)
-            stdin.close()
+            self._stdin.write(plan.rstrip(b"\n") + b"\n")
+            self._stdin.flush()
+            line = self._stdout.readline().decode("utf-8")
+            if line.startswith("cut "):
+                self.cut = json.loads(line[4:])
+        except (OSError, ValueError):
+            pass  # the child died: chunks() reports why
+        finally:
+            self.reported.set()
+
+    def send_range(self, after: str, last: str) -> None:
+        """Start the part on the keys after `after` up to `last`."""
+        try:
+            self._stdin.write(json.dumps({"after": after, "last": last}).encode() + b"\n")
+            self._stdin.close()
         except OSError:
-            pass  # the child died; chunks() reports why
+            pass  # the child died: chunks() reports why
+
+    def skip(self) -> None:
+        """Part 0 covered everything before this child reported: it has nothing to do."""
+        self.skipped = True
+        self.kill()
 
     def chunks(self) -> Iterator[Chunk]:
         """The part's chunks in order, each as soon as the child has written it."""
-        for line in self._refs:
+        if self.skipped:
+            return
+        for line in self._stdout:
             start, length, count = (int(word) for word in line.split())
             yield _read(self._spool.fileno(), start, length).decode("utf-8"), count
         if self._process.wait() != 0:
-            self._errors.seek(0)
-            lines = self._errors.read().decode("utf-8", "replace").strip().splitlines()
-            reason = lines[-1] if lines else f"exit status {self._process.returncode}"
-            raise StoreError(f"export part {self.number} failed: {reason}")
+            raise StoreError(f"export part {self.number} failed: {self.reason()}")
+
+    def reason(self) -> str:
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "no answer"
+        self._errors.seek(0)
+        lines = self._errors.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else f"exit status {self._process.returncode}"
 
     def kill(self) -> None:
         if self._process.poll() is None:
@@ -101,9 +130,9 @@ class _Spooled:
     def close(self) -> None:
         self.kill()
         self._process.wait()
-        self._refs.close()
-        self._spool.close()
-        self._errors.close()
+        for stream in (self._stdin, self._stdout, self._spool, self._errors):
+            with suppress(OSError):
+                stream.close()
 
 
 def _read(fd: int, start: int, length: int) -> bytes:
@@ -118,21 +147,66 @@ def _read(fd: int, start: int, length: int) -> bytes:
     return b"".join(pieces)
 
 
+class Handover:
+    """Where part 0 ends and each child's part lies, settled while part 0 runs.
+
+    Part 0 asks `limit(progress)` before each chunk, with the last key it has written
+    ('' at first). Until every child has reported its cut the answer is `end` (no limit);
+    at the first chunk boundary after that the parts are settled: each starts after its
+    cut or after what part 0 has already written, whichever is later, and ends where the
+    next one starts (the last at `end`).
+    """
+
+    def __init__(self, children: list[_Child], end: str):
+        self._children = children
+        self._end = end
+        self._part0_last: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self._part0_last is not None
+
+    def limit(self, progress: str) -> str:
+        if self._part0_last is None and all(c.reported.is_set() for c in self._children):
+            self._settle(progress)
+        return self._end if self._part0_last is None else self._part0_last
+
+    def finish(self) -> None:
+        """Part 0 has ended: if it was never limited it covered everything."""
+        if self._part0_last is None:
+            self._part0_last = self._end
+            for child in self._children:
+                child.skip()
+
+    def _settle(self, progress: str) -> None:
+        for child in self._children:
+            if child.cut is None:
+                raise StoreError(f"export part {child.number} failed: {child.reason()}")
+        starts = [max(child.cut or "", progress) for child in self._children]
+        ends = [*starts, self._end]
+        self._part0_last = ends[0]
+        for child, after, last in zip(self._children, ends, ends[1:], strict=False):
+            child.send_range(after, last)
+
+
 def write_in_order(
     writer: ChunkWriter,
-    first: Generator[Chunk, None, None],
+    first: Callable[[Callable[[str], str]], Generator[Chunk, None, None]],
     later: list[ChildPart],
+    end: str,
     spool_dir: Path,
 ) -> None:
-    """Write every chunk of `first` (read in this thread), then of each later part.
+    """Write every chunk of part 0, then of each later part, `end` being the last key.
 
-    The children start at once and run meanwhile. The first error anywhere stops the
-    export and is raised here; so is an interrupt of this thread (the children are killed).
+    `first(limit)` gives part 0's chunks, read in this thread; it calls `limit(progress)`
+    before each chunk for the last key it may go up to (see Handover). The children start
+    at once and run meanwhile. The first error anywhere stops the export and is raised
+    here; so is an interrupt of this thread (the children are killed).
     """
     stop = threading.Event()
     failed: list[BaseException] = []
     direct: Queue[Chunk | None] = Queue(maxsize=QUEUED_CHUNKS)
-    children: list[_Spooled] = []
+    children: list[_Child] = []
 
     def fail(exc: BaseException) -> None:
         failed.append(exc)
@@ -161,13 +235,15 @@ def write_in_order(
     worker = threading.Thread(target=drain, name="export-writer", daemon=True)
     try:
         for number, part in enumerate(later, start=1):
-            children.append(_Spooled(part, number, spool_dir))
+            children.append(_Child(part, number, spool_dir))
+        handover = Handover(children, end)
         worker.start()
-        with closing(first):
-            for chunk in first:
+        with closing(first(handover.limit)) as chunks:
+            for chunk in chunks:
                 if stop.is_set():
                     break
                 direct.put(chunk)
+        handover.finish()
     except BaseException as exc:
         fail(exc)
     finally:
@@ -183,10 +259,16 @@ def write_in_order(
         raise failed[0]
 
 
-def serve_part(chunks: Iterator[Chunk], spool_fd: int) -> None:
-    """The child's side: append each chunk to the spool, then report it on stdout."""
+def serve_part(cut: str, chunks: Callable[[str, str], Iterator[Chunk]], spool_fd: int) -> None:
+    """The child's side, after reading its plan: report `cut`, wait for the range, then
+    append each chunk to the spool and report it on stdout."""
+    sys.stdout.write(f"cut {json.dumps(cut)}\n")
+    sys.stdout.flush()
+    settled = json.loads(sys.stdin.readline() or "null")
+    if not settled:
+        return  # the parent is gone
     end = 0
-    for packed, count in chunks:
+    for packed, count in chunks(settled["after"], settled["last"]):
         data = memoryview(packed.encode("utf-8"))
         start = end
         while data:

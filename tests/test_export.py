@@ -15,6 +15,7 @@ import os
 import sqlite3
 import stat
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,14 +172,56 @@ def seed_list(env: Env) -> None:
     bounce(env, "gina@example.com", "hard", T3)
 
 
+def in_parts(
+    patch: pytest.MonkeyPatch,
+    parts: int = 3,
+    chunk_rows: int | None = None,
+    *,
+    wait_after: int = 0,
+    wait: bool = True,
+) -> None:
+    """Read lists of 1 row and more in `parts` parts, part 0 waiting for the children's
+    cuts after `wait_after` chunks (if `wait`).
+
+    In production part 0 never waits: on a small list it may well be done before a child
+    has started, and then the children are not needed. Here they must do their share.
+    """
+    patch.setattr(export, "PARTS", parts)
+    patch.setattr(export, "PARALLEL_MIN_ROWS", 1)
+    if chunk_rows:
+        patch.setattr(export, "CHUNK_ROWS", chunk_rows)
+    if not wait:
+        return
+    chunks = getattr(export._chunks, "unwrapped", export._chunks)
+
+    def after_the_handover(conn, query, params, limit=None):  # type: ignore[no-untyped-def]
+        if limit is None:
+            return chunks(conn, query, params, limit)
+        asked = 0
+
+        def waiting(progress: str) -> str:
+            nonlocal asked
+            asked += 1
+            deadline = time.monotonic() + 60
+            while asked > wait_after and not limit.__self__.settled:
+                assert time.monotonic() < deadline, "the children never reported"
+                limit(progress)  # settles once every child has reported its cut
+                time.sleep(0.01)
+            return limit(progress)
+
+        return chunks(conn, query, params, waiting)
+
+    after_the_handover.unwrapped = chunks  # type: ignore[attr-defined]
+    patch.setattr(export, "_chunks", after_the_handover)
+
+
 @pytest.fixture(autouse=True, scope="module", params=["whole", "in parts"])
 def parts(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test here runs twice: recipient lists read by one connection, and in three
-    parts by three connections at once (export_parts), which must give the same bytes."""
+    parts by three processes at once (export_parts), which must give the same bytes."""
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "in parts":
-            patch.setattr(export, "PARTS", 3)
-            patch.setattr(export, "PARALLEL_MIN_ROWS", 1)
+            in_parts(patch)
         else:
             patch.setattr(export, "PARTS", 1)
         yield request.param
@@ -721,8 +764,16 @@ def big_list(env: Env, members: int) -> None:
         conn.close()
 
 
-@pytest.mark.parametrize("include", ["active", "all"])
-def test_parts_give_the_same_file_as_one_connection(env: Env, include: str):
+@pytest.mark.parametrize(
+    ("include", "handover"),
+    [
+        ("active", "waits"),
+        ("all", "waits"),
+        ("active", "after 8 chunks"),  # part 0 is past the first cut when it settles
+        ("active", "never waits"),  # part 0 may finish before the children report
+    ],
+)
+def test_parts_give_the_same_file_as_one_connection(env: Env, include: str, handover: str):
     big_list(env, 900)
     env.write(
         f"fields: [email, name, note, doi_confirmed_at]\ninclude: {include}\n"
@@ -731,11 +782,15 @@ def test_parts_give_the_same_file_as_one_connection(env: Env, include: str):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(export, "PARTS", 1)
         whole = env.export()
-        patch.setattr(export, "PARTS", 3)
-        patch.setattr(export, "PARALLEL_MIN_ROWS", 100)
-        patch.setattr(export, "CHUNK_ROWS", 50)  # several chunks per part
-        in_parts = env.export()
-    assert in_parts == whole
+        in_parts(
+            patch,
+            3,
+            chunk_rows=50,  # several chunks per part
+            wait_after=8 if handover == "after 8 chunks" else 0,
+            wait=handover != "never waits",
+        )
+        parted = env.export()
+    assert parted == whole
     lines = whole.splitlines()
     assert len(lines) > 300 and lines[1].startswith("m000")
     assert any("'=1+1" in line for line in lines) and any(
@@ -750,9 +805,7 @@ def test_an_error_in_a_later_part_names_its_row_and_leaves_nothing(env: Env):
     )
     env.write("fields: [email, name]\ninclude: all\nformat: {encoding: cp1252}")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(export, "PARTS", 3)
-        patch.setattr(export, "PARALLEL_MIN_ROWS", 100)
-        patch.setattr(export, "CHUNK_ROWS", 50)
+        in_parts(patch, 3, chunk_rows=50)
         result = env.run()
     # Every member but the unsubscribed (n % 11 == 0) and removed ones is written under
     # `include: all`; m0800 is the 800th - 73 unsubscribed before it... counted, not guessed:
@@ -770,18 +823,17 @@ def test_an_error_in_a_later_part_names_its_row_and_leaves_nothing(env: Env):
 def test_a_failing_part_stops_the_export(env: Env):
     big_list(env, 900)
     env.write("fields: [email, name]")
-    parts = export._parts
+    later_parts = export._later_parts
 
     def broken_later_parts(*args):  # type: ignore[no-untyped-def]
-        first, later = parts(*args)
+        later = later_parts(*args)
         for part in later:
-            part.stdin = part.stdin.replace(b"FROM recipients", b"FROM no_such_table")
-        return first, later
+            part.plan = part.plan.replace(b"FROM recipients", b"FROM no_such_table")
+        return later
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(export, "PARTS", 2)
-        patch.setattr(export, "PARALLEL_MIN_ROWS", 100)
-        patch.setattr(export, "_parts", broken_later_parts)
+        in_parts(patch, 2)
+        patch.setattr(export, "_later_parts", broken_later_parts)
         result = env.run()
     assert result.status == "failed" and result.exit_code == 1
     assert result.error == (
