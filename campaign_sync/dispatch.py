@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from . import runs, store
 from .addresses import Blocklist
 from .errors import MailError
-from .export import outbounced_sql
 from .mailing import Mailing, latest_mailing, new_message_id, personalise
+from .statuses import outbounced_sql
 
 if TYPE_CHECKING:
     from .config import Config, JobConfig, SmtpConfig

@@ -3,15 +3,8 @@
 Rows stream from SQLite straight into the CSV writer (gzip-compressed for .gz targets) in
 chunks: memory stays flat whatever the list size.
 
-Recipient statuses, as exported (the first that applies):
-
-* ``removed``: dropped from the list by a replace import (only ever in changes-only exports);
-* ``unsubscribed``: the record says so, or the unsubscriber list has the address for this list
-  or for all lists, and no double opt-in confirmation is newer than that unsubscription
-  (the rule an import uses to re-activate someone);
-* ``blocklisted``: the address matches a blocklist pattern;
-* ``outbounced``: at least ``hard_limit`` hard or ``soft_limit`` soft bounces;
-* ``active``: everyone else — the only status an ``include: active`` export contains.
+Recipient statuses are statuses.py's: ``include: active`` writes the active members only;
+``removed`` shows up only in changes-only exports.
 """
 
 from __future__ import annotations
@@ -19,20 +12,26 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import sqlite3
 import sys
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import store
-from .addresses import Blocklist, normalise
 from .config import BounceLimits, JobConfig
 from .csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
 from .errors import InputError
 from .export_parts import ChildPart, serve_part, write_in_order
+from .statuses import (
+    SqlPlan,
+    blocklist_sql,
+    has_rows,
+    register_matcher,
+    status_checks,
+    status_expression,
+    temp_set,
+)
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.
 BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_at")
@@ -47,15 +46,6 @@ PARTS = min(2, os.cpu_count() or 1)
 # This process also formats every chunk, so its part is a little smaller than a child's
 # (1M rows in 2 parts, medians of 5: a 45/55 cut took 1.93 s, 40/60 1.95 s, 50/50 2.00 s).
 OWN_WEIGHT, CHILD_WEIGHT = 9, 11
-
-
-def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
-    """A sub-select of the addresses at or over a bounce limit, with its parameters."""
-    return (
-        "SELECT email FROM bounces GROUP BY email "
-        "HAVING sum(type = 'hard') >= ? OR sum(type = 'soft') >= ?",
-        (limits.hard_limit, limits.soft_limit),
-    )
 
 
 def write_export(
@@ -179,22 +169,6 @@ def _bounce_query(
 # --------------------------------------------------------------------------- recipients
 
 
-@dataclass
-class _Plan:
-    """The recipient query being built: SQL pieces and their named parameters."""
-
-    params: dict[str, object] = field(default_factory=dict)
-    conditions: list[str] = field(default_factory=list)
-    temp_tables: list[str] = field(default_factory=list)
-    matchers: dict[str, list[str]] = field(default_factory=dict)  # SQL function: patterns
-    # Temp tables of addresses that are never active (unsubscribed, outbounced).
-    inactive_sets: list[str] = field(default_factory=list)
-
-    def param(self, name: str, value: object) -> str:
-        self.params[name] = value
-        return f":{name}"
-
-
 def _write_recipients(
     conn: sqlite3.Connection,
     job: JobConfig,
@@ -212,11 +186,11 @@ def _write_recipients(
     writer.write_header(header)
     if list_id is None:
         return  # the list was never imported into: an empty file with its header
-    plan = _Plan()
+    plan = SqlPlan()
     plan.param("list_id", list_id)
     plan.param("list_name", job.list)
     try:
-        checks = _status_checks(conn, plan, bounces)
+        checks = status_checks(conn, plan, bounces)
         _filter(conn, plan, job, checks, changed_since)
         query = _chunk_query(plan, job, header, checks)
         end = conn.execute(
@@ -232,8 +206,7 @@ def _write_recipients(
             writer.path.parent,
         )
     finally:
-        for table in plan.temp_tables:
-            conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        plan.drop(conn)
 
 
 def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int | None) -> list[str]:
@@ -250,45 +223,9 @@ def _recipient_fields(conn: sqlite3.Connection, job: JobConfig, list_id: int | N
     return ["email", *(key for (key,) in found if key not in BUILTIN_FIELDS)]
 
 
-def _has_rows(conn: sqlite3.Connection, table: str) -> bool:
-    return bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0])
-
-
-def _status_checks(conn: sqlite3.Connection, plan: _Plan, limits: BounceLimits) -> dict[str, str]:
-    """SQL conditions for each non-active status; a check on an empty table is left out."""
-    unsubscribed = "r.status = 'unsubscribed'"
-    if _has_rows(conn, "unsubscribers"):
-        # Same rule as the import's re-activation: a newer DOI confirmation wins. Collected
-        # from the (smaller) unsubscriber side once, then one set lookup per row.
-        select = (
-            "SELECT u.email FROM unsubscribers AS u JOIN recipients AS r "
-            "ON r.list_id = :list_id AND r.email = u.email WHERE u.list IN ('', :list_name) "
-            "AND (r.doi_confirmed_at IS NULL OR u.unsubscribed_at >= r.doi_confirmed_at)"
-        )
-        _temp_set(conn, plan, "cs_unsubscribed", select, plan.params)
-        plan.inactive_sets.append("cs_unsubscribed")
-        unsubscribed += " OR r.email IN temp.cs_unsubscribed"
-    checks = {"removed": "r.status = 'removed'", "unsubscribed": unsubscribed}
-    patterns = [row[0] for row in conn.execute("SELECT pattern FROM blocklist")]
-    if patterns:
-        checks["blocklisted"] = _blocklist_sql(conn, plan, patterns, "cs_blocked")
-    if _has_rows(conn, "bounces"):
-        # Once, into a temp table: every chunk query would redo the aggregation.
-        outbounced, params = outbounced_sql(limits)
-        _temp_set(conn, plan, "cs_outbounced", outbounced, params)
-        plan.inactive_sets.append("cs_outbounced")
-        checks["outbounced"] = "r.email IN temp.cs_outbounced"
-    return checks
-
-
-def _status_expression(checks: dict[str, str]) -> str:
-    whens = " ".join(f"WHEN {condition} THEN '{name}'" for name, condition in checks.items())
-    return f"CASE {whens} ELSE 'active' END"
-
-
 def _filter(
     conn: sqlite3.Connection,
-    plan: _Plan,
+    plan: SqlPlan,
     job: JobConfig,
     checks: dict[str, str],
     changed_since: str | None,
@@ -303,7 +240,7 @@ def _filter(
         plan.conditions.append("r.status = 'active'")
         if plan.inactive_sets:
             union = " UNION ".join(f"SELECT value FROM temp.{t}" for t in plan.inactive_sets)
-            _temp_set(conn, plan, "cs_inactive", union, ())
+            temp_set(conn, plan, "cs_inactive", union, ())
             plan.conditions.append("r.email NOT IN temp.cs_inactive")
         if "blocklisted" in checks:
             plan.conditions.append(f"NOT ({checks['blocklisted']})")
@@ -311,7 +248,7 @@ def _filter(
         plan.conditions.append("r.status != 'removed'")
 
 
-def _changed(conn: sqlite3.Connection, plan: _Plan, since: str) -> str:
+def _changed(conn: sqlite3.Connection, plan: SqlPlan, since: str) -> str:
     """Rows whose record or whose status may have changed after `since`.
 
     A record change (insert, update, unsubscription, removal) moves `updated_at`. A status can
@@ -321,12 +258,12 @@ def _changed(conn: sqlite3.Connection, plan: _Plan, since: str) -> str:
     """
     plan.param("since", since)
     changed = ["r.updated_at > :since"]
-    if _has_rows(conn, "unsubscribers"):
+    if has_rows(conn, "unsubscribers"):
         changed.append(
             "EXISTS (SELECT 1 FROM unsubscribers AS u WHERE u.email = r.email "
             "AND u.list IN ('', :list_name) AND u.unsubscribed_at > :since)"
         )
-    if _has_rows(conn, "bounces"):
+    if has_rows(conn, "bounces"):
         changed.append(
             "EXISTS (SELECT 1 FROM bounces AS b WHERE b.email = r.email AND b.bounced_at > :since)"
         )
@@ -335,11 +272,11 @@ def _changed(conn: sqlite3.Connection, plan: _Plan, since: str) -> str:
         for row in conn.execute("SELECT pattern FROM blocklist WHERE modified_at > ?", (since,))
     ]
     if recent:
-        changed.append(_blocklist_sql(conn, plan, recent, "cs_newly_blocked"))
+        changed.append(blocklist_sql(conn, plan, recent, "cs_newly_blocked"))
     return " OR ".join(changed)
 
 
-def _cell_sql(plan: _Plan, job: JobConfig, name: str, status: str) -> str:
+def _cell_sql(plan: SqlPlan, job: JobConfig, name: str, status: str) -> str:
     """The SQL of one cell's value (NULL for missing)."""
     if name == "status":
         return status
@@ -351,7 +288,7 @@ def _cell_sql(plan: _Plan, job: JobConfig, name: str, status: str) -> str:
     return f"json_extract(r.fields, {path})"
 
 
-def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[str, str]) -> str:
+def _chunk_query(plan: SqlPlan, job: JobConfig, header: list[str], checks: dict[str, str]) -> str:
     """The next CHUNK_ROWS rows after :after, packed into one string by SQLite.
 
     Python's sqlite3 module spends about a microsecond per fetched row, as much as SQLite's
@@ -363,7 +300,7 @@ def _chunk_query(plan: _Plan, job: JobConfig, header: list[str], checks: dict[st
     a JSON array instead. The innermost query computes each cell once: its LIMIT keeps SQLite
     from flattening it into the outer ones, which would evaluate json_extract once per mention.
     """
-    status = _status_expression(checks)
+    status = status_expression(checks)
     cells = [f"{_cell_sql(plan, job, name, status)} AS c{i}" for i, name in enumerate(header)]
     names = [f"c{i}" for i in range(len(header))]
     plan.param("cell_sep", CELL_SEP)
@@ -419,7 +356,7 @@ def _chunks(
 
 
 def _later_parts(
-    conn: sqlite3.Connection, job: JobConfig, plan: _Plan, query: str, list_id: int
+    conn: sqlite3.Connection, job: JobConfig, plan: SqlPlan, query: str, list_id: int
 ) -> list[ChildPart]:
     """Child processes for the parts after the first, if the list is big enough.
 
@@ -490,7 +427,7 @@ def _serve_part(plan: dict[str, Any], spool_fd: int) -> None:
         conn.execute("BEGIN")  # one snapshot for all its work
         _register_date_format(conn, plan["date_format"])
         for name, patterns in plan["matchers"].items():
-            _register_matcher(conn, name, patterns)
+            register_matcher(conn, name, patterns)
         for table, values in plan["tables"].items():
             conn.execute(f"CREATE TEMP TABLE {table} (value TEXT PRIMARY KEY) WITHOUT ROWID")
             conn.execute(
@@ -506,136 +443,6 @@ def _serve_part(plan: dict[str, Any], spool_fd: int) -> None:
         )
     finally:
         conn.close()
-
-
-# --------------------------------------------------------------------------- blocklist in SQL
-
-_WILD = frozenset("*?\\")
-_WILD_RUN = re.compile(r"[*?\\]")  # wildcards, and escapes: what follows one is no plain text
-
-
-def _literal(text: str) -> bool:
-    return not _WILD.intersection(text)
-
-
-def _blocklist_sql(conn: sqlite3.Connection, plan: _Plan, patterns: list[str], name: str) -> str:
-    """An SQL condition on r.email, true exactly when one of `patterns` matches it.
-
-    Calling the Python matcher for a million addresses costs more than the rest of the
-    export, so the common shapes become set lookups. A stored address has exactly one @, so:
-
-    * a pattern without wildcards is one address;
-    * ``*@D`` (D without @) and ``*.tld``-like patterns only look at the domain: they are tried
-      once per distinct domain of the list, and the blocked domains go into a set;
-    * any other pattern whose text after its @ is literal can only match that domain, and one
-      whose text before its @ is literal only that local part: the matcher (an SQL function
-      called `name`) runs only for addresses with such a domain or local part.
-
-    Only a pattern with wildcards on both sides of its @ (or without @) makes the matcher run
-    for every address.
-    """
-    exact: set[str] = set()
-    domains: set[str] = set()
-    by_domain: list[str] = []
-    rest: list[str] = []
-    for pattern in patterns:
-        if _literal(pattern):
-            exact.add(normalise(pattern))
-        elif pattern.startswith("*@") and "@" not in pattern[2:]:
-            if _literal(pattern[2:]):
-                domains.add(normalise(pattern[2:]))
-            else:
-                by_domain.append(pattern)
-        elif pattern[1:2] == "." and _literal(pattern[1:]) and "@" not in pattern:
-            by_domain.append(pattern)  # "*.de": a suffix of the domain
-        else:
-            rest.append(pattern)
-    domain = "substr(r.email, instr(r.email, '@') + 1)"
-    conditions = []
-    if exact:
-        _temp_values(conn, plan, f"{name}_exact", exact)
-        conditions.append(f"r.email IN temp.{name}_exact")
-    if by_domain:
-        domains.update(_blocked_domains(conn, plan, by_domain))
-    if domains:
-        _temp_values(conn, plan, f"{name}_domains", domains)
-        conditions.append(f"{domain} IN temp.{name}_domains")
-    if rest:
-        conditions.append(_matcher_sql(conn, plan, rest, name))
-    return " OR ".join(conditions) or "0"  # e.g. only domain patterns no member's matches
-
-
-def _blocked_domains(conn: sqlite3.Connection, plan: _Plan, patterns: list[str]) -> set[str]:
-    """The list's domains that domain-only patterns block, each tried once."""
-    matcher = Blocklist(patterns)
-    found = conn.execute(
-        "SELECT DISTINCT substr(email, instr(email, '@') + 1) FROM recipients "
-        "WHERE list_id = :list_id",
-        {"list_id": plan.params["list_id"]},
-    )
-    # Any local part will do: these patterns do not look at it.
-    return {domain for (domain,) in found if matcher.matches("x@" + domain) is not None}
-
-
-def _matcher_sql(conn: sqlite3.Connection, plan: _Plan, patterns: list[str], name: str) -> str:
-    """The Python matcher for the remaining patterns, run only where one of them could match.
-
-    A pattern matches only addresses that start with its literal head (the text before its
-    first wildcard or escape) and end with its literal tail: those become prefix and suffix
-    sets, one per length, that pick the candidates. A pattern with a wildcard at both ends
-    (``*spam*``) has neither, and every address then goes through the matcher.
-    """
-    plan.matchers[name] = patterns
-    _register_matcher(conn, name, patterns)
-    heads: dict[int, set[str]] = {}
-    tails: dict[int, set[str]] = {}
-    for pattern in patterns:
-        head = _WILD_RUN.split(pattern, maxsplit=1)[0]
-        tail = _WILD_RUN.split(pattern)[-1]
-        if len(tail) >= len(head) and tail:
-            tails.setdefault(len(tail), set()).add(tail.lower())
-        elif head:
-            heads.setdefault(len(head), set()).add(head.lower())
-        else:
-            return f"{name}(r.email)"
-    candidates = []
-    for kind, by_length in (("head", heads), ("tail", tails)):
-        for length, values in sorted(by_length.items()):
-            table = f"{name}_{kind}{length}"
-            _temp_values(conn, plan, table, values)
-            start = 1 if kind == "head" else -length
-            candidates.append(f"substr(r.email, {start}, {length}) IN temp.{table}")
-    return f"(({' OR '.join(candidates)}) AND {name}(r.email))"
-
-
-def _register_matcher(conn: sqlite3.Connection, name: str, patterns: list[str]) -> None:
-    matcher = Blocklist(patterns)
-    conn.create_function(
-        name, 1, lambda email: matcher.matches(email) is not None, deterministic=True
-    )
-
-
-def _temp_values(conn: sqlite3.Connection, plan: _Plan, table: str, values: set[str]) -> None:
-    select = "SELECT value FROM json_each(?)"
-    _temp_set(conn, plan, table, select, (json.dumps(sorted(values)),))
-
-
-def _temp_set(
-    conn: sqlite3.Connection,
-    plan: _Plan,
-    table: str,
-    select: str,
-    params: tuple[object, ...] | dict[str, object],
-) -> None:
-    """A one-column temp table of distinct values for IN lookups, dropped after the export.
-
-    Temp tables live in this connection's temp database: creating one writes nothing to the
-    store, and the export's read snapshot stays as it is.
-    """
-    conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
-    conn.execute(f"CREATE TEMP TABLE {table} (value TEXT PRIMARY KEY) WITHOUT ROWID")
-    conn.execute(f"INSERT OR IGNORE INTO temp.{table} {select}", params)
-    plan.temp_tables.append(table)
 
 
 if __name__ == "__main__":

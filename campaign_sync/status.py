@@ -138,43 +138,36 @@ def problems(states: list[dict[str, Any]]) -> list[str]:
 
 
 def list_counts(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
-    """Per list: active, unsubscribed, blocklisted and outbounced members."""
-    from .addresses import Blocklist
-    from .export import outbounced_sql
-
+    """Per list: active, unsubscribed, blocklisted and outbounced members (by the rules
+    exports use, see statuses.py)."""
     names = sorted({job.list for job in config.jobs.values() if job.list})
     if conn is None:
-        return [_counts(name, 0, 0, 0, 0) for name in names]
+        return [_counts(name, {}) for name in names]
     names = sorted(set(names) | {row[0] for row in conn.execute("SELECT name FROM lists")})
-    blocklist = Blocklist(row[0] for row in conn.execute("SELECT pattern FROM blocklist"))
-    outbounced, params = outbounced_sql(config.bounces)
-    out = []
-    for name in names:
-        counted = {"active": 0, "unsubscribed": 0, "blocklisted": 0, "outbounced": 0}
-        for email, status, bounced in conn.execute(
-            f"SELECT r.email, r.status, r.email IN ({outbounced}) FROM recipients r "
-            "JOIN lists l ON l.id = r.list_id WHERE l.name = ? AND r.status != 'removed'",
-            (*params, name),
-        ):
-            if status == "unsubscribed":
-                counted["unsubscribed"] += 1
-            elif blocklist and blocklist.matches(email):  # no lookups for an empty list
-                counted["blocklisted"] += 1
-            elif bounced:
-                counted["outbounced"] += 1
-            else:
-                counted["active"] += 1
-        out.append(_counts(name, **counted))
-    return out
+    return [_counts(name, _statuses(conn, config, name)) for name in names]
 
 
-def _counts(
-    name: str, active: int, unsubscribed: int, blocklisted: int, outbounced: int
-) -> dict[str, Any]:
-    return {
-        "list": name,
-        "active": active,
-        "unsubscribed": unsubscribed,
-        "blocklisted": blocklisted,
-        "outbounced": outbounced,
-    }
+def _statuses(conn: sqlite3.Connection, config: Config, name: str) -> dict[str, int]:
+    from .statuses import SqlPlan, status_checks, status_expression
+
+    row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return {}
+    plan = SqlPlan()
+    plan.param("list_id", int(row[0]))
+    plan.param("list_name", name)
+    try:
+        status = status_expression(status_checks(conn, plan, config.bounces))
+        rows = conn.execute(
+            f"SELECT {status} AS status, count(*) FROM recipients AS r "
+            "WHERE r.list_id = :list_id AND r.status != 'removed' GROUP BY 1",
+            plan.params,
+        ).fetchall()
+    finally:
+        plan.drop(conn)
+    return {str(status): int(count) for status, count in rows}
+
+
+def _counts(name: str, counted: dict[str, int]) -> dict[str, Any]:
+    statuses = ("active", "unsubscribed", "blocklisted", "outbounced")
+    return {"list": name, **{status: counted.get(status, 0) for status in statuses}}

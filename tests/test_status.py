@@ -134,3 +134,17 @@ def test_lists_counts_per_status(ws: Workspace) -> None:
     assert json.loads(done.stdout) == [
         {"list": "newsletter", "active": 0, "unsubscribed": 1, "blocklisted": 1, "outbounced": 1}
     ]
+
+
+def test_lists_counts_follow_the_unsubscriber_list_as_exports_do(ws: Workspace) -> None:
+    prepared(ws)  # anna confirmed double opt-in on 2026-11-20; ben and carla never did
+    ws.query(
+        "INSERT INTO unsubscribers (email, list, unsubscribed_at) VALUES "
+        "('ben@example.com', '', '2026-11-02T00:00:00+00:00'), "  # every list
+        "('anna@example.com', 'newsletter', '2026-11-02T00:00:00+00:00'), "  # before her DOI
+        "('carla@example.org', 'other', '2026-11-02T00:00:00+00:00')"  # another list
+    )
+    done = ws.cli("--json", "lists")
+    assert json.loads(done.stdout) == [
+        {"list": "newsletter", "active": 2, "unsubscribed": 1, "blocklisted": 0, "outbounced": 0}
+    ]
