@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -150,8 +151,61 @@ def run_campaign_sync(folder: Path, out: Path, upload: bool) -> tuple[float, flo
     argv = [sys.executable, "-c", CHILD, str(ROOT), str(folder / "campaign-sync.yaml")]
     argv.append("-" if upload else str(out))
     start, cpu = time.perf_counter(), children_cpu()
-    done = subprocess.run(argv, check=True, capture_output=True, text=True)
-    return time.perf_counter() - start, children_cpu() - cpu, json.loads(done.stdout)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as child:
+        tree_peak = TreePeak(child.pid)
+        tree_peak.start()
+        output, _ = child.communicate()
+        tree_peak.done.set()
+        tree_peak.join()
+    if child.returncode:
+        raise SystemExit(f"campaign-sync failed ({child.returncode})")
+    report = json.loads(output)
+    report["tree_rss_kb"] = tree_peak.peak_kb
+    return time.perf_counter() - start, children_cpu() - cpu, report
+
+
+class TreePeak(threading.Thread):
+    """The peak of the summed RSS of a process and its descendants, sampled every 20 ms.
+
+    A big list is exported by two processes at once; getrusage cannot give their sum (and a
+    spawned child's ru_maxrss includes its parent's image from before exec).
+    """
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.root = pid
+        self.peak_kb = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            self.peak_kb = max(self.peak_kb, sum(_rss_kb(pid) for pid in self._tree()))
+
+    def _tree(self) -> list[int]:
+        tree, frontier = [self.root], [self.root]
+        while frontier:
+            frontier = [child for pid in frontier for child in _children(pid)]
+            tree.extend(frontier)
+        return tree
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def count_lines(path: Path) -> int:
@@ -188,6 +242,7 @@ def bench(folder: Path, args: argparse.Namespace) -> None:
     ours, theirs = folder / "campaign-sync.csv", folder / "sqlite3.csv"
     run_sqlite(db, theirs)  # warm-up: the store in the page cache for both
     sqlite_times, sqlite_cpu, cs_walls, cs_cpu, cs_inner, rss = [], [], [], [], [], []
+    tree_rss: list[float] = []
     for _ in range(args.rounds):
         wall, cpu = run_sqlite(db, theirs)
         sqlite_times.append(wall)
@@ -197,6 +252,7 @@ def bench(folder: Path, args: argparse.Namespace) -> None:
         cs_cpu.append(cpu)
         cs_inner.append(report["seconds"])
         rss.append(report["rss_kb"] / 1024)
+        tree_rss.append(report["tree_rss_kb"] / 1024)
     if args.upload:
         ours = folder / "partner" / "export" / "newsletter.csv"
     print(
@@ -214,13 +270,16 @@ def bench(folder: Path, args: argparse.Namespace) -> None:
         f"CPU ratio (medians): {cpu_ratio:.2f}x  (for a loaded machine, where wall time is noise)"
     )
     ratio = statistics.median(cs_walls) / statistics.median(sqlite_times)
-    peak = max(rss)
+    # A big list is read in parts by two processes: their summed RSS is what counts.
+    peak = max(max(rss), max(tree_rss))
     print(
         f"ratio (medians): {ratio:.2f}x  target <= {TARGET_RATIO}x  "
         f"{'OK' if ratio <= TARGET_RATIO else 'MISSED'}"
     )
     print(
-        f"peak RSS: {peak:.1f} MB (max of {len(rss)})  target <= {TARGET_RSS_MB:.0f} MB  "
+        f"peak RSS: {peak:.1f} MB (export process {max(rss):.1f} MB; with its part "
+        f"process, sampled: {max(tree_rss):.1f} MB; max of {len(rss)})  "
+        f"target <= {TARGET_RSS_MB:.0f} MB  "
         f"{'OK' if peak <= TARGET_RSS_MB else 'MISSED'}"
     )
 
