@@ -274,6 +274,8 @@ def _export_trial(base: Base, ref: ExportReference, config: Path, delay: float) 
 
     assert integrity(db) == "ok"
     assert recipient_digest(db) == base.after_digest  # an export changes no data
+    # A big export reads its second part in a child process: it ends with its parent.
+    assert _export_parts_left(within=5.0) == [], f"kill at {delay:.3f}s left a part process"
     # The partner sees the old file or the complete new one under the final name, never a part.
     content = target.read_bytes()
     assert content in (OLD_EXPORT, ref.content), f"kill at {delay:.3f}s: partial export visible"
@@ -285,6 +287,26 @@ def _export_trial(base: Base, ref: ExportReference, config: Path, delay: float) 
             assert status != "succeeded", "recorded as succeeded, but the file was not replaced"
     target.write_bytes(OLD_EXPORT)  # the next trial starts from last week's file again
     return Outcome(kill, state, status)
+
+
+def _export_parts_left(within: float) -> list[int]:
+    """Export part processes of this tree still running after `within` seconds."""
+    root = str(Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + within
+    while True:
+        left = []
+        for entry in os.listdir("/proc"):
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue  # not a process, or gone
+            ours = any(v.startswith(f"PYTHONPATH={root}".encode()) for v in environ)
+            if ours and b"campaign_sync.export" in argv:
+                left.append(int(entry))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 def test_sigkill_during_an_export(
