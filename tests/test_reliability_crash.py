@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -332,6 +333,33 @@ def test_sigkill_during_an_export(
     leftovers = sorted(p.name for p in target_dir.iterdir() if p.name != "newsletter.csv")
     print(f"temporary upload files left by {len(outcomes)} killed exports: {len(leftovers)}")
     assert all(name.startswith(".") for name in leftovers), leftovers
+
+
+def test_sigterm_during_a_big_export_stops_its_part_process(base: Base, tmp_path: Path) -> None:
+    """cron's `timeout` sends SIGTERM: the export rolls back, records `interrupted`, exits 1,
+    and takes the child process reading its second part with it."""
+    _copy_store(base.after, tmp_path)
+    target = tmp_path / "inbox" / "export" / "newsletter.csv"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(OLD_EXPORT)
+    config = _config(tmp_path, tmp_path / "inbox")
+    last = _max_run_id(tmp_path / "store.db")
+    proc = start_cli(config, "--json", "export", "list-export")
+    deadline = time.monotonic() + 60
+    while not _export_parts_left(within=0) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no part process appeared"
+        time.sleep(0.005)
+    assert proc.poll() is None, "the export ended before its part process could be seen"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert json.loads(out) == {
+        "error": "interrupted; the run was rolled back and recorded",
+        "exit_code": 1,
+    }
+    assert _last_run(config, "list-export", last) == "interrupted"
+    assert _export_parts_left(within=5.0) == []
+    assert target.read_bytes() == OLD_EXPORT
 
 
 # --------------------------------------------------------------------------- dispatch
