@@ -436,8 +436,9 @@ def _classify(conn: sqlite3.Connection, params: dict[str, Any], counts: Counter[
         params,
     )
     conn.execute("DROP TABLE temp.incoming_raw")
+    before = sum(counts.values())
     tally(conn, counts)
-    return int(conn.execute("SELECT count(*) FROM incoming").fetchone()[0])
+    return sum(counts.values()) - before  # every distinct address has one action
 
 
 class _RecipientStager:
