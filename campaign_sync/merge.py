@@ -4,9 +4,9 @@ The caller owns the transaction: everything here runs inside one, so a failure a
 point (a limit, a broken line, a crash) leaves the store exactly as it was. A dry run is
 the same work rolled back, so its counts are exactly a real run's.
 
-Recipient files are staged row by row into a temporary table and then merged with a
-handful of set-based statements: memory stays bounded whatever the file size, and
-SQLite does the joins instead of Python.
+Recipient files are checked a batch of rows at a time, staged into a temporary table and
+then merged with a handful of set-based statements: memory stays bounded whatever the
+file size, and SQLite does the sorting and joins instead of Python.
 """
 
 from __future__ import annotations
