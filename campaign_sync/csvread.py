@@ -11,11 +11,12 @@ import codecs
 import csv
 import gzip
 import io
+import operator
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,12 +29,105 @@ MAX_LINE_CHARS = 1 << 20
 csv.field_size_limit(MAX_LINE_CHARS)
 
 
-@dataclass
-class CsvRows:
-    """The header of a file and an iterator over its data rows as (line number, cells)."""
+# Bytes read at a time. Lines are cut at the last line end of each read and decoded a block
+# at a time (one C call instead of one Python step per line).
+BLOCK_BYTES = 1 << 18
+# Rows handed to the caller at a time by CsvRows.batches().
+BATCH_ROWS = 2048
 
-    header: list[str]
-    rows: Iterator[tuple[int, list[str]]]
+
+@dataclass
+class RowBatch:
+    """Consecutive data rows and where they start: `first` + i for row i when `numbers` is
+    None (every row one physical line), else numbers[i].
+
+    `uniform` is set when every row has exactly the header's number of fields and none is
+    blank; otherwise blank rows are already left out and the caller checks each row's width.
+    """
+
+    rows: list[list[str]]
+    first: int
+    numbers: list[int] | None
+    uniform: bool
+
+    def line(self, index: int) -> int:
+        return self.numbers[index] if self.numbers is not None else self.first + index
+
+
+class CsvRows:
+    """The header of a file and its data rows, as (line number, cells) or in batches.
+
+    Use one of `rows` and `batches()`: both read the same underlying reader.
+    """
+
+    def __init__(self, header: list[str], reader: Any, source: _Source, name: str) -> None:
+        self.header = header
+        self._reader = reader
+        self._source = source
+        self._name = name
+        self.rows: Iterator[tuple[int, list[str]]] = self._numbered()
+
+    def _numbered(self) -> Iterator[tuple[int, list[str]]]:
+        for batch in self.batches():
+            for index, row in enumerate(batch.rows):
+                yield batch.line(index), row
+
+    def batches(self, size: int = BATCH_ROWS) -> Iterator[RowBatch]:
+        """The data rows, `size` at a time (the last batch may be shorter)."""
+        reader, width = self._reader, len(self.header)
+        while True:
+            begin = reader.line_num
+            rows: list[list[str]] = []
+            try:
+                rows.extend(islice(reader, size))  # keeps the rows read before an error
+            except _BROKEN as exc:
+                raise _broken(self._name, begin + _physical_lines(rows) + 1, exc) from None
+            except InputError:
+                # Line by line, the rows before the failing line were checked first: a
+                # truncated last row is reported before a broken byte after it.
+                if rows:
+                    self._careful(rows, begin, reader.line_num, width)
+                raise
+            if not rows:
+                return
+            end = reader.line_num
+            if end - begin == len(rows) and _all_width(rows, width):
+                yield RowBatch(rows, begin + 1, None, True)
+            else:
+                yield self._careful(rows, begin, end, width)
+
+    def _careful(self, rows: list[list[str]], begin: int, end: int, width: int) -> RowBatch:
+        """A batch with blank rows, short or long rows, or rows spanning several lines."""
+        kept: list[list[str]] = []
+        numbers: list[int] = []
+        line = begin + 1
+        for row in rows:
+            if row and row != [""]:  # else a blank line
+                kept.append(row)
+                numbers.append(line)
+            line += _physical_lines((row,))
+        last = rows[-1]
+        if kept and kept[-1] is last and len(last) < width and end == self._source.unterminated:
+            raise InputError(
+                f"{self._name}: line {numbers[-1]}: the last row is incomplete ({len(last)} of "
+                f"{width} fields, no line end); the file looks truncated"
+            )
+        uniform = _all_width(kept, width)
+        return RowBatch(kept, begin + 1, numbers, uniform)
+
+
+def _all_width(rows: list[list[str]], width: int) -> bool:
+    """Whether every row has `width` fields (a blank row has 0, or 1 empty field)."""
+    if not rows:
+        return True
+    lengths = set(map(len, rows))
+    return lengths == {width} and (width != 1 or rows.count([""]) == 0)
+
+
+def _physical_lines(rows: Iterable[list[str]]) -> int:
+    """How many physical lines these parsed rows took: one each, plus the line ends inside
+    their quoted fields (the only place a line end survives parsing)."""
+    return sum(1 + sum(cell.count("\n") for cell in row) for row in rows)
 
 
 def _text_encoding(encoding: str) -> str:
@@ -49,26 +143,126 @@ def read_csv(path: Path, fmt: CsvFormat, *, label: str | None = None) -> Iterato
         gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
     )
     try:
-        last: list[str] = [""]  # the latest physical line, for the truncation check
-        lines = _lines(binary, fmt.encoding, name, last)
-        reader = csv.reader(lines, delimiter=fmt.delimiter, quotechar=fmt.quotechar, strict=True)
+        source = _Source(binary, fmt.encoding, name)
+        reader = csv.reader(
+            source.lines(), delimiter=fmt.delimiter, quotechar=fmt.quotechar, strict=True
+        )
         header = _header(reader, name)
         if header is None:
             raise InputError(f"{name}: the file is empty (no header line)")
-        yield CsvRows(header, _data_rows(reader, name, len(header), last))
+        yield CsvRows(header, reader, source, name)
     finally:
         binary.close()
 
 
-def _lines(binary: IO[bytes], encoding: str, name: str, last: list[str]) -> Iterator[str]:
-    codec = _text_encoding(encoding)
-    if _ascii_compatible(codec):
-        decode = codecs.getincrementaldecoder(codec)("strict").decode
-        return _decoded_lines(binary, decode, name, encoding, last)
-    # UTF-16 and friends cannot be split into lines as bytes; let io find the lines (an
-    # undecodable byte is then reported at the line being read, which may be a little early).
-    text = io.TextIOWrapper(binary, encoding=codec, newline="")
-    return _text_lines(text.readline, name, encoding, last)
+class _Source:
+    """The physical lines of a file, decoded, each with its line end.
+
+    `unterminated` is the number of the last line if it has no line end (set once read).
+    """
+
+    def __init__(self, binary: IO[bytes], encoding: str, name: str) -> None:
+        self.binary = binary
+        self.encoding = encoding
+        self.name = name
+        self.codec = _text_encoding(encoding)
+        self.count = 0  # lines handed out so far
+        self.unterminated: int | None = None
+
+    def lines(self) -> Iterator[str]:
+        if _ascii_compatible(self.codec):
+            return chain.from_iterable(self._blocks())
+        # UTF-16 and friends cannot be split into lines as bytes; let io find the lines (an
+        # undecodable byte is then reported at the line being read, which may be a little
+        # early).
+        text = io.TextIOWrapper(self.binary, encoding=self.codec, newline="")
+        return self._text_lines(text.readline)
+
+    def _blocks(self) -> Iterator[list[str]]:
+        """Lists of lines, a block of bytes at a time.
+
+        A block is cut after its last line end, so no character is split, and decoded at
+        once; only when that fails is the failing line located (the lines before it are
+        still handed out first, so an earlier broken row is reported first, as it would be
+        line by line). A block that may hold an overlong line is read line by line.
+        """
+        decoder = codecs.getincrementaldecoder(self.codec)("strict")
+        read, carry = self.binary.read, b""
+        while chunk := read(BLOCK_BYTES):
+            buffer = carry + chunk if carry else chunk
+            cut = buffer.rfind(b"\n") + 1
+            if cut == 0:  # no line end yet
+                if len(buffer) >= MAX_LINE_CHARS:
+                    yield from self._line_by_line(buffer, decoder.decode)
+                carry = buffer
+                continue
+            carry = buffer[cut:]
+            if cut > MAX_LINE_CHARS:
+                yield from self._line_by_line(buffer[:cut], decoder.decode)
+            else:
+                yield from self._decoded(buffer[:cut], decoder.decode)
+        if carry:
+            self.unterminated = self.count + 1  # before the reader can see that line
+            yield from self._line_by_line(carry, decoder.decode)
+        try:
+            decoder.decode(b"", True)  # a multi-byte sequence cut off at the very end
+        except UnicodeDecodeError as exc:
+            raise _undecodable(self.name, max(self.count, 1), self.encoding, exc) from None
+
+    def _decoded(self, block: bytes, decode: Callable[..., str]) -> Iterator[list[str]]:
+        try:
+            text = decode(block)
+        except UnicodeDecodeError as exc:
+            # Hand out the good lines before the bad one, then fail at the bad one. The
+            # decoder saw exc.object (a BOM already stripped): decode that part alike.
+            good = exc.object[: exc.object.rfind(b"\n", 0, exc.start) + 1]
+            lines = _split(good.decode("utf-8" if self.codec == "utf-8-sig" else self.codec))
+            self.count += len(lines)
+            yield lines
+            raise _undecodable(self.name, self.count + 1, self.encoding, exc) from None
+        lines = _split(text)
+        self.count += len(lines)
+        yield lines
+
+    def _line_by_line(self, data: bytes, decode: Callable[..., str]) -> Iterator[list[str]]:
+        """Lines one at a time, each checked for its length (a line of MAX_LINE_CHARS bytes
+        or more is no CSV row); `data` ends with a line end unless it is the file's end."""
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start, start + MAX_LINE_CHARS) + 1 or min(
+                len(data), start + MAX_LINE_CHARS
+            )
+            raw = data[start:end]
+            self.count += 1
+            try:
+                line = decode(raw)
+            except UnicodeDecodeError as exc:
+                raise _undecodable(self.name, self.count, self.encoding, exc) from None
+            if len(raw) >= MAX_LINE_CHARS and raw[-1:] != b"\n":
+                raise _too_long(self.name, self.count)
+            yield [line]
+            start = end
+
+    def _text_lines(self, readline: Callable[[int], str]) -> Iterator[str]:
+        while True:
+            try:
+                line = readline(MAX_LINE_CHARS)
+            except UnicodeDecodeError as exc:
+                raise _undecodable(self.name, self.count + 1, self.encoding, exc) from None
+            if not line:
+                return
+            self.count += 1
+            if len(line) >= MAX_LINE_CHARS and not line.endswith("\n"):
+                raise _too_long(self.name, self.count)
+            if not line.endswith(("\n", "\r")):
+                self.unterminated = self.count
+            yield line
+
+
+def _split(text: str) -> list[str]:
+    """Lines of text that ends with a line end, each with its "\n" (only "\n" ends a line:
+    str.splitlines would also cut at form feeds and other characters inside a cell)."""
+    return list(map(operator.add, text.split("\n")[:-1], repeat("\n")))
 
 
 def _ascii_compatible(codec: str) -> bool:
@@ -80,50 +274,6 @@ def _ascii_compatible(codec: str) -> bool:
         return False
     # utf-8-sig puts its BOM in front; what matters is that the characters are bytes.
     return encoded.removeprefix(codecs.BOM_UTF8) == probe.encode("ascii")
-
-
-def _decoded_lines(
-    binary: IO[bytes], decode: Callable[..., str], name: str, encoding: str, last: list[str]
-) -> Iterator[str]:
-    """Byte lines decoded one by one, so that a decoding error names its exact line.
-
-    (io.TextIOWrapper decodes 8 KiB ahead of the line being parsed: its errors point dozens
-    of lines too early.) The incremental decoder carries a BOM and multi-byte state across
-    lines. This is the hot loop of a million-row file: locals only, no method per line.
-    """
-    number = 0
-    for raw in iter(partial(binary.readline, MAX_LINE_CHARS), b""):
-        number += 1
-        try:
-            line = decode(raw)
-        except UnicodeDecodeError as exc:
-            raise _undecodable(name, number, encoding, exc) from None
-        if len(raw) >= MAX_LINE_CHARS and raw[-1:] != b"\n":
-            raise _too_long(name, number)
-        last[0] = line
-        yield line
-    try:
-        decode(b"", True)  # a multi-byte sequence cut off at the very end
-    except UnicodeDecodeError as exc:
-        raise _undecodable(name, max(number, 1), encoding, exc) from None
-
-
-def _text_lines(
-    readline: Callable[[int], str], name: str, encoding: str, last: list[str]
-) -> Iterator[str]:
-    number = 0
-    while True:
-        try:
-            line = readline(MAX_LINE_CHARS)
-        except UnicodeDecodeError as exc:
-            raise _undecodable(name, number + 1, encoding, exc) from None
-        if not line:
-            return
-        number += 1
-        if len(line) >= MAX_LINE_CHARS and not line.endswith("\n"):
-            raise _too_long(name, number)
-        last[0] = line
-        yield line
 
 
 def _undecodable(name: str, line: int, encoding: str, exc: UnicodeDecodeError) -> InputError:
@@ -159,26 +309,3 @@ def _header(reader: Any, name: str) -> list[str] | None:
         return next(reader, None)
     except _BROKEN as exc:
         raise _broken(name, 1, exc) from None
-
-
-def _data_rows(
-    reader: Any, name: str, width: int, last: list[str]
-) -> Iterator[tuple[int, list[str]]]:
-    line_num = reader.line_num
-    while True:
-        start = line_num + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except _BROKEN as exc:
-            raise _broken(name, start, exc) from None
-        line_num = reader.line_num
-        if not row or row == [""]:
-            continue  # blank line
-        if len(row) < width and not last[0].endswith("\n"):
-            raise InputError(
-                f"{name}: line {start}: the last row is incomplete ({len(row)} of "
-                f"{width} fields, no line end); the file looks truncated"
-            )
-        yield start, row

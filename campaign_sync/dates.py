@@ -7,6 +7,12 @@ A date without a time zone is read in the config's time zone.
 from __future__ import annotations
 
 import datetime
+from itertools import compress, count
+from operator import methodcaller
+
+_UTC = datetime.timezone.utc
+_TO_UTC = methodcaller("astimezone", _UTC)
+_STORED = methodcaller("isoformat", timespec="microseconds")
 
 
 def parse_date(text: str, date_format: str | None, tz: datetime.tzinfo) -> str:
@@ -31,3 +37,40 @@ def _careful_iso(text: str) -> datetime.datetime:
         return parser.isoparse(text)
     except (ValueError, OverflowError):
         raise ValueError(f"'{text[:40]}' is not an ISO 8601 date") from None
+
+
+def parse_dates(
+    texts: list[str], date_format: str | None, tz: datetime.tzinfo
+) -> tuple[list[str | None], list[tuple[int, str]]]:
+    """parse_date() over a column: the stored texts (None for blank cells) and (index,
+    reason) for each cell that is no date (its value is then None).
+
+    ISO dates are parsed in C a column at a time; only a column holding a cell that
+    datetime.fromisoformat() refuses goes cell by cell (through parse_date, so the results
+    and reasons are the same).
+    """
+    out: list[str | None] = [None] * len(texts)
+    filled = list(compress(count(), texts))
+    if not filled:
+        return out, []
+    cells = [texts[index].strip() for index in filled]
+    if date_format is None and all(cells):
+        try:
+            moments = list(map(datetime.datetime.fromisoformat, cells))
+            aware = [m if m.tzinfo is not None else m.replace(tzinfo=tz) for m in moments]
+            stored = list(map(_STORED, map(_TO_UTC, aware)))
+        except (ValueError, OverflowError):
+            pass  # some cell needs the careful path, with its reason
+        else:
+            for index, text in zip(filled, stored, strict=True):
+                out[index] = text
+            return out, []
+    problems = []
+    for index in filled:
+        if not texts[index].strip():
+            continue
+        try:
+            out[index] = parse_date(texts[index], date_format, tz)
+        except (ValueError, OverflowError) as exc:
+            problems.append((index, str(exc)))
+    return out, problems

@@ -4,14 +4,15 @@ The caller owns the transaction: everything here runs inside one, so a failure a
 point (a limit, a broken line, a crash) leaves the store exactly as it was. A dry run is
 the same work rolled back, so its counts are exactly a real run's.
 
-Recipient files are staged row by row into a temporary table and then merged with a
-handful of set-based statements: memory stays bounded whatever the file size, and
-SQLite does the joins instead of Python.
+Recipient files are checked a batch of rows at a time, staged into a temporary table and
+then merged with a handful of set-based statements: memory stays bounded whatever the
+file size, and SQLite does the sorting and joins instead of Python.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import operator
 import sqlite3
 from collections import Counter
@@ -19,13 +20,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from itertools import chain, compress
 from pathlib import Path
 from typing import Any
 
 from . import addresses, store, workdir
 from .config import FIELD_NAME, JobConfig, Limit
 from .csvread import CsvRows
-from .dates import parse_date
+from .dates import parse_date, parse_dates
 from .errors import InputError, LimitExceeded
 
 # Defaults when a job sets no limit: a mostly broken file or a "sync" that empties a list
@@ -333,86 +335,219 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
         raise InputError(f"{name}: '{reserved[0]}' is managed by campaign-sync, not by a file")
     email_at = columns.pop("email")
     doi_at = columns.pop("doi_confirmed_at", None)
-    names = list(columns)
-    cells_at = [columns[key] for key in names]
-    width = len(src.header)
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
     blocklist = load_blocklist(conn)
-    normalise, check, blocked = addresses.normalise, addresses.check, blocklist.matches
-    check_blocked = len(blocklist) > 0
-    pick, strip = _picker(cells_at), str.strip
+    stager = _RecipientStager(ctx, src, rejects, email_at, doi_at, columns)
+    stager.blocklist = blocklist if len(blocklist) else None
 
-    # The hot loop of a million-row import: locals only, the fast address check first, the
-    # cells picked and trimmed by C calls (itemgetter, map), and the JSON left to SQLite
-    # (json.dumps cost ~10x more than the rest of the row).
-    def staged_rows() -> Any:
-        read = 0
-        for line, row in src.rows:
-            read += 1
-            if len(row) != width:
-                rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
-                continue
-            email = normalise(row[email_at])
-            if check(email) is not None:
-                rejects.add(line, row, email_problem(email) or "invalid email address")
-                continue
-            doi = None
-            if doi_at is not None and row[doi_at].strip():
-                try:
-                    doi = dated(row[doi_at], ctx, "doi_confirmed_at")
-                except RowRejected as exc:
-                    rejects.add(line, row, str(exc))
-                    continue
-            yield (email, doi, check_blocked and blocked(email) is not None, *map(strip, pick(row)))
-        counts["read"] = read
-
-    cells = [f"c{n}" for n in range(len(names))]
-    columns = "email TEXT NOT NULL, doi TEXT, blocked INTEGER NOT NULL" + "".join(
-        f", {cell} TEXT NOT NULL" for cell in cells
-    )
+    columns = "email TEXT NOT NULL, doi TEXT, blocked TEXT, fields TEXT NOT NULL"
+    staged = ["email", *(["doi"] if doi_at is not None else [])]
+    staged += [*(["blocked"] if stager.blocklist else []), "fields"]
     with rejects.collecting():
-        stage_raw(conn, columns, ["email", "doi", "blocked", *cells], staged_rows())
+        stage_raw(conn, columns, staged, chain.from_iterable(stager.batches()))
+    counts["read"] = stager.read
     check_rejects(ctx, counts, rejects)
 
     list_id = store.list_id(conn, job.list, create=True)
     assert list_id is not None
-    distinct = cluster(
-        conn,
-        columns,
-        ["email"],
-        ["email", "doi", "blocked", *cells],
-        action=_action_sql(_fields_sql(names, "i")),
-        joins="LEFT JOIN recipients AS r ON r.list_id = :list_id AND r.email = i.email",
-        params={"list_id": list_id, "list": job.list, "mode": job.mode},
-    )
+    params = {"list_id": list_id, "list": job.list, "mode": job.mode, "now": ctx.now}
+    # An empty list has nothing to remove and nothing to compare with.
+    direct = _can_insert_directly(conn, params)
+    classify = _insert_directly if direct else _classify
+    distinct = classify(conn, params, counts)
     counts["duplicates"] = counts["read"] - rejects.count - distinct
-    tally(conn, counts)
     if job.mode == "replace":
-        members, removed = _members_and_removed(conn, list_id)
+        members, removed = (0, 0) if direct else _members_and_removed(conn, list_id)
         guard_removals(ctx, members, removed, distinct, f"list '{job.list}'")
         counts["removed"] = removed
-    _apply(conn, list_id, ctx.now, _fields_sql(names, "incoming"), replace=job.mode == "replace")
-    conn.execute("DROP TABLE temp.incoming")
+    if not direct:
+        _apply(conn, params, counts, replace=job.mode == "replace")
+    conn.execute("DROP TABLE IF EXISTS temp.incoming")
+    conn.execute("DROP TABLE IF EXISTS temp.incoming_raw")
     zero(counts, "suppressed_unsubscribed", "suppressed_blocklisted")
     if job.mode in ("add-only", "update-only"):
         counts.setdefault("ignored", 0)
     return counts, rejects
 
 
-def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
-    """A function giving the cells at `positions` of a row as a tuple, in C where it can."""
-    if len(positions) > 1:
-        return operator.itemgetter(*positions)
-    return lambda row: tuple(row[index] for index in positions)
+def _can_insert_directly(conn: sqlite3.Connection, params: dict[str, Any]) -> bool:
+    """Whether every staged address that is not blocklisted is simply inserted: the list has
+    no record at all (not even a removed one), the mode inserts, and no staged address is
+    unsubscribed (whose row might then be suppressed and another row of it not)."""
+    if params["mode"] == "update-only":
+        return False
+    return not conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM recipients WHERE list_id = :list_id)
+               OR EXISTS (SELECT 1 FROM incoming_raw AS i JOIN unsubscribers AS u
+                          ON u.email = i.email AND u.list IN ('', :list))""",
+        params,
+    ).fetchone()[0]
 
 
-def _fields_sql(names: list[str], table: str) -> str:
-    """SQL building a staged row's fields as a JSON object (names are checked field names);
-    the cells are the columns c0, c1, … of `table`."""
-    assert all(FIELD_NAME.match(name) for name in names)
-    pairs = ", ".join(f"'{name}', {table}.c{n}" for n, name in enumerate(names))
-    return f"json_object({pairs})"
+def _insert_directly(conn: sqlite3.Connection, params: dict[str, Any], counts: Counter[str]) -> int:
+    """The first import into a list: sorted once, straight from the stage into the store.
+
+    Duplicates (sorted by address, then file order) update the row just inserted, so the
+    last one wins; a blocklisted address has the same verdict in all its rows. Counts
+    come from the result. Returns the number of distinct addresses.
+    """
+    conn.execute(
+        """
+        INSERT INTO recipients
+            (list_id, email, status, fields, doi_confirmed_at, created_at, updated_at)
+        SELECT :list_id, email, 'active', fields, doi, :now, :now FROM incoming_raw
+        WHERE blocked IS NULL ORDER BY email, rowid
+        ON CONFLICT (list_id, email) DO UPDATE SET
+            fields = excluded.fields, doi_confirmed_at = excluded.doi_confirmed_at
+        """,
+        params,
+    )
+    inserted, blocked = conn.execute(
+        """SELECT (SELECT count(*) FROM recipients WHERE list_id = :list_id),
+                  (SELECT count(DISTINCT email) FROM incoming_raw WHERE blocked IS NOT NULL)""",
+        params,
+    ).fetchone()
+    counts["inserted"] += inserted
+    counts["suppressed_blocklisted"] += blocked
+    return int(inserted + blocked)
+
+
+def _classify(conn: sqlite3.Connection, params: dict[str, Any], counts: Counter[str]) -> int:
+    """Decide each distinct address's action into `incoming`, in address order; count them.
+
+    The stage is grouped by address (the last row of each, by rowid, wins) before it is
+    joined to the store, so the lookups walk the store's B-tree in key order instead of
+    jumping around it in file order. Returns the number of distinct addresses.
+    """
+    conn.execute("DROP TABLE IF EXISTS temp.incoming")
+    conn.execute(
+        "CREATE TEMP TABLE incoming "
+        "(email TEXT NOT NULL, doi TEXT, blocked TEXT, fields TEXT NOT NULL, action TEXT)"
+    )
+    conn.execute(
+        f"""
+        INSERT INTO incoming
+        SELECT i.email, i.doi, i.blocked, i.fields, {_action_sql("i.fields")}
+        FROM (SELECT max(rowid), email, doi, blocked, fields FROM incoming_raw GROUP BY email)
+            AS i
+        LEFT JOIN recipients AS r ON r.list_id = :list_id AND r.email = i.email
+        """,
+        params,
+    )
+    conn.execute("DROP TABLE temp.incoming_raw")
+    before = sum(counts.values())
+    tally(conn, counts)
+    return sum(counts.values()) - before  # every distinct address has one action
+
+
+class _RecipientStager:
+    """The rows of a recipient file as tuples to stage: (email, [doi], [blocked], fields).
+
+    The hot loop of a million-row import, done a batch of rows at a time with C calls over
+    whole columns (map, itemgetter, one regex call per address) instead of Python steps
+    per row; a row that a check rejects goes to the rejects file, in file order, and is
+    left out. `fields` is the row's JSON object, spelled exactly as SQLite's json_object()
+    would (the unchanged check compares the text first): made with a %-template when no
+    cell of the batch needs trimming or escaping, the common case, else by json.dumps.
+    """
+
+    def __init__(
+        self,
+        ctx: MergeContext,
+        src: CsvRows,
+        rejects: Rejects,
+        email_at: int,
+        doi_at: int | None,
+        fields: dict[str, int],
+    ) -> None:
+        self.ctx, self.src, self.rejects = ctx, src, rejects
+        self.email = operator.itemgetter(email_at)
+        self.doi = operator.itemgetter(doi_at) if doi_at is not None else None
+        assert all(FIELD_NAME.match(name) for name in fields)
+        self.names = list(fields)
+        positions = list(fields.values())
+        self.pick: Callable[[list[str]], tuple[str, ...]] = (
+            operator.itemgetter(*positions)
+            if len(positions) > 1
+            else lambda row: tuple(row[index] for index in positions)
+        )
+        self.template = "{" + ",".join(f'"{name}":"%s"' for name in self.names) + "}"
+        self.blocklist: addresses.Blocklist | None = None
+        self.read = 0
+
+    def batches(self) -> Iterator[Iterator[tuple[Any, ...]]]:
+        width = len(self.src.header)
+        for batch in self.src.batches():
+            rows = batch.rows
+            self.read += len(rows)
+            problems: list[tuple[int, str]] = []
+            if batch.uniform:
+                positions: list[int] | None = None
+                good = rows
+            else:
+                positions = [i for i, row in enumerate(rows) if len(row) == width]
+                problems += [
+                    (i, f"has {len(row)} fields, the header has {width}")
+                    for i, row in enumerate(rows)
+                    if len(row) != width
+                ]
+                good = [rows[i] for i in positions]
+            emails = addresses.normalise_all(list(map(self.email, good)))
+            found = [
+                (i, "empty email address" if not emails[i] else reason)
+                for i, reason in addresses.check_all(emails)
+            ]
+            columns: list[Any] = [emails]
+            if self.doi is not None:
+                dois, bad = parse_dates(
+                    list(map(self.doi, good)), self.ctx.job.format.date_format, self.ctx.tz
+                )
+                rejected = {i for i, _ in found}
+                found += [(i, f"doi_confirmed_at: {r}") for i, r in bad if i not in rejected]
+                columns.append(dois)
+            if self.blocklist is not None:
+                columns.append(list(map(self.blocklist.matches, emails)))
+            columns.append(self.fields(good))
+            staged: Iterator[tuple[Any, ...]] = zip(*columns, strict=True)
+            if found:
+                keep = [True] * len(good)
+                for i, _ in found:
+                    keep[i] = False
+                staged = compress(staged, keep)
+                problems += [(positions[i] if positions is not None else i, r) for i, r in found]
+            for i, reason in sorted(problems):
+                self.rejects.add(batch.line(i), rows[i], reason)
+            yield staged
+
+    def fields(self, rows: list[list[str]]) -> list[str]:
+        """Each row's fields as a JSON object text, the cells trimmed like str.strip."""
+        if not self.names:
+            return ["{}"] * len(rows)
+        texts = list(map(self.template.__mod__, map(self.pick, rows)))
+        joined = "".join(texts)
+        # The template is right when no cell holds a quote, a backslash or a control
+        # character (JSON escapes), or starts or ends with white space (trimmed): spaces
+        # next to a quote show those; every other white space is not printable.
+        if (
+            joined.count('"') == 4 * len(self.names) * len(texts)
+            and joined.isprintable()
+            and "\\" not in joined
+            and '" ' not in joined
+            and ' "' not in joined
+        ):
+            return texts
+        names, strip = self.names, str.strip
+        return [
+            _json_object(zip(names, map(strip, cells), strict=True))
+            for cells in map(self.pick, rows)
+        ]
+
+
+def _json_object(pairs: Iterable[tuple[str, str]]) -> str:
+    """A JSON object as SQLite's json_object() spells it: no spaces, non-ASCII as it is,
+    the same escapes (tests/test_import_recipients.py compares them)."""
+    return json.dumps(dict(pairs), ensure_ascii=False, separators=(",", ":"))
 
 
 # Never re-subscribe: an unsubscription from this list or all lists suppresses the row,
@@ -432,7 +567,7 @@ def _action_sql(fields: str) -> str:
     """
     return f"""CASE
         WHEN r.status IS NULL OR r.status = 'removed' THEN CASE
-            WHEN i.blocked THEN 'suppressed_blocklisted'
+            WHEN i.blocked IS NOT NULL THEN 'suppressed_blocklisted'
             WHEN {_UNSUBSCRIBED} THEN 'suppressed_unsubscribed'
             WHEN :mode = 'update-only' THEN 'ignored'
             ELSE 'inserted' END
@@ -457,38 +592,43 @@ def _members_and_removed(conn: sqlite3.Connection, list_id: int) -> tuple[int, i
     return int(members), int(removed)
 
 
-def _apply(conn: sqlite3.Connection, list_id: int, now: str, fields: str, *, replace: bool) -> None:
-    conn.execute(
-        f"""
-        INSERT INTO recipients
-            (list_id, email, status, fields, doi_confirmed_at, created_at, updated_at)
-        SELECT ?, email, 'active', {fields}, doi, ?, ? FROM incoming
-        WHERE action = 'inserted'
-        ON CONFLICT (list_id, email) DO UPDATE SET
-            status = 'active', fields = excluded.fields,
-            doi_confirmed_at = excluded.doi_confirmed_at,
-            created_at = excluded.created_at, updated_at = excluded.updated_at
-        """,
-        (list_id, now, now),
-    )
-    conn.execute(
-        f"""
-        UPDATE recipients SET
-            fields = json_patch(recipients.fields, {fields}),
-            doi_confirmed_at = coalesce(incoming.doi, recipients.doi_confirmed_at),
-            status = 'active', updated_at = ?
-        FROM incoming
-        WHERE recipients.list_id = ? AND recipients.email = incoming.email
-          AND incoming.action = 'updated'
-        """,
-        (now, list_id),
-    )
-    if replace:
+def _apply(
+    conn: sqlite3.Connection, params: dict[str, Any], counts: Counter[str], *, replace: bool
+) -> None:
+    """Write the decided actions to the store (statements with nothing to do are skipped)."""
+    if counts["inserted"]:
         conn.execute(
-            "UPDATE recipients SET status = 'removed', updated_at = ? "
-            "WHERE list_id = ? AND status != 'removed' "
+            """
+            INSERT INTO recipients
+                (list_id, email, status, fields, doi_confirmed_at, created_at, updated_at)
+            SELECT :list_id, email, 'active', fields, doi, :now, :now FROM incoming
+            WHERE action = 'inserted'
+            ON CONFLICT (list_id, email) DO UPDATE SET
+                status = 'active', fields = excluded.fields,
+                doi_confirmed_at = excluded.doi_confirmed_at,
+                created_at = excluded.created_at, updated_at = excluded.updated_at
+            """,
+            params,
+        )
+    if counts["updated"]:
+        conn.execute(
+            """
+            UPDATE recipients SET
+                fields = json_patch(recipients.fields, incoming.fields),
+                doi_confirmed_at = coalesce(incoming.doi, recipients.doi_confirmed_at),
+                status = 'active', updated_at = :now
+            FROM incoming
+            WHERE recipients.list_id = :list_id AND recipients.email = incoming.email
+              AND incoming.action = 'updated'
+            """,
+            params,
+        )
+    if replace and counts["removed"]:
+        conn.execute(
+            "UPDATE recipients SET status = 'removed', updated_at = :now "
+            "WHERE list_id = :list_id AND status != 'removed' "
             "AND email NOT IN (SELECT email FROM incoming)",
-            (now, list_id),
+            params,
         )
 
 

@@ -14,8 +14,10 @@ from campaign_sync.addresses import (
     PatternError,
     _check_careful,
     check,
+    check_all,
     compile_pattern,
     normalise,
+    normalise_all,
     pattern_problem,
 )
 
@@ -172,6 +174,18 @@ def test_fast_path_never_accepts_what_the_careful_check_rejects(text: str) -> No
 @given(st.sampled_from(ACCEPTED))
 def test_accepted_addresses_stay_valid_when_normalised(address: str) -> None:
     assert check(normalise(address)) is None
+
+
+@given(st.lists(st.one_of(ADDRESSY, st.sampled_from(ACCEPTED), st.text(max_size=300)), max_size=8))
+@example(["a" * 250 + "@x.de", "ok@x.de"])  # too long, beside a valid one
+@example(["ok@xn--bcher-kva.de", "ok@x.de", ""])
+@example([" Müller@Bücher.DE ", "\u212a@x.de", "MIXED@Case.de"])
+def test_list_functions_decide_like_one_by_one(texts: list[str]) -> None:
+    # The stager checks a batch at once; it must decide and word every address alike.
+    assert normalise_all(texts) == [normalise(text) for text in texts]
+    normalised = normalise_all(texts)
+    expected = [(i, check(a)) for i, a in enumerate(normalised) if check(a) is not None]
+    assert check_all(normalised) == expected
 
 
 # --- blocklist patterns --------------------------------------------------------------------

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from campaign_sync.config import CsvFormat
 from campaign_sync.csvread import read_csv
@@ -113,3 +116,147 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_absurdly_long_line(tmp_path: Path) -> None:
     message = failure(tmp_path, b"email\n" + b"x" * (1 << 21) + b"\n")
     assert message.startswith("f.csv: line 2 is longer than 1,048,576 characters")
+
+
+# --------------------------------------------------------------------------- block reading
+
+# The reader decodes a block of bytes at a time and locates lines only when it must. It has to
+# give exactly what reading line by line gives: the same rows with the same line numbers, and
+# the same failure naming the same line. The reference below is that line-by-line reader.
+
+
+def reference(content: bytes, max_line: int, **fmt: str) -> object:
+    """[header, (line, row), ...] or the InputError message, reading line by line."""
+    import codecs
+    import csv
+    import io
+
+    from campaign_sync import csvread
+
+    form = CsvFormat(**fmt)
+    name = "f.csv"
+    codec = csvread._text_encoding(form.encoding)
+    decode = codecs.getincrementaldecoder(codec)("strict").decode
+    binary = io.BytesIO(content)
+    last = [""]
+
+    def lines() -> Iterator[str]:
+        number = 0
+        while raw := binary.readline(max_line):
+            number += 1
+            try:
+                line = decode(raw)
+            except UnicodeDecodeError as exc:
+                raise csvread._undecodable(name, number, form.encoding, exc) from None
+            if len(raw) >= max_line and raw[-1:] != b"\n":
+                raise InputError(f"{name}: line {number} is longer than")
+            last[0] = line
+            yield line
+        try:
+            decode(b"", True)
+        except UnicodeDecodeError as exc:
+            raise csvread._undecodable(name, max(number, 1), form.encoding, exc) from None
+
+    out: list[object] = []
+    try:
+        reader = csv.reader(
+            lines(), delimiter=form.delimiter, quotechar=form.quotechar, strict=True
+        )
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise csvread._broken(name, 1, exc) from None
+        if header is None:
+            raise InputError(f"{name}: the file is empty (no header line)")
+        out.append(header)
+        line_num = reader.line_num
+        while True:
+            start = line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise csvread._broken(name, start, exc) from None
+            line_num = reader.line_num
+            if not row or row == [""]:
+                continue
+            if len(row) < len(header) and not last[0].endswith("\n"):
+                raise InputError(
+                    f"{name}: line {start}: the last row is incomplete ({len(row)} of "
+                    f"{len(header)} fields, no line end); the file looks truncated"
+                )
+            out.append((start, row))
+    except InputError as exc:
+        return str(exc).split(" is longer than")[0] + (
+            " is longer than" if " is longer than" in str(exc) else ""
+        )
+    return out
+
+
+def blockwise(tmp_path: Path, content: bytes, size: int, **fmt: str) -> object:
+    from campaign_sync import csvread
+
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    try:
+        with read_csv(path, CsvFormat(**fmt)) as src:
+            out: list[object] = [src.header]
+            for batch in src.batches(size):
+                width = len(src.header)
+                assert batch.uniform == all(len(row) == width for row in batch.rows)
+                out.extend((batch.line(i), row) for i, row in enumerate(batch.rows))
+            return out
+    except InputError as exc:
+        message = str(exc)
+        cut = message.find(" is longer than")
+        return message if cut < 0 else message[:cut] + " is longer than"
+    finally:
+        assert csvread.MAX_LINE_CHARS  # (patched by the test)
+
+
+PIECES = [b"a", b"b@x.de", b",", b";", b'"', b"\n", b"\r\n", b"\r", b"\xc3\xa4", b"\xff", b"\xc3",
+          b"\x0c", "\u2028".encode(), b"\xef\xbb\xbf", b" ", b'""', b"\n\n"]  # fmt: skip
+
+
+@given(
+    parts=st.lists(st.sampled_from(PIECES), max_size=60),
+    header=st.sampled_from([b"email,a\n", b"email\n", b"email;a;b\n", b"\xef\xbb\xbfemail,a\n"]),
+    block=st.integers(1, 40),
+    size=st.integers(1, 5),
+    delimiter=st.sampled_from([",", ";"]),
+    encoding=st.sampled_from(["utf-8", "latin-1"]),
+)
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_blocks_read_like_lines(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    parts: list[bytes],
+    header: bytes,
+    block: int,
+    size: int,
+    delimiter: str,
+    encoding: str,
+) -> None:
+    from campaign_sync import csvread
+
+    monkeypatch.setattr(csvread, "BLOCK_BYTES", block)
+    monkeypatch.setattr(csvread, "MAX_LINE_CHARS", 24)
+    content = header + b"".join(parts)
+    fmt = {"delimiter": delimiter, "encoding": encoding}
+    expected = reference(content, 24, **fmt)
+    assert blockwise(tmp_path, content, size, **fmt) == expected
+    assert rows(tmp_path, content, **fmt) == expected if isinstance(expected, list) else True
+
+
+def test_batches_number_rows_spanning_lines(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_bytes(b'email,n\na@x.de,"1\n2"\n\nb@x.de,3\nc@x.de,4\nd@x.de\n')
+    with read_csv(path, CsvFormat()) as src:
+        batches = list(src.batches(3))
+    assert [(b.uniform, [b.line(i) for i in range(len(b.rows))]) for b in batches] == [
+        (True, [2, 5]),  # the blank line 4 is left out
+        (False, [6, 7]),  # d@x.de has one field
+    ]

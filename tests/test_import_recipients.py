@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Workspace
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 CONFIG = """\
 store: store.db
@@ -357,3 +360,88 @@ def test_cells_are_trimmed_like_str_strip(cs: Workspace) -> None:
     code, doc = run(cs, "rec", "email,city,note\na@x.de,\u00a0Köln\t, \u3000x y\u2029 \n")
     assert code == 0, doc
     assert members(cs)["a@x.de"] == ("active", {"city": "Köln", "note": "x y"})
+
+
+# --------------------------------------------------------------------------- staged fields
+
+CELL = st.one_of(
+    st.sampled_from(["", " ", "Anna", " Köln ", 'a "b"', "back\\slash", "tab\there", "\xa0x"]),
+    st.text(max_size=6),
+)
+
+
+@given(st.lists(st.lists(CELL, min_size=3, max_size=3), max_size=5))
+@example([["Anna", "Köln", "x"], ["Jörg", "", "%s"]])  # the template path
+@example([["Anna", "Köln", " x"]])  # trimmed: the careful path for the whole batch
+def test_staged_fields_are_json_object_of_the_trimmed_cells(rows: list[list[str]]) -> None:
+    from campaign_sync.merge import _RecipientStager
+
+    stager = _RecipientStager.__new__(_RecipientStager)
+    stager.names = ["first_name", "city", "note"]
+    stager.pick = lambda row: tuple(row)
+    stager.template = '{"first_name":"%s","city":"%s","note":"%s"}'
+    conn = sqlite3.connect(":memory:")
+    expected = [
+        conn.execute(
+            "SELECT json_object('first_name', ?, 'city', ?, 'note', ?)",
+            [cell.strip() for cell in row],
+        ).fetchone()[0]
+        for row in rows
+    ]
+    assert stager.fields(rows) == expected
+
+
+def test_json_object_spelling_is_sqlites() -> None:
+    from campaign_sync.merge import _json_object
+
+    conn = sqlite3.connect(":memory:")
+    for text in ['"', "\\", "\x00\x01\x08\t\n\x0b\x0c\r\x1f", "\x7f", "\u2028\u2029", "é€😀", "/"]:
+        assert _json_object([("k", text)]) == conn.execute(
+            "SELECT json_object('k', ?)", (text,)
+        ).fetchone()[0]
+
+
+@pytest.mark.parametrize("job", ["rec", "rec-add", "rec-replace"])
+def test_first_import_straight_into_the_store_matches_the_general_path(
+    cs: Workspace, job: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An empty list takes a shortcut (sorted straight into the store); it must count and
+    # store exactly what deciding row by row against the store does.
+    from campaign_sync import merge
+
+    run(cs, "block", "pattern\n*@spam.de\n")
+    content = (
+        "email,first_name,doi_confirmed_at\n"
+        "a@x.de,One,2025-01-01\nb@spam.de,Spam,\nA@X.DE,Two,\nc@x.de,C,\nb@spam.de,Again,\n"
+        "bad,Bad,\n"
+    )
+    taken = []
+    real = merge._can_insert_directly
+    monkeypatch.setattr(merge, "_can_insert_directly", lambda *a: taken.append(real(*a)) or False)
+    _, general = run(cs, job, content, "--dry-run")
+    monkeypatch.setattr(merge, "_can_insert_directly", lambda *a: taken.append(real(*a)) or True)
+    _, direct = run(cs, job, content)
+    assert taken == [True, True]
+    assert direct["counts"] == general["counts"]
+    assert general["counts"]["duplicates"] == 2
+    assert general["counts"]["suppressed_blocklisted"] == 1
+    assert {email: fields for email, (_, fields) in members(cs).items()} == {
+        "a@x.de": {"first_name": "Two"},
+        "c@x.de": {"first_name": "C"},
+    }
+    assert cs.query("SELECT doi_confirmed_at FROM recipients WHERE email = 'a@x.de'") == [(None,)]
+
+
+def test_an_unsubscribed_address_in_a_first_import_takes_the_general_path(
+    cs: Workspace,
+) -> None:
+    run(cs, "unsub", "email,date\nu@x.de,2025-03-01\n")
+    content = "email,doi_confirmed_at\nu@x.de,2025-04-01\nu@x.de,\nv@x.de,\n"
+    code, doc = run(cs, "rec", content)
+    assert code == 0, doc
+    # The last row of u@x.de has no newer double opt-in: suppressed, not its first row.
+    assert counts(doc, "inserted", "duplicates", "suppressed_unsubscribed") == dict(
+        inserted=1, duplicates=1, suppressed_unsubscribed=1
+    )
+    # (Straight into the store, u@x.de's first row would have gone in.)
+    assert set(members(cs)) == {"v@x.de"}
