@@ -396,9 +396,10 @@ def test_json_object_spelling_is_sqlites() -> None:
 
     conn = sqlite3.connect(":memory:")
     for text in ['"', "\\", "\x00\x01\x08\t\n\x0b\x0c\r\x1f", "\x7f", "\u2028\u2029", "é€😀", "/"]:
-        assert _json_object([("k", text)]) == conn.execute(
-            "SELECT json_object('k', ?)", (text,)
-        ).fetchone()[0]
+        assert (
+            _json_object([("k", text)])
+            == conn.execute("SELECT json_object('k', ?)", (text,)).fetchone()[0]
+        )
 
 
 @pytest.mark.parametrize("job", ["rec", "rec-add", "rec-replace"])
