@@ -107,6 +107,10 @@ class CsvWriter:
         quote_chars = set(fmt.delimiter + fmt.quotechar + "\n\r" + JSON_ROW)
         self._quote_bytes = sorted(char.encode("utf-8") for char in quote_chars)
         self._delimiter_bytes = fmt.delimiter.encode("utf-8")
+        # A dialect that uses one of the packing separators itself (odd, but valid) cannot
+        # take the fast path, whose joins would mistake it for one: each line goes through
+        # the csv module instead.
+        self._line_by_line = bool(quote_chars & {CELL_SEP, ROW_SEP})
         # UTF-8 bytes go out as they are once the header has started the file (and written
         # a utf-8-sig BOM); any other encoding is transcoded.
         self._utf8 = codecs.lookup(fmt.encoding).name in ("utf-8", "utf-8-sig")
@@ -142,8 +146,8 @@ class CsvWriter:
         def rows() -> Rows:
             return [self._unpack(line) for line in packed.split(ROW_SEP)]
 
-        if len(self.header) == 1 and _has_empty_line(packed):
-            lines = packed.split(ROW_SEP)  # a lone empty cell must be written as ""
+        if self._line_by_line or (len(self.header) == 1 and _has_empty_line(packed)):
+            lines = packed.split(ROW_SEP)  # (a lone empty cell must be written as "")
             self._emit("".join(self._format_packed(line) for line in lines), rows)
         elif self._utf8 and self._started:
             self._binary.write(self._join_fast(packed))
