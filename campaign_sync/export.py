@@ -385,13 +385,12 @@ def _later_parts(
             for table in plan.temp_tables
         },
     }
-    # The child imports this very tree, whatever else is on its path.
+    # `-m` puts the working folder first on the child's path: running in the folder that
+    # holds this package, it imports this very tree (not whatever the caller's folder has).
     root = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
-    env = dict(os.environ, PYTHONPATH=path)
     argv = [sys.executable, "-m", __name__]
     return [
-        ChildPart(argv, json.dumps(dict(plan_line, part=part)).encode("utf-8"), env)
+        ChildPart(argv, json.dumps(dict(plan_line, part=part)).encode("utf-8"), root)
         for part in range(1, PARTS)
     ]
 

@@ -48,11 +48,11 @@ class ChunkWriter(Protocol):
 @dataclass
 class ChildPart:
     """A later part: the command that produces it (given the spool's descriptor number as
-    its last argument), the plan line for its stdin, and its environment."""
+    its last argument), the plan line for its stdin, and the folder it runs in."""
 
     argv: list[str]
     plan: bytes
-    env: dict[str, str] | None = None
+    cwd: str | None = None
 
 
 class _Child:
@@ -66,14 +66,19 @@ class _Child:
         self._spool: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
         self._errors: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
         fd = self._spool.fileno()
-        self._process = subprocess.Popen(
-            [*part.argv, str(fd)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._errors,
-            pass_fds=(fd,),
-            env=part.env,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [*part.argv, str(fd)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._errors,
+                pass_fds=(fd,),
+                cwd=part.cwd,
+            )
+        except BaseException:
+            self._spool.close()
+            self._errors.close()
+            raise
         assert self._process.stdin is not None and self._process.stdout is not None
         self._stdin, self._stdout = self._process.stdin, self._process.stdout
         # From a thread: a plan bigger than the pipe must not block this one.
@@ -212,23 +217,26 @@ def write_in_order(
         failed.append(exc)
         stop.set()
 
-    def write(chunks: Iterator[Chunk]) -> None:
+    def write(chunks: Iterator[Chunk], *, to_the_end: bool) -> None:
         for chunk in chunks:
-            if not stop.is_set():
-                try:
-                    writer.write_packed(*chunk)
-                except BaseException as exc:
-                    fail(exc)
+            if stop.is_set():
+                if to_the_end:
+                    continue
+                return
+            try:
+                writer.write_packed(*chunk)
+            except BaseException as exc:
+                fail(exc)
 
     def drain() -> None:
         # Always read part 0's queue to its end, so the reading thread never blocks on a
-        # full queue after a failure here.
-        write(iter(direct.get, None))
+        # full queue after a failure here; a child's part is dropped at once.
+        write(iter(direct.get, None), to_the_end=True)
         for child in children:
             if stop.is_set():
                 return
             try:
-                write(child.chunks())
+                write(child.chunks(), to_the_end=False)
             except BaseException as exc:
                 fail(exc)
 
@@ -246,17 +254,27 @@ def write_in_order(
         handover.finish()
     except BaseException as exc:
         fail(exc)
-    finally:
+    try:
         direct.put(None)
         if failed:
-            for child in children:
-                child.kill()  # a writer waiting for a child's next line gets its end
+            _kill(children)  # a writer waiting for a child's next line gets its end
+        if worker.ident is not None:
+            worker.join()  # the later parts are written meanwhile
+    except BaseException as exc:  # an interrupt while they are
+        fail(exc)
+        _kill(children)
         if worker.ident is not None:
             worker.join()
+    finally:
         for child in children:
             child.close()
     if failed:
         raise failed[0]
+
+
+def _kill(children: list[_Child]) -> None:
+    for child in children:
+        child.kill()
 
 
 def serve_part(cut: str, chunks: Callable[[str, str], Iterator[Chunk]], spool_fd: int) -> None:

@@ -635,7 +635,9 @@ cell_text = st.text(alphabet=st.sampled_from(list("ab ,;'\"=+-@\t\r\n\x1d\x1e\x1
 @settings(max_examples=300, deadline=None)
 @given(
     rows=st.lists(st.lists(cell_text, min_size=2, max_size=2), max_size=8),
-    dialect=st.sampled_from([(",", '"'), (";", "'"), ("\t", '"'), ("§", '"')]),
+    dialect=st.sampled_from(
+        [(",", '"'), (";", "'"), ("\t", '"'), ("§", '"'), ("\x1e", '"'), (",", "\x1f")]
+    ),
     encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "cp1252", "utf-16"]),
 )
 def test_packed_and_plain_paths_write_the_same_bytes(tmp_path_factory, rows, dialect, encoding):
@@ -841,3 +843,17 @@ def test_a_failing_part_stops_the_export(env: Env):
     )
     assert not (env.partner / "export").exists()
     assert [p for p in (env.root / "var/staging").rglob("*") if p.is_file()] == []
+
+
+def test_the_part_process_runs_this_tree_whatever_the_working_folder(env: Env, tmp_path: Path):
+    shadow = tmp_path / "elsewhere" / "campaign_sync"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise SystemExit('a campaign_sync from the cwd ran')\n")
+    big_list(env, 300)
+    env.write("fields: [email, name]")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export, "PARTS", 1)
+        whole = env.export()
+        in_parts(patch, 2)
+        patch.chdir(shadow.parent)  # cron may start us in any folder
+        assert env.export() == whole

@@ -299,10 +299,9 @@ def _export_parts_left(within: float) -> list[int]:
         for entry in os.listdir("/proc"):
             try:
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+                ours = os.readlink(f"/proc/{entry}/cwd") == root  # it runs in our tree
             except OSError:
                 continue  # not a process, or gone
-            ours = any(v.startswith(f"PYTHONPATH={root}".encode()) for v in environ)
             if ours and b"campaign_sync.export" in argv:
                 left.append(int(entry))
         if not left or time.monotonic() > deadline:
