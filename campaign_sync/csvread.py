@@ -174,8 +174,9 @@ class _Source:
             return chain.from_iterable(self._blocks())
         # UTF-16 and friends cannot be split into lines as bytes; let io find the lines (an
         # undecodable byte is then reported at the line being read, which may be a little
-        # early).
-        text = io.TextIOWrapper(self.binary, encoding=self.codec, newline="")
+        # early). Only LF ends a line, as on the byte path: a CR inside a quoted cell must
+        # not count as a line of its own (line numbers are counted by LFs).
+        text = io.TextIOWrapper(self.binary, encoding=self.codec, newline="\n")
         return self._text_lines(text.readline)
 
     def _blocks(self) -> Iterator[list[str]]:

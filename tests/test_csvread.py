@@ -58,6 +58,17 @@ def test_crlf_lf_quoted_newlines_and_blank_lines(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_cr_inside_quotes_is_no_line_end_in_any_encoding(tmp_path: Path, encoding: str) -> None:
+    # Lines are counted by LFs on every path; a batch boundary (2,048 rows) lies between the
+    # two short rows, so both ways of numbering (per batch and within one) are compared.
+    lines = ["email,note", 'a@x.de,"one\rtwo"', "short", *(["b@x.de,x"] * 2100), "short"]
+    data = ("\n".join(lines) + "\n").encode(encoding)
+    found = rows(tmp_path, data, encoding=encoding)
+    assert found[1] == (2, ["a@x.de", "one\rtwo"])
+    assert [line for line, cells in found[1:] if cells == ["short"]] == [3, 2104]
+
+
 def test_tab_delimiter_and_other_quotechar(tmp_path: Path) -> None:
     data = b"email\tname\na@x.de\t'O''Neil\tx'\n"
     assert rows(tmp_path, data, delimiter="\t", quotechar="'")[1] == (2, ["a@x.de", "O'Neil\tx"])
