@@ -156,6 +156,7 @@ def _statuses(conn: sqlite3.Connection, config: Config, name: str) -> dict[str, 
     plan = SqlPlan()
     plan.param("list_id", int(row[0]))
     plan.param("list_name", name)
+    conn.execute("BEGIN")  # one snapshot for the address sets and the count
     try:
         status = status_expression(status_checks(conn, plan, config.bounces))
         rows = conn.execute(
@@ -165,6 +166,7 @@ def _statuses(conn: sqlite3.Connection, config: Config, name: str) -> dict[str, 
         ).fetchall()
     finally:
         plan.drop(conn)
+        conn.execute("ROLLBACK")
     return {str(status): int(count) for status, count in rows}
 
 
