@@ -165,8 +165,7 @@ def _statuses(conn: sqlite3.Connection, config: Config, name: str) -> dict[str, 
             plan.params,
         ).fetchall()
     finally:
-        plan.drop(conn)
-        conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")  # also drops the plan's temp tables, made in this transaction
     return {str(status): int(count) for status, count in rows}
 
 
