@@ -110,6 +110,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sends_by_state ON sends (job, state);
     """,
+    # v3: no index on (list_id, updated_at). No query uses it (changes-only exports page
+    # through a list by its primary key and filter), and keeping it cost an import of a
+    # million new members ~1.5 s CPU and a fifth of the file's size.
+    """
+    DROP INDEX IF EXISTS recipients_by_update;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,3 +34,40 @@ def test_many_processes_creating_one_store_at_once_all_succeed(tmp_path: Path) -
         results = [proc.communicate(timeout=60) for proc in procs]
         assert [proc.returncode for proc in procs] == [0] * 8, [err for _, err in results]
         assert {out.split()[0] for out, _ in results} == {"wal"}
+
+
+def test_version_2_store_migrates_without_the_update_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    from campaign_sync import store
+
+    path = tmp_path / "v2.db"
+    old = sqlite3.connect(path)
+    for script in store.MIGRATIONS[:2]:
+        for statement in store._statements(script):
+            old.execute(statement)
+    old.execute("PRAGMA user_version = 2")
+    old.execute("INSERT INTO lists (id, name, created_at) VALUES (1, 'news', 't')")
+    old.execute(
+        "INSERT INTO recipients (list_id, email, fields, created_at, updated_at) "
+        "VALUES (1, 'a@example.com', '{\"x\":\"1\"}', 't', 't')"
+    )
+    old.commit()
+    old.close()
+
+    conn = store.connect(str(path))
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 3
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "recipients_by_update" not in indexes
+        assert conn.execute("SELECT email, fields FROM recipients").fetchall() == [
+            ("a@example.com", '{"x":"1"}')
+        ]
+        # What the index served: changes since a moment, read in key order as exports do.
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT email FROM recipients WHERE list_id = 1 "
+            "AND updated_at > 't' AND email > '' ORDER BY email LIMIT 10"
+        ).fetchall()
+        assert "USING PRIMARY KEY" in plan[0][-1]
+    finally:
+        conn.close()
