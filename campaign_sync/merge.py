@@ -12,6 +12,7 @@ file size, and SQLite does the sorting and joins instead of Python.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import operator
 import sqlite3
@@ -225,7 +226,22 @@ def stage_raw(
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     conn.execute(f"CREATE TEMP TABLE incoming_raw ({columns})")
     marks = ", ".join("?" * len(names))
-    conn.executemany(f"INSERT INTO incoming_raw ({', '.join(names)}) VALUES ({marks})", rows)
+    with _collector_paused():
+        conn.executemany(f"INSERT INTO incoming_raw ({', '.join(names)}) VALUES ({marks})", rows)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while rows stream through: they are millions of
+    short-lived objects without cycles, and its passes over them found nothing but cost
+    ~6% of a million-row import."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def cluster(
@@ -413,6 +429,9 @@ def _insert_directly(conn: sqlite3.Connection, params: dict[str, Any], counts: C
     return int(inserted + blocked)
 
 
+_PAYLOAD = ("doi", "blocked", "fields")
+
+
 def _classify(conn: sqlite3.Connection, params: dict[str, Any], counts: Counter[str]) -> int:
     """Decide each distinct address's action into `incoming`, in address order; count them.
 
@@ -423,15 +442,19 @@ def _classify(conn: sqlite3.Connection, params: dict[str, Any], counts: Counter[
     conn.execute("DROP TABLE IF EXISTS temp.incoming")
     conn.execute(
         "CREATE TEMP TABLE incoming "
-        "(email TEXT NOT NULL, doi TEXT, blocked TEXT, fields TEXT NOT NULL, action TEXT)"
+        "(email TEXT NOT NULL, doi TEXT, blocked TEXT, fields TEXT, action TEXT)"
     )
+    # Most rows of a regular re-import are unchanged and need nothing but their key and
+    # their count: leaving their other cells out writes a fraction of the bytes.
     conn.execute(
         f"""
         INSERT INTO incoming
-        SELECT i.email, i.doi, i.blocked, i.fields, {_action_sql("i.fields")}
-        FROM (SELECT max(rowid), email, doi, blocked, fields FROM incoming_raw GROUP BY email)
-            AS i
-        LEFT JOIN recipients AS r ON r.list_id = :list_id AND r.email = i.email
+        SELECT email, {", ".join(f"iif(action = 'unchanged', NULL, {c})" for c in _PAYLOAD)},
+            action
+        FROM (SELECT i.email, i.doi, i.blocked, i.fields, {_action_sql("i.fields")} AS action
+              FROM (SELECT max(rowid), email, doi, blocked, fields FROM incoming_raw
+                    GROUP BY email) AS i
+              LEFT JOIN recipients AS r ON r.list_id = :list_id AND r.email = i.email)
         """,
         params,
     )
