@@ -136,9 +136,12 @@ def already_imported(conn: sqlite3.Connection, job: str, sha256: str) -> int | N
 
 
 def last_success(conn: sqlite3.Connection, job: str) -> dict[str, Any] | None:
+    """The newest run that did its job: succeeded, or skipped (the file was already
+    imported, or absent with `missing: skip`), which answers a schedule just as well."""
     found = _select(
         conn,
-        "SELECT * FROM runs WHERE job = ? AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+        "SELECT * FROM runs WHERE job = ? AND status IN ('succeeded', 'skipped') "
+        "ORDER BY id DESC LIMIT 1",
         (job,),
     )
     return found[0] if found else None

@@ -64,6 +64,19 @@ def test_overdue_when_the_last_scheduled_time_passed_without_success(ws: Workspa
     assert done.stdout.strip() == "newsletter-import: overdue (schedule 'daily 02:30')"
 
 
+def test_a_skipped_run_after_the_scheduled_time_answers_it(ws: Workspace) -> None:
+    # Cron ran the job on time; the file was already imported (or missing with `skip`).
+    prepared(ws)
+    ws.query("DELETE FROM runs")
+    ws.query(
+        "INSERT OR REPLACE INTO jobs (name, first_seen) VALUES ('newsletter-import', ?)", (utc(30),)
+    )
+    record_run(ws, "newsletter-import", "succeeded", utc(3), finished=utc(3))
+    record_run(ws, "newsletter-import", "skipped", utc(0.01), finished=utc(0.01))
+    assert states(ws)["newsletter-import"]["state"] == "idle"
+    assert ws.run("check").returncode == 0
+
+
 def test_failing_job_is_named_by_check_with_its_error(ws: Workspace) -> None:
     prepared(ws)
     record_run(
