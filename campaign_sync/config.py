@@ -454,8 +454,14 @@ class _Validator:
             if job is not None:
                 jobs[job.name] = job
         store = self.string(top.get("store", "campaign-sync.db"), "store")
-        if "://" not in store:
-            store = str(self.local_path(store, "store"))
+        if "://" in store:
+            # Not quoted back: a server URL may carry a password.
+            raise self.fail(
+                "store",
+                "server URLs are not supported by this version, only SQLite files; "
+                "set `store` to a file path",
+            )
+        store = str(self.local_path(store, "store"))
         return Config(
             path=self.path,
             store=store,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import store
-from .errors import JobLocked
+from .errors import ConfigError, JobLocked
 from .result import FileInfo, RunResult
 
 
@@ -32,8 +32,15 @@ def job_lock(work_dir: Path, job: str) -> Iterator[None]:
     stale lock behind.
     """
     lock_dir = work_dir / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use {lock_dir}: {exc.strerror}; set `work_dir` to a folder this user "
+            "can write",
+            key="work_dir",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -138,10 +138,19 @@ def connect(location: str, *, create: bool = True) -> sqlite3.Connection:
             "set `store` to a file path"
         )
     path = Path(location)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; set `store` to a file path", key="store")
     if not create and not path.exists():
         raise StoreError(f"store {path} does not exist yet (it is created by the first run)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the folder of {path}: {exc.strerror}; set `store` to a path in "
+            "a writable folder",
+            key="store",
+        ) from None
+    try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _enable_wal(conn)

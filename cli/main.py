@@ -16,7 +16,13 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from campaign_sync import __version__
-from campaign_sync.errors import EXIT_FAILED, EXIT_USAGE, CampaignSyncError, one_line
+from campaign_sync.errors import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CampaignSyncError,
+    ConfigError,
+    one_line,
+)
 
 from . import output
 from .logs import setup_logging
@@ -39,7 +45,14 @@ class Settings:
             from campaign_sync import config as config_module
 
             self._config = config_module.load(self.config_path)
-            setup_logging(self.verbose, self.quiet, self._config.log_file)
+            try:
+                setup_logging(self.verbose, self.quiet, self._config.log_file)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write the log file {self._config.log_file}: {exc.strerror}; "
+                    "set `log_file` to a file in a writable folder",
+                    key="log_file",
+                ) from None
         return self._config
 
 

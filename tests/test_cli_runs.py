@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 
+import pytest
 from conftest import SAMPLE, Workspace
 
 TODAY = datetime.datetime.now(datetime.timezone.utc).astimezone().strftime("%Y%m%d")
@@ -316,3 +317,57 @@ def test_quiet_run_prints_nothing_when_it_succeeds(ws: Workspace) -> None:
     done = ws.run("-q", "import", "newsletter-import", "--date", "2026-11-01")
     assert done.returncode == 0
     assert (done.stdout, done.stderr) == ("", "")  # cron mails nothing for a good run
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("work_dir: var", "work_dir: {root}/file/var"),
+            "At 'work_dir': cannot use {root}/file/var/locks: Not a directory; set `work_dir` "
+            "to a folder this user can write",
+        ),
+        (
+            ("work_dir: var", "work_dir: var\nlog_file: {root}"),
+            "At 'log_file': cannot write the log file {root}: Is a directory; set `log_file` to "
+            "a file in a writable folder",
+        ),
+        (
+            ("store: store.db", "store: {root}/file/store.db"),
+            "At 'store': cannot create the folder of {root}/file/store.db: File exists; set "
+            "`store` to a path in a writable folder",
+        ),
+        (
+            ("store: store.db", "store: {root}/inbox"),
+            "At 'store': {root}/inbox is a directory; set `store` to a file path",
+        ),
+    ],
+)
+def test_unusable_paths_in_the_config_are_one_line_exit_2_and_nothing_recorded(
+    ws: Workspace, change: tuple[str, str], expected: str
+) -> None:
+    (ws.root / "file").write_text("not a folder")
+    old, new = change
+    text = ws.config.read_text().replace(old, new.format(root=ws.root))
+    ws.write_config(text=text)
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 2
+    assert json.loads(done.stdout) == {"error": expected.format(root=ws.root), "exit_code": 2}
+    assert done.stderr == f"campaign-sync: error: {expected.format(root=ws.root)}\n"
+
+
+def test_a_server_url_as_store_is_a_config_error_that_never_shows_the_url(
+    ws: Workspace,
+) -> None:
+    text = ws.config.read_text().replace(
+        "store: store.db", "store: postgresql://u:${STORE_PW}@db.example/cs"
+    )
+    ws.write_config(text=text)
+    done = ws.run("--json", "list-jobs", env={"STORE_PW": "pgS3cret"})
+    assert done.returncode == 2
+    assert "pgS3cret" not in done.stdout + done.stderr
+    assert json.loads(done.stdout)["error"] == (
+        f"{ws.config}: At 'store': server URLs are not supported by this version, only SQLite "
+        "files; set `store` to a file path"
+    )
