@@ -6,6 +6,9 @@ Generates a realistic recipient file (10 columns, ~80 bytes a row) into bench/ou
 round times, side by side on the same file:
 
 * the sqlite3 CLI importing it into a fresh table (the yardstick);
+* the store's side alone: rows already parsed by the CLI (untimed), SQLite normalising,
+  building the JSON, sorting, inserting into an empty list and committing — no Python per
+  row. No engine on this schema can be faster; its ratio shows what is left for the rest;
 * `upsert` into an empty list (every row inserted);
 * `upsert` of the same file again into the now full list (every row unchanged; --force).
 
@@ -53,6 +56,34 @@ options = runner.RunOptions(file=Path({file!r}), force=True)
 result = runner.run_job(cfg, "bench-import", "import", options)
 assert result.status == "succeeded", result.error
 print(json.dumps(result.counts))
+"""
+
+
+# The floor: the store's side of an import into an empty list with no Python per row at all.
+# The rows come already parsed (by the sqlite3 CLI, untimed) and SQLite alone normalises
+# the address, builds the fields' JSON, sorts and inserts into the store and commits. No
+# checks, no rejects: what any engine on this schema must spend at least.
+FLOOR = """\
+import sys
+sys.path.insert(0, {root!r})
+from campaign_sync import merge, store
+conn = store.connect({store!r})
+conn.execute("ATTACH ? AS src", ({source!r},))
+conn.execute(f"PRAGMA main.cache_size = -{{merge.MAIN_CACHE_KIB}}")
+conn.execute(f"PRAGMA temp.cache_size = -{{merge.TEMP_CACHE_KIB}}")
+with store.transaction(conn):
+    list_id = store.list_id(conn, "bench", create=True)
+    now = store.now()
+    conn.execute(
+        "INSERT INTO recipients (list_id, email, status, fields, doi_confirmed_at, "
+        "created_at, updated_at) SELECT ?, lower(trim(email)), 'active', json_object("
+        "'first_name', first_name, 'last_name', last_name, 'salutation', salutation, "
+        "'city', city, 'zip', zip, 'country', country, 'birthday', birthday, "
+        "'customer_id', customer_id), nullif(doi_confirmed_at, ''), ?, ? "
+        "FROM src.t ORDER BY 2",
+        (list_id, now, now),
+    )
+print(conn.execute("SELECT count(*) FROM recipients").fetchone()[0], "rows")
 """
 
 
@@ -123,6 +154,16 @@ def sqlite_cli(file: Path, work: Path) -> tuple[float, float, int, str]:
     return measured
 
 
+def store_floor(file: Path, work: Path) -> tuple[float, float, int, str]:
+    source, target = work / "floor-source.db", work / "floor-store.db"
+    subprocess.run(["sqlite3", str(source), ".mode csv", f".import {file} t"], check=True)
+    script = FLOOR.format(root=str(ROOT), store=str(target), source=str(source))
+    measured = child_run([sys.executable, "-c", script], work)
+    for path in work.glob("floor-*"):
+        path.unlink()
+    return measured
+
+
 def engine(file: Path, work: Path) -> tuple[float, float, int, str]:
     script = CHILD.format(root=str(ROOT), config=str(work / "campaign-sync.yaml"), file=str(file))
     return child_run([sys.executable, "-c", script], work)
@@ -140,15 +181,17 @@ def main() -> None:
     file = OUT / f"recipients-{args.rows}.csv"
     generate(file, args.rows)
     print(f"file: {file} ({file.stat().st_size / 1e6:.1f} MB, {args.rows:,} rows)")
-    times: dict[str, list[float]] = {"sqlite3": [], "empty": [], "full": []}
-    cpus: dict[str, list[float]] = {"sqlite3": [], "empty": [], "full": []}
-    peaks: dict[str, list[int]] = {"sqlite3": [], "empty": [], "full": []}
+    names = ("sqlite3", "floor", "empty", "full")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
+    peaks: dict[str, list[int]] = {name: [] for name in names}
     for round_no in range(1, args.rounds + 1):
         work = OUT / f"work-{round_no}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         (work / "campaign-sync.yaml").write_text(CONFIG)
         measured = [("sqlite3", *sqlite_cli(file, work))]
+        measured.append(("floor", *store_floor(file, work)))
         measured.append(("empty", *engine(file, work)))
         measured.append(("full", *engine(file, work)))
         for name, seconds, cpu, rss, counts in measured:
@@ -168,6 +211,12 @@ def main() -> None:
     print(
         f"  sqlite3 .import      {base:7.2f} s  cpu {base_cpu:6.2f} s  "
         f"peak {max(peaks['sqlite3']) / 1e6:6.1f} MB"
+    )
+    floor, floor_cpu = statistics.median(times["floor"]), statistics.median(cpus["floor"])
+    print(
+        f"  store side alone     {floor:7.2f} s  cpu {floor_cpu:6.2f} s  "
+        f"ratio {floor / base:4.2f}x wall  (SQLite only: no parsing or checks in Python; "
+        "the floor of any engine on this schema)"
     )
     for name, label in (("empty", "upsert, empty list"), ("full", "upsert, full list")):
         median, cpu = statistics.median(times[name]), statistics.median(cpus[name])
