@@ -59,10 +59,10 @@ def write_export(
     """Write the job's rows to `staging`; returns the number of data rows written.
 
     `changed_since` is the watermark of the job's last successful run when the job is
-    `changes_only` (None on its first run, which exports everything).
+    `changes_only` (None on its first run, which exports everything). The file is gzipped
+    when `staging` is named like one (the caller names it after the file's final name).
     """
-    compress = job.target is not None and job.target.path.endswith(".gz")
-    writer = CsvWriter(staging, job.format, compress=compress)
+    writer = CsvWriter(staging, job.format, compress=staging.name.endswith(".gz"))
     try:
         _register_date_format(conn, job.format.date_format)
         if job.type == "recipient-export":

@@ -53,6 +53,10 @@ class MergeContext:
     run_id: int | None
     force: bool = False
     now: str = field(default_factory=store.now)
+    # What the run has seen once its rows are staged (set by check_rejects): a run that a
+    # limit stops still reports its counts and its rejects file.
+    counts: Counter[str] | None = None
+    rejects: Rejects | None = None
 
 
 class Rejects:
@@ -153,6 +157,7 @@ def check_limit(count: int, total: int, limit: Limit, what: str, hint: str) -> N
 def check_rejects(ctx: MergeContext, counts: Counter[str], rejects: Rejects) -> None:
     """Fail the run (nothing applied) when more rows were rejected than max_rejects allows."""
     counts["rejected"] = rejects.count
+    ctx.counts, ctx.rejects = counts, rejects
     check_limit(
         rejects.count,
         counts["read"],
@@ -375,8 +380,8 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
     counts["duplicates"] = counts["read"] - rejects.count - distinct
     if job.mode == "replace":
         members, removed = (0, 0) if direct else _members_and_removed(conn, list_id)
-        guard_removals(ctx, members, removed, distinct, f"list '{job.list}'")
         counts["removed"] = removed
+        guard_removals(ctx, members, removed, distinct, f"list '{job.list}'")
     if not direct:
         _apply(conn, params, counts, replace=job.mode == "replace")
     conn.execute("DROP TABLE IF EXISTS temp.incoming")

@@ -61,8 +61,8 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
             "SELECT count(*), count(*) FILTER "
             "(WHERE pattern NOT IN (SELECT pattern FROM incoming)) FROM blocklist"
         ).fetchone()
-        guard_removals(ctx, members, removed, distinct, "the blocklist")
         counts["removed"] = removed
+        guard_removals(ctx, members, removed, distinct, "the blocklist")
     _apply(ctx, replace=job.mode == "replace")
     conn.execute("DROP TABLE temp.incoming")
     zero(counts, *(("removed",) if job.mode == "replace" else ()))

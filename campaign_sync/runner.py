@@ -8,8 +8,11 @@ usage errors are raised instead: they change nothing and record nothing.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import logging
+import os
+import shutil
 import sqlite3
 import time
 from contextlib import AbstractContextManager
@@ -19,7 +22,15 @@ from typing import TYPE_CHECKING
 
 from . import runs, store, workdir
 from .config import Config, JobConfig
-from .errors import CampaignSyncError, SourceMissing, TransferError, UsageError, one_line
+from .errors import (
+    EXIT_FAILED,
+    CampaignSyncError,
+    LimitExceeded,
+    SourceMissing,
+    TransferError,
+    UsageError,
+    one_line,
+)
 from .paths import render
 from .result import FileInfo, RunResult
 from .schedule import zone
@@ -70,12 +81,22 @@ def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunRes
         )
     if options.file is not None and not options.file.is_file():
         raise UsageError(f"--file {options.file}: no such file")
+    if options.output is not None:
+        _check_output(options.output)
     with runs.job_lock(config.work_dir, name):
         conn = store.connect(config.store)
         try:
             return _run_locked(config, job, options, conn)
         finally:
             conn.close()
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an --output the export could not be placed at, before anything runs."""
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder; name the file to write")
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {output}: there is no folder {output.parent}")
 
 
 def _run_locked(
@@ -100,16 +121,26 @@ def _run_locked(
             _dispatch(ctx)
     except CampaignSyncError as exc:
         _fail(result, str(exc), exc.exit_code)
+    except OSError as exc:
+        # The machine, not the data: a full disk, a permission, a vanished folder.
+        _fail(result, _os_error(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM from cron's `timeout`: everything is rolled back by now.
+        _fail(result, "interrupted; the run was rolled back and recorded", EXIT_FAILED)
+        result.status = "interrupted"
     except BaseException as exc:
-        # A bug or an interrupt: record it, tell the operator, then let it propagate.
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"internal error: {exc!r}"
-        _fail(result, reason, 1)
-        if isinstance(exc, KeyboardInterrupt):
-            result.status = "interrupted"
+        # A bug: record it, then let it propagate with its traceback.
+        _fail(result, f"internal error: {exc!r}", EXIT_FAILED)
         _close(ctx, clock)
         raise
     _close(ctx, clock)
     return result
+
+
+def _os_error(exc: OSError) -> str:
+    """'No space left on device: /var/…' — what and where, without a traceback."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def _fail(result: RunResult, error: str, exit_code: int) -> None:
@@ -285,6 +316,13 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
             conn.execute("ROLLBACK")
             return
         _finish_in_transaction(ctx, "succeeded")
+    except LimitExceeded:
+        conn.execute("ROLLBACK")
+        if merge_ctx.counts is not None:  # what would have been applied, for the operator
+            result.counts = dict(merge_ctx.counts)
+        if merge_ctx.rejects is not None:
+            _record_rejects(result, merge_ctx.rejects)
+        raise
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -324,7 +362,9 @@ def _export(ctx: RunContext) -> None:
     job, options, result, conn = ctx.job, ctx.options, ctx.result, ctx.conn
     assert job.target is not None
     remote = render(job.target.path, ctx.day)
-    staged = workdir.staging_file(ctx.config.work_dir, job.name, _suffix(remote))
+    # Compressed or not as the file's final name says: --output x.csv is plain CSV.
+    final_name = str(options.output) if options.output else remote
+    staged = workdir.staging_file(ctx.config.work_dir, job.name, _suffix(final_name))
     try:
         changed_since = runs.last_watermark(conn, job.name) if job.changes_only else None
         # Holding the write lock while reading makes the snapshot and its watermark agree:
@@ -345,8 +385,7 @@ def _export(ctx: RunContext) -> None:
             result.message = f"dry run: {written} rows would be written to {destination}"
             return
         if options.output:
-            staged.replace(options.output)
-            staged = None
+            _place(staged, options.output)
         else:
             server = ctx.config.servers[job.target.server]
             with open_transfer(server) as transfer, ctx.progress(remote) as progress:
@@ -355,6 +394,25 @@ def _export(ctx: RunContext) -> None:
             _finish_in_transaction(ctx, "succeeded")
     finally:
         workdir.remove_quietly(staged)
+
+
+def _place(staged: Path, output: Path) -> None:
+    """Put the finished export at `output` whole or not at all: a rename, or across file
+    systems a copy beside it that is then renamed (never a half-written file there)."""
+    try:
+        staged.replace(output)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    partial = output.with_name(f".{output.name}.part")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, as staged
+        with open(staged, "rb") as reader, open(fd, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        partial.replace(output)
+    finally:
+        workdir.remove_quietly(partial)
 
 
 # --------------------------------------------------------------------------- dispatch

@@ -102,7 +102,29 @@ def engine_call(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Command(click.Group):
+    """Usage errors (a bad option, a missing argument, --date 2026-13-01) also give a JSON
+    document when --json was asked for: a script reading stdout gets one either way."""
+
+    def main(self, args: Any = None, *pos: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, *pos, standalone_mode=False, **kw)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, *pos, standalone_mode=False, **kw)
+        except click.ClickException as exc:
+            if "--json" in argv:
+                message = one_line(exc.format_message())
+                output.emit_json({"error": message, "exit_code": exc.exit_code})
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -127,7 +149,11 @@ pass_settings = click.make_pass_decorator(Settings)
 def _parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None):
     if value is None:
         return None
+    # Exactly YYYY-MM-DD: fromisoformat alone also takes 20261101 and 2026-W48, and a
+    # backfill must not run for a day the operator did not type.
     try:
+        if len(value) != 10 or value[4] != "-" or value[7] != "-":
+            raise ValueError(value)
         return datetime.date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"'{value}' is not a date like 2026-01-31") from None

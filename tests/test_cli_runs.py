@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import gzip
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from conftest import SAMPLE, Workspace
@@ -371,3 +375,109 @@ def test_a_server_url_as_store_is_a_config_error_that_never_shows_the_url(
         f"{ws.config}: At 'store': server URLs are not supported by this version, only SQLite "
         "files; set `store` to a file path"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ("import", "newsletter-import", "--date", "2026-13-01"),
+            "Invalid value for '--date': '2026-13-01' is not a date like 2026-01-31",
+        ),
+        (
+            ("import", "newsletter-import", "--date", "20261101"),
+            "Invalid value for '--date': '20261101' is not a date like 2026-01-31",
+        ),
+        (
+            ("export", "newsletter-export", "--date", "2026-W48"),
+            "Invalid value for '--date': '2026-W48' is not a date like 2026-01-31",
+        ),
+        (("history", "--limit", "0"), None),
+        (("import",), "Missing argument 'JOB'."),
+        (("frobnicate",), "No such command 'frobnicate'."),
+    ],
+)
+def test_usage_errors_in_json_mode_print_one_json_document(
+    ws: Workspace, args: tuple[str, ...], error: str | None
+) -> None:
+    done = ws.run("--json", *args)
+    assert done.returncode == 2
+    document = json.loads(done.stdout)
+    assert document["exit_code"] == 2
+    if error is not None:
+        assert document["error"] == error
+    assert "Usage: campaign-sync" in done.stderr  # the operator still gets Click's help line
+    assert not ws.store.exists()
+
+
+def test_export_output_must_be_a_file_in_an_existing_folder(ws: Workspace) -> None:
+    for output, error in (
+        (ws.root, f"--output {ws.root} is a folder; name the file to write"),
+        (
+            ws.root / "nope" / "x.csv",
+            f"--output {ws.root}/nope/x.csv: there is no folder {ws.root}/nope",
+        ),
+    ):
+        done = ws.run("--json", "export", "newsletter-export", "--output", str(output))
+        assert done.returncode == 2
+        assert json.loads(done.stdout) == {"error": error, "exit_code": 2}
+    assert not ws.store.exists()  # refused before anything ran: no failed run to alert on
+
+
+def test_export_output_is_compressed_as_its_own_name_says(ws: Workspace) -> None:
+    text = ws.config.read_text().replace("/export/newsletter.csv", "/export/newsletter.csv.gz")
+    ws.write_config(text=text)
+    drop_for(ws, "20261101", SAMPLE)
+    ws.cli("import", "newsletter-import", "--date", "2026-11-01")
+    plain, packed = ws.root / "plain.csv", ws.root / "packed.csv.gz"
+    assert ws.cli("export", "newsletter-export", "--output", str(plain)).exit_code == 0
+    assert ws.cli("export", "newsletter-export", "--output", str(packed)).exit_code == 0
+    assert plain.read_text(encoding="utf-8").splitlines()[1] == "anna@example.com,Anna,Schmidt"
+    assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+
+
+def test_export_output_on_another_file_system_is_copied_whole(ws: Workspace) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(ws.root).st_dev:
+        pytest.fail("this test needs /dev/shm on another file system than the test's folder")
+    folder = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        drop_for(ws, "20261101", SAMPLE)
+        ws.cli("import", "newsletter-import", "--date", "2026-11-01")
+        target = folder / "out.csv"
+        done = ws.run("export", "newsletter-export", "--output", str(target))
+        assert done.returncode == 0, done.stderr
+        assert len(target.read_text(encoding="utf-8").splitlines()) == 4
+        assert oct(target.stat().st_mode & 0o777) == "0o600"
+        assert sorted(p.name for p in folder.iterdir()) == ["out.csv"]
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_run_stopped_by_max_rejects_still_reports_its_counts_and_rejects(
+    ws: Workspace,
+) -> None:
+    drop_for(ws, "20261101", SAMPLE + "bad-1;X;Y;\nbad-2;X;Y;\nbad-3;X;Y;\nbad-4;X;Y;\n")
+    done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 1
+    run = json.loads(done.stdout)
+    assert run["status"] == "failed"
+    assert run["error"].startswith("4 of 7 rows were rejected, more than the limit 50%")
+    assert run["counts"]["read"] == 7 and run["counts"]["rejected"] == 4
+    assert [r["line"] for r in run["first_rejects"]] == [5, 6, 7, 8]
+    assert Path(run["rejects_file"]).is_file()
+    assert ws.recipients() == {}  # nothing applied
+
+
+def test_a_machine_problem_during_a_run_is_a_failed_run_not_a_traceback(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    blocked = ws.root / "var" / "staging" / "newsletter-import"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the staging folder should be")
+    done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    run = json.loads(done.stdout)
+    assert run["status"] == "failed"
+    assert run["error"] == f"File exists: {blocked}"
+    assert ws.query("SELECT status, error FROM runs") == [("failed", run["error"])]
