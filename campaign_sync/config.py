@@ -338,10 +338,10 @@ class _Validator:
             return {}
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a mapping, got {_kind(value)}")
-        for k in value:
-            if k not in allowed:
-                raise self.fail(_join(key, k), f"unknown key (allowed here: {', '.join(allowed)})")
-        return value
+        unknown = [k for k in value if k not in allowed]
+        for k in unknown:
+            self.note(self.fail(_join(key, k), f"unknown key (allowed here: {', '.join(allowed)})"))
+        return {k: v for k, v in value.items() if k not in unknown}
 
     def string(self, value: Any, key: str, *, choices: tuple[str, ...] = ()) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -429,6 +429,19 @@ class _Validator:
             self.collected.append(str(exc))
             return default
 
+    def note(self, problem: ConfigError) -> None:
+        """Raise the problem; when collecting, note it and go on."""
+        if self.collected is None:
+            raise problem
+        self.collected.append(str(problem))
+
+    def settle(self, values: dict[str, Any], name: str, build: Any) -> None:
+        """values[name] = build(), unless (when collecting) it had a problem: then it is
+        noted and the key left unset, so the checks after it see no made-up value."""
+        value = self.attempt(build)
+        if value is not None:
+            values[name] = value
+
     def config(self, raw: dict[str, Any]) -> Config:
         top = self.mapping(raw, "", TOP_LEVEL_KEYS)
         servers_raw = top.get("servers") or {}
@@ -453,7 +466,27 @@ class _Validator:
             )
             if job is not None:
                 jobs[job.name] = job
-        store = self.string(top.get("store", "campaign-sync.db"), "store")
+        return Config(
+            path=self.path,
+            store=self.attempt(lambda: self.store(top.get("store", "campaign-sync.db")), ""),
+            work_dir=self.attempt(
+                lambda: self.local_path(top.get("work_dir", "var"), "work_dir"), Path()
+            ),
+            timezone=timezone,
+            log_file=self.attempt(
+                lambda: (
+                    self.local_path(top["log_file"], "log_file") if top.get("log_file") else None
+                )
+            ),
+            servers=servers,
+            smtp=smtp,
+            notify=self.attempt(lambda: self.notify(top.get("notify")), NotifyConfig()),
+            bounces=self.attempt(lambda: self.bounces(top.get("bounces")), BounceLimits()),
+            jobs=jobs,
+        )
+
+    def store(self, value: Any) -> str:
+        store = self.string(value, "store")
         if "://" in store:
             # Not quoted back: a server URL may carry a password.
             raise self.fail(
@@ -461,19 +494,7 @@ class _Validator:
                 "server URLs are not supported by this version, only SQLite files; "
                 "set `store` to a file path",
             )
-        store = str(self.local_path(store, "store"))
-        return Config(
-            path=self.path,
-            store=store,
-            work_dir=self.local_path(top.get("work_dir", "var"), "work_dir"),
-            timezone=timezone,
-            log_file=self.local_path(top["log_file"], "log_file") if top.get("log_file") else None,
-            servers=servers,
-            smtp=smtp,
-            notify=self.attempt(lambda: self.notify(top.get("notify")), NotifyConfig()),
-            bounces=self.attempt(lambda: self.bounces(top.get("bounces")), BounceLimits()),
-            jobs=jobs,
-        )
+        return str(self.local_path(store, "store"))
 
     def timezone(self, value: Any) -> str | None:
         if value is None:
@@ -529,7 +550,7 @@ class _Validator:
         if spec.get("key_file") is not None:
             key_file = self.local_path(spec["key_file"], f"{key}.key_file")
             if not os.access(key_file, os.R_OK):
-                raise self.fail(f"{key}.key_file", f"cannot read key file {key_file}")
+                self.note(self.fail(f"{key}.key_file", f"cannot read key file {key_file}"))
         known_hosts = None
         if spec.get("known_hosts") is not None:
             known_hosts = self.local_path(spec["known_hosts"], f"{key}.known_hosts")
@@ -537,8 +558,11 @@ class _Validator:
         if spec.get("host_key") is not None:
             host_key = self.string(spec["host_key"], f"{key}.host_key")
             if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", host_key):
-                raise self.fail(
-                    f"{key}.host_key", "expected a fingerprint like SHA256:<43 base64 characters>"
+                self.note(
+                    self.fail(
+                        f"{key}.host_key",
+                        "expected a fingerprint like SHA256:<43 base64 characters>",
+                    )
                 )
         if known_hosts is None and host_key is None:
             known_hosts = Path("~/.ssh/known_hosts").expanduser()
@@ -546,19 +570,27 @@ class _Validator:
             name=name,
             type="ssh",
             host=self.string(spec["host"], f"{key}.host"),
-            port=self.integer(spec.get("port", 22), f"{key}.port", minimum=1, maximum=65535),
+            port=self.attempt(
+                lambda: self.integer(spec.get("port", 22), f"{key}.port", minimum=1, maximum=65535)
+            ),
             user=self.string(spec["user"], f"{key}.user") if spec.get("user") else None,
             key_file=key_file,
             key_passphrase=self.secret(spec.get("key_passphrase"), f"{key}.key_passphrase"),
             password=self.secret(spec.get("password"), f"{key}.password"),
             known_hosts=known_hosts,
             host_key=host_key,
-            protocol=self.string(
-                spec.get("protocol", "scp"), f"{key}.protocol", choices=("scp", "sftp")
+            protocol=self.attempt(
+                lambda: self.string(
+                    spec.get("protocol", "scp"), f"{key}.protocol", choices=("scp", "sftp")
+                )
             ),
-            timeout=self.number(spec.get("timeout", 30), f"{key}.timeout", minimum=0.1),
-            retries=self.integer(spec.get("retries", 3), f"{key}.retries", maximum=20),
-            agent=self.boolean(spec.get("agent", False), f"{key}.agent"),
+            timeout=self.attempt(
+                lambda: self.number(spec.get("timeout", 30), f"{key}.timeout", minimum=0.1)
+            ),
+            retries=self.attempt(
+                lambda: self.integer(spec.get("retries", 3), f"{key}.retries", maximum=20)
+            ),
+            agent=self.attempt(lambda: self.boolean(spec.get("agent", False), f"{key}.agent")),
         )
 
     def smtp(self, raw: Any) -> SmtpConfig:
@@ -655,11 +687,13 @@ class _Validator:
                 raise self.fail(f"{key}.list", f"required for a {kind} job")
             values["list"] = self.string(spec["list"], f"{key}.list")
         if spec.get("schedule") is not None:
-            values["schedule"] = self.schedule(spec["schedule"], f"{key}.schedule")
+            self.settle(
+                values, "schedule", lambda: self.schedule(spec["schedule"], f"{key}.schedule")
+            )
         if spec.get("notify") is not None:
-            values["notify"] = self.addresses(spec["notify"], f"{key}.notify")
+            self.settle(values, "notify", lambda: self.addresses(spec["notify"], f"{key}.notify"))
         if "format" in spec:
-            values["format"] = self.csv_format(spec["format"], f"{key}.format")
+            self.settle(values, "format", lambda: self.csv_format(spec["format"], f"{key}.format"))
 
         if kind in IMPORT_TYPES:
             values.update(self.import_settings(key, spec, declared))
@@ -706,91 +740,110 @@ class _Validator:
     ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if spec.get("source") is not None:
-            skey = f"{key}.source"
-            src = self.mapping(
-                spec["source"], skey, ("server", "path", "missing", "after", "archive_dir")
-            )
-            for required in ("server", "path"):
-                if required not in src:
-                    raise self.fail(f"{skey}.{required}", "required")
-            after = self.string(
-                src.get("after", "keep"), f"{skey}.after", choices=("keep", "delete", "archive")
-            )
-            archive_dir = None
-            if after == "archive":
-                if not src.get("archive_dir"):
-                    raise self.fail(f"{skey}.archive_dir", "required when after is archive")
-                archive_dir = self.string(src["archive_dir"], f"{skey}.archive_dir")
-            values["source"] = SourceConfig(
-                server=self.server_ref(src["server"], f"{skey}.server", servers),
-                path=self.remote_path(src["path"], f"{skey}.path"),
-                missing=self.string(
-                    src.get("missing", "fail"), f"{skey}.missing", choices=("fail", "skip")
-                ),
-                after=after,
-                archive_dir=archive_dir,
-            )
+            self.settle(values, "source", lambda: self.source(f"{key}.source", spec, servers))
         if spec.get("columns") is not None:
-            ckey = f"{key}.columns"
-            columns = spec["columns"]
-            if not isinstance(columns, dict):
-                raise self.fail(ckey, f"expected a mapping of header: field, got {_kind(columns)}")
-            mapped = {}
-            for header, target in columns.items():
-                target = self.string(target, f"{ckey}.{header}")
-                if not FIELD_NAME.match(target):
-                    raise self.fail(
-                        f"{ckey}.{header}",
-                        f"'{target}' is not a field name (lower-case letters, digits, _)",
-                    )
-                mapped[str(header)] = target
-            values["columns"] = mapped
+            self.settle(values, "columns", lambda: self.columns(f"{key}.columns", spec["columns"]))
         if spec.get("mode") is not None:
-            values["mode"] = self.string(spec["mode"], f"{key}.mode", choices=IMPORT_MODES)
+            self.settle(
+                values,
+                "mode",
+                lambda: self.string(spec["mode"], f"{key}.mode", choices=IMPORT_MODES),
+            )
         if spec["type"] in ("unsubscriber-import", "bounce-import") and values.get(
             "mode", "upsert"
         ) not in ("upsert", "add-only"):
-            raise self.fail(f"{key}.mode", f"a {spec['type']} job only adds (mode upsert)")
-        if spec.get("max_rejects") is not None:
-            values["max_rejects"] = self.limit(spec["max_rejects"], f"{key}.max_rejects")
-        if spec.get("max_removals") is not None:
-            values["max_removals"] = self.limit(spec["max_removals"], f"{key}.max_removals")
+            self.note(self.fail(f"{key}.mode", f"a {spec['type']} job only adds (mode upsert)"))
+        for limit in ("max_rejects", "max_removals"):
+            if spec.get(limit) is not None:
+                self.settle(values, limit, lambda n=limit: self.limit(spec[n], f"{key}.{n}"))
         return values
+
+    def source(self, skey: str, spec: dict[str, Any], servers: dict[str, Any]) -> SourceConfig:
+        src = self.mapping(
+            spec["source"], skey, ("server", "path", "missing", "after", "archive_dir")
+        )
+        for required in ("server", "path"):
+            if required not in src:
+                raise self.fail(f"{skey}.{required}", "required")
+        after = self.string(
+            src.get("after", "keep"), f"{skey}.after", choices=("keep", "delete", "archive")
+        )
+        archive_dir = None
+        if after == "archive":
+            if not src.get("archive_dir"):
+                raise self.fail(f"{skey}.archive_dir", "required when after is archive")
+            archive_dir = self.string(src["archive_dir"], f"{skey}.archive_dir")
+        # Each key checked on its own (attempt), so validate reports all of them.
+        return SourceConfig(
+            server=self.attempt(lambda: self.server_ref(src["server"], f"{skey}.server", servers)),
+            path=self.attempt(lambda: self.remote_path(src["path"], f"{skey}.path")),
+            missing=self.attempt(
+                lambda: self.string(
+                    src.get("missing", "fail"), f"{skey}.missing", choices=("fail", "skip")
+                )
+            ),
+            after=after,
+            archive_dir=archive_dir,
+        )
+
+    def columns(self, ckey: str, columns: Any) -> dict[str, str]:
+        if not isinstance(columns, dict):
+            raise self.fail(ckey, f"expected a mapping of header: field, got {_kind(columns)}")
+        mapped = {}
+        for header, target in columns.items():
+            target = self.string(target, f"{ckey}.{header}")
+            if not FIELD_NAME.match(target):
+                raise self.fail(
+                    f"{ckey}.{header}",
+                    f"'{target}' is not a field name (lower-case letters, digits, _)",
+                )
+            mapped[str(header)] = target
+        return mapped
 
     def export_settings(
         self, key: str, spec: dict[str, Any], servers: dict[str, Any]
     ) -> dict[str, Any]:
         values: dict[str, Any] = {}
+        self.settle(values, "target", lambda: self.target(f"{key}.target", spec, servers))
+        if spec.get("fields") is not None:
+            self.settle(values, "fields", lambda: self.fields(f"{key}.fields", spec["fields"]))
+        if spec.get("include") is not None:
+            self.settle(
+                values,
+                "include",
+                lambda: self.string(spec["include"], f"{key}.include", choices=("active", "all")),
+            )
+        if spec.get("changes_only") is not None:
+            self.settle(
+                values,
+                "changes_only",
+                lambda: self.boolean(spec["changes_only"], f"{key}.changes_only"),
+            )
+        return values
+
+    def target(self, tkey: str, spec: dict[str, Any], servers: dict[str, Any]) -> TargetConfig:
         if spec.get("target") is None:
-            raise self.fail(f"{key}.target", "required for an export job")
-        tkey = f"{key}.target"
+            raise self.fail(tkey, "required for an export job")
         tgt = self.mapping(spec["target"], tkey, ("server", "path", "atomic"))
         for required in ("server", "path"):
             if required not in tgt:
                 raise self.fail(f"{tkey}.{required}", "required")
-        values["target"] = TargetConfig(
-            server=self.server_ref(tgt["server"], f"{tkey}.server", servers),
-            path=self.remote_path(tgt["path"], f"{tkey}.path"),
-            atomic=self.boolean(tgt.get("atomic", True), f"{tkey}.atomic"),
+        return TargetConfig(
+            server=self.attempt(lambda: self.server_ref(tgt["server"], f"{tkey}.server", servers)),
+            path=self.attempt(lambda: self.remote_path(tgt["path"], f"{tkey}.path")),
+            atomic=self.attempt(lambda: self.boolean(tgt.get("atomic", True), f"{tkey}.atomic")),
         )
-        if spec.get("fields") is not None:
-            fkey = f"{key}.fields"
-            if not isinstance(spec["fields"], list) or not spec["fields"]:
-                raise self.fail(fkey, "expected a non-empty list of field names")
-            names = []
-            for i, item in enumerate(spec["fields"]):
-                field_name = self.string(item, f"{fkey}[{i}]")
-                if not FIELD_NAME.match(field_name):
-                    raise self.fail(f"{fkey}[{i}]", f"'{field_name}' is not a field name")
-                names.append(field_name)
-            values["fields"] = tuple(names)
-        if spec.get("include") is not None:
-            values["include"] = self.string(
-                spec["include"], f"{key}.include", choices=("active", "all")
-            )
-        if spec.get("changes_only") is not None:
-            values["changes_only"] = self.boolean(spec["changes_only"], f"{key}.changes_only")
-        return values
+
+    def fields(self, fkey: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(fkey, "expected a non-empty list of field names")
+        names = []
+        for i, item in enumerate(value):
+            field_name = self.string(item, f"{fkey}[{i}]")
+            if not FIELD_NAME.match(field_name):
+                raise self.fail(f"{fkey}[{i}]", f"'{field_name}' is not a field name")
+            names.append(field_name)
+        return tuple(names)
 
 
 def _kind(value: Any) -> str:

@@ -187,6 +187,51 @@ def test_validate_lists_every_problem_and_exits_2(ws: Workspace) -> None:
     assert "At 'jobs.newsletter-export.target.colour': unknown key" in problems[1]
 
 
+VALIDATE_MANY = """\
+store: store.db
+bogus: 1
+servers:
+  s1: {type: ssh, host: h, key_file: /nonexistent/key, port: "abc"}
+jobs:
+  a-import:
+    type: recipient-import
+    list: l
+    source: {server: nosuch, path: /x.csv, missing: maybe}
+    mode: merge
+    max_rejects: lots
+    columns: {E-Mail: Email}
+  b-export:
+    type: recipient-export
+    list: l
+    target: {server: s1, path: /x.csv, colour: red, atomic: perhaps}
+    fields: [email, "Bad Field"]
+    include: some
+"""
+
+
+def test_validate_reports_every_problem_of_a_section_not_only_its_first(ws: Workspace) -> None:
+    ws.write_config(text=VALIDATE_MANY)
+    done = ws.run("validate")
+    assert done.returncode == 2
+    where = [line.split("': ")[0].split("At '")[1] for line in done.stdout.splitlines()]
+    assert where == [
+        "bogus",
+        "servers.s1.key_file",
+        "servers.s1.port",
+        "jobs.a-import.source.server",
+        "jobs.a-import.source.missing",
+        "jobs.a-import.columns.E-Mail",
+        "jobs.a-import.mode",
+        "jobs.a-import.max_rejects",
+        "jobs.b-export.target.colour",
+        "jobs.b-export.target.atomic",
+        "jobs.b-export.fields[1]",
+        "jobs.b-export.include",
+    ]
+    # Loading (every other command) still stops at the first problem.
+    assert ws.run("list-jobs").stderr.startswith(f"campaign-sync: error: {ws.config}: At 'bogus'")
+
+
 def test_validate_ok_and_json(ws: Workspace) -> None:
     done = ws.run("--json", "validate")
     assert done.returncode == 0
