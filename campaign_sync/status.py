@@ -7,6 +7,7 @@ transfer or mail code, so that monitoring stays fast.
 from __future__ import annotations
 
 import datetime
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,34 @@ def problems(states: list[dict[str, Any]]) -> list[str]:
         elif state["state"] == "overdue":
             found.append(f"{state['name']}: overdue (schedule '{state['schedule']}')")
     return found
+
+
+def unusable_paths(config: Config) -> list[str]:
+    """The folders every run writes to, where this user could not write: each run would
+    fail before it is even recorded, so monitoring must say so. Creates nothing."""
+    found = []
+    places = [("work_dir", config.work_dir), ("store", Path(config.store).parent)]
+    if config.log_file is not None:
+        places.append(("log_file", config.log_file.parent))
+    for key, folder in places:
+        problem = _unwritable(folder)
+        if problem:
+            found.append(f"{key}: {folder} {problem}; runs cannot start")
+    return found
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why `folder` could not be used (or made) by this user; None if it could."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot be made: {existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"is not writable ({existing})"
+    return None
 
 
 def list_counts(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:

@@ -335,12 +335,12 @@ def _executable() -> str:
 @pass_settings
 @engine_call
 def check(settings: Settings) -> None:
-    """For monitoring: exit 1 naming the jobs that are overdue or whose last run failed."""
+    """For monitoring: exit 1 naming overdue or failing jobs, and folders runs cannot use."""
     from campaign_sync import status
 
     config = settings.config()
     states = status.job_states(config, status.open_store(config))
-    found = status.problems(states)
+    found = status.unusable_paths(config) + status.problems(states)
     if settings.as_json:
         output.emit_json({"ok": not found, "problems": found})
     else:

@@ -77,6 +77,19 @@ def test_a_skipped_run_after_the_scheduled_time_answers_it(ws: Workspace) -> Non
     assert ws.run("check").returncode == 0
 
 
+def test_check_names_a_work_dir_where_runs_could_not_start(ws: Workspace) -> None:
+    # Every run would fail before it is recorded: no failed run for check to see.
+    (ws.root / "file").write_text("not a folder")
+    ws.write_config(text=ws.config.read_text().replace("work_dir: var", "work_dir: file/var"))
+    done = ws.run("check")
+    assert done.returncode == 1
+    assert done.stdout.strip() == (
+        f"work_dir: {ws.root}/file/var cannot be made: {ws.root}/file is not a folder; "
+        "runs cannot start"
+    )
+    assert not (ws.root / "store.db").exists()
+
+
 def test_failing_job_is_named_by_check_with_its_error(ws: Workspace) -> None:
     prepared(ws)
     record_run(
