@@ -94,8 +94,9 @@ def format_date(stored: str, date_format: str, tz: datetime.tzinfo) -> str:
     return moment.astimezone(tz).strftime(date_format)
 
 
-# Distinct dates per export are few next to its rows: an import stamps all its rows with one
-# change time, and partner dates repeat. A hit costs <0.1 µs, a miss ~2.3 µs.
+# Distinct dates per export are mostly few next to its rows: an import stamps all its rows
+# with one change time, and partner dates repeat. Per cell through SQLite (1M cells): ~0.2 µs
+# on a hit against ~2.7 µs uncached; a miss costs ~0.5 µs more than no cache at all.
 FORMAT_CACHE = 4096
 
 
