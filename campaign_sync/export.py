@@ -9,7 +9,6 @@ Recipient statuses are statuses.py's: ``include: active`` writes the active memb
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sqlite3
@@ -21,8 +20,10 @@ from typing import Any
 from . import store
 from .config import BounceLimits, JobConfig
 from .csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
+from .dates import date_formatter
 from .errors import InputError
 from .export_parts import ChildPart, serve_part, write_in_order
+from .schedule import zone
 from .statuses import (
     SqlPlan,
     blocklist_sql,
@@ -55,18 +56,20 @@ def write_export(
     staging: Path,
     *,
     changed_since: str | None,
+    timezone: str | None = None,
 ) -> int:
     """Write the job's rows to `staging`; returns the number of data rows written.
 
     `changed_since` is the watermark of the job's last successful run when the job is
-    `changes_only` (None on its first run, which exports everything). The file is gzipped
-    when `staging` is named like one (the caller names it after the file's final name).
+    `changes_only` (None on its first run, which exports everything). `timezone` is the
+    config's (None: the machine's zone): a job's `date_format` writes dates in it. The file
+    is gzipped when `staging` is named like one (the caller names it after the final name).
     """
     writer = CsvWriter(staging, job.format, compress=staging.name.endswith(".gz"))
     try:
-        _register_date_format(conn, job.format.date_format)
+        _register_date_format(conn, job.format.date_format, timezone)
         if job.type == "recipient-export":
-            _write_recipients(conn, job, bounces, writer, changed_since)
+            _write_recipients(conn, job, bounces, writer, changed_since, timezone)
         elif job.type == "blocklist-export":
             _write_query(conn, writer, *_blocklist_query(job, changed_since))
         elif job.type == "unsubscriber-export":
@@ -83,14 +86,18 @@ def write_export(
 # --------------------------------------------------------------------------- shared
 
 
-def _register_date_format(conn: sqlite3.Connection, date_format: str | None) -> None:
-    """cs_date(): a stored UTC ISO date through the job's date_format (only if it has one)."""
+def _register_date_format(
+    conn: sqlite3.Connection, date_format: str | None, timezone: str | None
+) -> None:
+    """cs_date(): a stored UTC ISO date through the job's date_format, in the config's zone,
+    the one imports read dates in (only if the job has a date_format).
+
+    The zone shift stays in Python: SQLite's 'localtime' knows only the process's zone, and
+    a fixed offset would be wrong on one side of every summer-time switch.
+    """
     if not date_format:
-        return  # dates go out as stored, without a Python call per cell
-
-    def formatted(value: str | None) -> str | None:
-        return datetime.datetime.fromisoformat(value).strftime(date_format) if value else value
-
+        return  # dates go out as stored (UTC, with offset), without a Python call per cell
+    formatted = date_formatter(date_format, zone(timezone))
     conn.create_function("cs_date", 1, formatted, deterministic=True)
 
 
@@ -175,6 +182,7 @@ def _write_recipients(
     bounces: BounceLimits,
     writer: CsvWriter,
     changed_since: str | None,
+    timezone: str | None,
 ) -> None:
     assert job.list is not None, "validated: a recipient-export names its list"
     list_id = store.list_id(conn, job.list, create=False)
@@ -197,7 +205,7 @@ def _write_recipients(
             "SELECT max(email) FROM recipients WHERE list_id = ?", (list_id,)
         ).fetchone()[0]
         params = dict(plan.params, after="")
-        later = _later_parts(conn, job, plan, query, list_id) if end is not None else []
+        later = _later_parts(conn, job, plan, query, list_id, timezone) if end is not None else []
         write_in_order(
             writer,
             lambda limit: _chunks(conn, query, params, limit),
@@ -356,7 +364,12 @@ def _chunks(
 
 
 def _later_parts(
-    conn: sqlite3.Connection, job: JobConfig, plan: SqlPlan, query: str, list_id: int
+    conn: sqlite3.Connection,
+    job: JobConfig,
+    plan: SqlPlan,
+    query: str,
+    list_id: int,
+    timezone: str | None,
 ) -> list[ChildPart]:
     """Child processes for the parts after the first, if the list is big enough.
 
@@ -379,6 +392,7 @@ def _later_parts(
         "query": query,
         "params": plan.params,
         "date_format": job.format.date_format,
+        "timezone": timezone,
         "matchers": plan.matchers,
         "tables": {
             table: [value for (value,) in conn.execute(f"SELECT value FROM temp.{table}")]
@@ -424,7 +438,7 @@ def _serve_part(plan: dict[str, Any], spool_fd: int) -> None:
     try:
         conn.execute(f"PRAGMA busy_timeout = {store.BUSY_TIMEOUT_MS}")
         conn.execute("BEGIN")  # one snapshot for all its work
-        _register_date_format(conn, plan["date_format"])
+        _register_date_format(conn, plan["date_format"], plan["timezone"])
         for name, patterns in plan["matchers"].items():
             register_matcher(conn, name, patterns)
         for table, values in plan["tables"].items():

@@ -373,7 +373,12 @@ def _export(ctx: RunContext) -> None:
         try:
             result.watermark = store.now()
             written = write_export(
-                conn, job, ctx.config.bounces, staged, changed_since=changed_since
+                conn,
+                job,
+                ctx.config.bounces,
+                staged,
+                changed_since=changed_since,
+                timezone=ctx.config.timezone,
             )
         finally:
             conn.execute("ROLLBACK")

@@ -1,4 +1,5 @@
-"""Dates in partner files: a column parsed at once decides like parse_date cell by cell."""
+"""Dates in partner files: a column parsed at once decides like parse_date cell by cell, and a
+formatted date reads back as the moment it was written from."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from campaign_sync.dates import parse_date, parse_dates
+from campaign_sync.dates import date_formatter, format_date, parse_date, parse_dates
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -60,3 +61,48 @@ def test_stored_form() -> None:
     assert problems == []
     assert values == ["2025-01-02T03:04:00.000000+00:00", "2025-06-30T22:00:00.000000+00:00"]
     assert datetime.datetime.fromisoformat(values[1] or "").tzinfo == datetime.timezone.utc
+
+
+def test_format_date_writes_in_the_zone_that_imports_read_in() -> None:
+    # Local midnight in Berlin is the evening before in UTC, by one hour in winter, two in summer.
+    assert format_date("2024-04-30T22:00:00.000000+00:00", "%d.%m.%Y", BERLIN) == "01.05.2024"
+    assert format_date("2023-12-31T23:00:00.000000+00:00", "%d.%m.%Y", BERLIN) == "01.01.2024"
+    # Around the switches to summer time (31 March 2024) and back (27 October 2024).
+    fmt = "%d.%m.%Y %H:%M"
+    assert format_date("2024-03-31T00:59:00.000000+00:00", fmt, BERLIN) == "31.03.2024 01:59"
+    assert format_date("2024-03-31T01:00:00.000000+00:00", fmt, BERLIN) == "31.03.2024 03:00"
+    assert format_date("2024-10-27T00:30:00.000000+00:00", fmt, BERLIN) == "27.10.2024 02:30"
+    assert format_date("2024-10-27T01:30:00.000000+00:00", fmt, BERLIN) == "27.10.2024 02:30"
+    assert format_date("2024-10-27T02:30:00.000000+00:00", fmt, BERLIN) == "27.10.2024 03:30"
+    # A stored value without an offset (not written by campaign-sync) is taken as UTC.
+    assert format_date("2024-04-30T22:00:00", "%d.%m.%Y", BERLIN) == "01.05.2024"
+
+
+@given(
+    st.datetimes(datetime.datetime(1900, 1, 1), datetime.datetime(2100, 12, 31)),
+    st.sampled_from(["%d.%m.%Y", "%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M:%S"]),
+)
+@example(datetime.datetime(2024, 3, 31, 2, 30), "%d.%m.%Y %H:%M")  # does not exist in Berlin
+@example(datetime.datetime(2024, 10, 27, 2, 30), "%d.%m.%Y %H:%M")  # exists twice
+def test_a_formatted_date_reads_back_as_the_same_moment(
+    moment: datetime.datetime, fmt: str
+) -> None:
+    text = moment.strftime(fmt)
+    stored = parse_date(text, fmt, BERLIN)
+    again = format_date(stored, fmt, BERLIN)
+    assert parse_date(again, fmt, BERLIN) == stored
+    local = moment.replace(second=moment.second if "%S" in fmt else 0, microsecond=0)
+    if "%H" not in fmt:
+        local = local.replace(hour=0, minute=0)
+    there_and_back = local.replace(tzinfo=BERLIN).astimezone(datetime.timezone.utc)
+    exists = there_and_back.astimezone(BERLIN).replace(tzinfo=None) == local
+    assert (again == text) == exists  # the same text, unless that local time never was
+
+
+def test_date_formatter_passes_blank_cells_through_and_caches() -> None:
+    formatted = date_formatter("%d.%m.%Y", BERLIN)
+    assert formatted(None) is None
+    assert formatted("") == ""
+    assert formatted("2024-04-30T22:00:00.000000+00:00") == "01.05.2024"
+    assert formatted("2024-04-30T22:00:00.000000+00:00") == "01.05.2024"
+    assert formatted.cache_info().hits == 1  # type: ignore[attr-defined]

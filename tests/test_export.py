@@ -312,6 +312,83 @@ def test_date_format_applies_to_dates(env: Env):
     )
 
 
+# Europe/Berlin (the config's zone) went to summer time on 31 March 2024 and back on 27 October.
+ROUND_TRIPS = {
+    "%d.%m.%Y": ["01.05.2024", "01.01.2024", "31.03.2024", "27.10.2024"],
+    "%d.%m.%Y %H:%M": [
+        "01.05.2024 00:30",
+        "30.03.2024 23:30",  # the evening before summer time: UTC+1
+        "31.03.2024 03:30",  # just after the clocks went forward: UTC+2
+        "27.10.2024 02:30",  # occurs twice; read as the first (summer time) one
+        "27.10.2024 23:59",
+    ],
+}
+
+
+@pytest.mark.parametrize("date_format", list(ROUND_TRIPS))
+def test_dates_in_a_date_format_come_back_the_same_after_export_and_reimport(
+    env: Env, date_format: str
+):
+    """Imports read a formatted date in the config's zone, so exports write it in that zone:
+    the file a partner gets back reads in as the same moments, run after run."""
+    env.write(f"fields: [email, doi_confirmed_at]\nformat: {{date_format: '{date_format}'}}")
+    env.add_job(
+        "doi-import",
+        "type: recipient-import\nlist: newsletter\n"
+        "source: {server: partner, path: /export/out.csv}\n"
+        f"format: {{date_format: '{date_format}'}}",
+    )
+    dates = ROUND_TRIPS[date_format]
+    original = "email,doi_confirmed_at\r\n" + "".join(
+        f"a{n}@example.com,{date}\r\n" for n, date in enumerate(dates)
+    )
+    (env.partner / "export").mkdir()
+    (env.partner / "export" / "out.csv").write_text(original, encoding="utf-8")
+    for _ in range(2):
+        result = env.run("doi-import", "import", force=True)
+        assert result.status == "succeeded", result.error
+        assert env.export() == original
+    # The store still holds UTC: local midnight of 1 May is 22:00 UTC the day before.
+    conn = env.conn()
+    (stored,) = conn.execute(
+        "SELECT doi_confirmed_at FROM recipients WHERE email = 'a0@example.com'"
+    ).fetchone()
+    conn.close()
+    assert stored == (
+        "2024-04-30T22:00:00.000000+00:00"
+        if date_format == "%d.%m.%Y"
+        else "2024-04-30T22:30:00.000000+00:00"
+    )
+
+
+def test_date_format_writes_every_export_kind_in_the_configs_zone(env: Env):
+    env.sql(
+        "INSERT INTO blocklist (pattern, reason, created_at, modified_at) "
+        "VALUES ('*@spam.example', '', ?, ?)",
+        ("2024-10-26T22:30:00.000000+00:00", "2024-10-27T23:30:00.000000+00:00"),
+    )
+    env.sql(
+        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason) VALUES (?, '', ?, '')",
+        ("u@example.com", "2024-03-30T23:30:00.000000+00:00"),
+    )
+    bounce(env, "b@example.com", "hard", "2024-06-30T22:15:00.000000+00:00", times=3)
+    dates = "format: {date_format: '%d.%m.%Y %H:%M'}"
+    for name, kind in [("bl", "blocklist"), ("unsub", "unsubscriber"), ("bounce", "bounce")]:
+        env.add_job(
+            name, f"type: {kind}-export\ntarget: {{server: partner, path: /{name}.csv}}\n{dates}"
+        )
+    assert env.export("bl", "bl.csv") == (
+        "pattern,reason,created,modified\r\n"
+        "*@spam.example,,27.10.2024 00:30,28.10.2024 00:30\r\n"  # summer time, then winter
+    )
+    assert env.export("unsub", "unsub.csv") == (
+        "email,list,date,reason\r\nu@example.com,,31.03.2024 00:30,\r\n"
+    )
+    assert env.export("bounce", "bounce.csv") == (
+        "email,hard_bounces,soft_bounces,last_bounce\r\nb@example.com,3,0,01.07.2024 00:15\r\n"
+    )
+
+
 # --------------------------------------------------------------------------- other kinds
 
 
