@@ -1,6 +1,7 @@
 """Recipient addresses: normalisation, the syntax check, and blocklist patterns.
 
-Addresses are compared case-insensitively and stored trimmed and lower-cased (SPEC, Recipients).
+Addresses are compared case-insensitively and stored trimmed and lower-cased (SPEC, Recipients),
+with valid A-labels of the domain decoded so one domain has one stored form (see normalise).
 The syntax is RFC 5321/5322 ``dot-atom "@" domain`` with these deliberate limits:
 
 * local parts are ASCII dot-atoms only: quoted local parts (``"a b"@x.de``), comments and
@@ -26,8 +27,8 @@ import string
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import compress, count
-from operator import not_
+from itertools import compress, count, repeat
+from operator import contains, not_
 
 import idna
 
@@ -54,24 +55,75 @@ _TLD_RE = re.compile(r"[a-zA-Z]{2,63}", re.ASCII)
 
 
 def normalise(raw: str) -> str:
-    """The stored form of an address: trimmed, lower-cased, NFC for non-ASCII text.
+    """The stored form of an address: trimmed, lower-cased, NFC for non-ASCII text, and every
+    valid A-label (``xn--…``) of the domain written as its U-label.
 
     NFC matters for IDN domains: ``bu\\u0308cher.de`` and ``bücher.de`` are the same domain and
-    must not become two recipients.
+    must not become two recipients.  For the same reason ``xn--bcher-kva.de`` becomes
+    ``bücher.de``: one domain has one stored form, else the blocklist, unsubscriptions and
+    duplicate detection would each see two addresses.  The Unicode form is the canonical one
+    (not the A-label) because it is what stores, exports and partners already hold for
+    Unicode domains, and all-ASCII addresses -- nearly all -- stay exactly as they were.  An
+    ``xn--`` label that is no valid A-label is left as it is, for :func:`check` to reject.
     """
     address = raw.strip()
     if not address.isascii():
         address = unicodedata.normalize("NFC", address)
-    return address.lower()
+    address = address.lower()
+    if _ACE in address:
+        address = _decode_domain(address)
+    return address
 
 
 def normalise_all(raw: list[str]) -> list[str]:
-    """:func:`normalise` over a list, in C for the ASCII ones (nearly all)."""
+    """:func:`normalise` over a list, in C for the ASCII ones (nearly all).
+
+    A-labels are rare: one scan of the whole batch for ``xn--`` decides whether any row needs
+    the per-row decoding at all.
+    """
     stripped = list(map(str.strip, raw))
     out = list(map(str.lower, stripped))
     for index in compress(count(), map(not_, map(str.isascii, stripped))):
         out[index] = normalise(raw[index])
+    if _ACE in "\n".join(out):
+        for index in compress(count(), map(contains, out, repeat(_ACE))):
+            out[index] = _decode_domain(out[index])
     return out
+
+
+_ACE = "xn--"  # the prefix of an A-label (RFC 5890), in the lower case of normalised text
+
+
+def _decode_domain(address: str) -> str:
+    """A lower-cased address with each valid A-label of its domain replaced by its U-label."""
+    local, at, domain = address.rpartition("@")
+    if not at or _ACE not in domain:
+        return address
+    labels = domain.split(".")
+    for index, label in enumerate(labels):
+        if label.startswith(_ACE):
+            labels[index] = _ulabel(label) or label
+    return f"{local}@{'.'.join(labels)}"
+
+
+def _ulabel(label: str) -> str | None:
+    """The U-label of the A-label ``label`` (lower case), None if it is not a valid one.
+
+    Valid means: canonical punycode of a label that the address check accepts in Unicode and
+    that encodes back to exactly ``label``.  Anything else keeps its ``xn--`` spelling, so the
+    check (or pattern_problem) rejects it -- or, for the odd label that IDNA 2008 accepts but
+    the UTS 46 mapping would rewrite, keeps accepting it as before.
+    """
+    if len(label) > MAX_LABEL:
+        return None
+    try:
+        unicode_label = idna.ulabel(label)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
+    ascii_label, reason = _label_problem(unicode_label)
+    if reason or ascii_label != label:
+        return None
+    return unicode_label
 
 
 def check(address: str) -> str | None:
@@ -230,15 +282,28 @@ Token = str | _Wild  # literal text or a wildcard
 
 
 def pattern_problem(pattern: str) -> str | None:
-    """None if ``pattern`` is a usable blocklist pattern, else why not (for rejects files)."""
+    """None if ``pattern`` is a usable blocklist pattern, else why not (for rejects files).
+
+    Stricter than :class:`Blocklist` in one way: a whole domain label that looks like an
+    A-label but is none is an error here (no valid address can have it), while patterns a
+    store already holds keep loading.
+    """
     try:
-        _tokens(pattern)
+        _tokens(pattern, strict=True)
     except PatternError as exc:
         return str(exc)
     return None
 
 
-def _tokens(pattern: str) -> list[Token]:
+def pattern_ends(pattern: str) -> tuple[str, str]:
+    """The literal text a pattern's matches must start and end with ("" after a wildcard),
+    normalised as addresses are, so it can be compared with stored addresses."""
+    tokens = _tokens(pattern)
+    head, tail = tokens[0], tokens[-1]
+    return (head if isinstance(head, str) else ""), (tail if isinstance(tail, str) else "")
+
+
+def _tokens(pattern: str, *, strict: bool = False) -> list[Token]:
     """Normalised pattern as a list of literal strings, STAR and QMARK, runs merged."""
     text = normalise(pattern)
     if not text:
@@ -266,7 +331,51 @@ def _tokens(pattern: str) -> list[Token]:
             tokens.append(STAR if char == "*" else QMARK)
     if literal:
         tokens.append("".join(literal))
+    if _ACE in text:
+        _decode_pattern_domain(tokens, strict=strict)
     return tokens
+
+
+def _decode_pattern_domain(tokens: list[Token], *, strict: bool) -> None:
+    """Write the whole A-labels of a pattern's domain as U-labels, as :func:`normalise` does
+    for addresses, so ``*@xn--bcher-kva.de`` matches ``anna@bücher.de``.
+
+    The domain is what follows the last literal ``@``; without one, only a literal tail after
+    a wildcard is surely in the domain (an address ends with its domain).  A label counts
+    only when it is whole: bounded by ``@``, ``.`` or the end, never by a wildcard --
+    ``xn--bcher*`` is left as it is.  A whole ``xn--`` label that is no valid A-label raises
+    PatternError when ``strict``, and is otherwise left as it is (it can match nothing).
+    """
+    at_index = next(
+        (
+            i
+            for i in range(len(tokens) - 1, -1, -1)
+            if isinstance(tokens[i], str) and "@" in tokens[i]
+        ),
+        None,
+    )
+    last = len(tokens) - 1
+    for index, token in enumerate(tokens):
+        if not isinstance(token, str) or _ACE not in token:
+            continue
+        if at_index is not None and index == at_index:
+            local, _, domain = token.rpartition("@")
+            prefix, first_whole = local + "@", True
+        elif (at_index is not None and index > at_index) or (
+            at_index is None and 0 < index == last
+        ):
+            domain, prefix, first_whole = token, "", False
+        else:
+            continue
+        labels = domain.split(".")
+        for number, label in enumerate(labels):
+            whole = (number > 0 or first_whole) and (number < len(labels) - 1 or index == last)
+            if whole and label.startswith(_ACE):
+                decoded = _ulabel(label)
+                if decoded is None and strict:
+                    raise PatternError(f"domain label {_show(label)} is not valid IDNA")
+                labels[number] = decoded or label
+        tokens[index] = prefix + ".".join(labels)
 
 
 def _regex_source(tokens: list[Token], first_group: int = 1) -> tuple[str, int]:

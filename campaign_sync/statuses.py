@@ -19,11 +19,10 @@ a read snapshot as it is.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from dataclasses import dataclass, field
 
-from .addresses import Blocklist, normalise
+from .addresses import Blocklist, normalise, pattern_ends
 from .config import BounceLimits
 
 
@@ -101,7 +100,6 @@ def status_expression(checks: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- blocklist in SQL
 
 _WILD = frozenset("*?\\")
-_WILD_RUN = re.compile(r"[*?\\]")  # wildcards, and escapes: what follows one is no plain text
 
 
 def _literal(text: str) -> bool:
@@ -133,7 +131,7 @@ def blocklist_sql(conn: sqlite3.Connection, plan: SqlPlan, patterns: list[str], 
             exact.add(normalise(pattern))
         elif pattern.startswith("*@") and "@" not in pattern[2:]:
             if _literal(pattern[2:]):
-                domains.add(normalise(pattern[2:]))
+                domains.add(normalise(pattern)[2:])  # with the @, so A-labels are decoded
             else:
                 by_domain.append(pattern)
         elif pattern[1:2] == "." and _literal(pattern[1:]) and "@" not in pattern:
@@ -171,7 +169,7 @@ def _matcher_sql(conn: sqlite3.Connection, plan: SqlPlan, patterns: list[str], n
     """The Python matcher for the remaining patterns, run only where one of them could match.
 
     A pattern matches only addresses that start with its literal head (the text before its
-    first wildcard or escape) and end with its literal tail: those become prefix and suffix
+    first wildcard, escapes resolved) and end with its literal tail: those become prefix and suffix
     sets, one per length, that pick the candidates. A pattern with a wildcard at both ends
     (``*spam*``) has neither, and every address then goes through the matcher.
     """
@@ -180,12 +178,12 @@ def _matcher_sql(conn: sqlite3.Connection, plan: SqlPlan, patterns: list[str], n
     heads: dict[int, set[str]] = {}
     tails: dict[int, set[str]] = {}
     for pattern in patterns:
-        head = _WILD_RUN.split(pattern, maxsplit=1)[0]
-        tail = _WILD_RUN.split(pattern)[-1]
+        # Normalised like stored addresses (A-labels decoded): the raw text would miss them.
+        head, tail = pattern_ends(pattern)
         if len(tail) >= len(head) and tail:
-            tails.setdefault(len(tail), set()).add(tail.lower())
+            tails.setdefault(len(tail), set()).add(tail)
         elif head:
-            heads.setdefault(len(head), set()).add(head.lower())
+            heads.setdefault(len(head), set()).add(head)
         else:
             return f"{name}(r.email)"
     candidates = []

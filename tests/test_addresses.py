@@ -136,6 +136,40 @@ def test_normalise(raw: str, stored: str) -> None:
     assert normalise(stored) == stored
 
 
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("anna@xn--bcher-kva.de", "anna@bücher.de"),
+        ("Anna@XN--BCHER-KVA.DE", "anna@bücher.de"),
+        (" anna@mail.xn--bcher-kva.de ", "anna@mail.bücher.de"),
+        ("user@example.xn--p1ai", "user@example.рф"),  # an IDN top-level domain
+        ("xn--bcher-kva@example.com", "xn--bcher-kva@example.com"),  # local parts stay
+        ("user@xn--zz.de", "user@xn--zz.de"),  # not punycode: left for check() to reject
+        ("user@xn---bbk.de", "user@xn---bbk.de"),  # a fake A-label (RFC 5890 2.3.2.1)
+        ("user@example.com", "user@example.com"),
+    ],
+)
+def test_normalise_gives_a_domain_one_form(raw: str, stored: str) -> None:
+    # One address in Unicode and in A-label spelling must be one recipient, one blocklist
+    # hit, one unsubscription; the Unicode form is the stored one.
+    assert normalise(raw) == stored
+    assert normalise(stored) == stored
+    assert normalise_all([raw, "x@y.de"]) == [stored, "x@y.de"]
+
+
+def test_both_spellings_of_an_idn_are_the_same_address() -> None:
+    assert normalise("anna@xn--bcher-kva.de") == normalise("Anna@Bücher.de")
+    assert normalise("a@xn--80akhbyknj4f.xn--p1ai") == normalise("a@испытание.рф")
+
+
+@pytest.mark.parametrize("raw", ["user@xn--zz.de", "user@xn---bbk.de", "a@b.XN--ZZ"])
+def test_invalid_a_labels_are_rejected_with_a_reason(raw: str) -> None:
+    address = normalise(raw)
+    reason = check(address)
+    assert reason is not None and "is not valid IDNA" in reason
+    assert check_all([address, "ok@x.de"]) == [(0, reason)]
+
+
 @pytest.mark.parametrize("address", ["a@\udcff.de", "\udcff@x.de", "a@b\udcff.de", "a@\x00.de"])
 def test_surrogates_and_controls_are_rejected_not_raised(address: str) -> None:
     # Files decoded with errors="surrogateescape" can carry lone surrogates.
@@ -179,6 +213,7 @@ def test_accepted_addresses_stay_valid_when_normalised(address: str) -> None:
 @given(st.lists(st.one_of(ADDRESSY, st.sampled_from(ACCEPTED), st.text(max_size=300)), max_size=8))
 @example(["a" * 250 + "@x.de", "ok@x.de"])  # too long, beside a valid one
 @example(["ok@xn--bcher-kva.de", "ok@x.de", ""])
+@example(["OK@XN--BCHER-KVA.DE", " a@b.xn--p1ai", "xn--zz@xn--zz.de", "ok@bücher.de"])
 @example([" Müller@Bücher.DE ", "\u212a@x.de", "MIXED@Case.de"])
 def test_list_functions_decide_like_one_by_one(texts: list[str]) -> None:
     # The stager checks a batch at once; it must decide and word every address alike.
@@ -322,6 +357,50 @@ def test_duplicate_patterns_are_kept_once() -> None:
     blocklist = Blocklist(["*@x.de", "*@X.DE", "*@x.de"])
     assert len(blocklist) == 1
     assert blocklist.matches("a@x.de") == "*@x.de"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "address", "expected"),
+    [
+        ("*@bücher.de", "anna@xn--bcher-kva.de", True),
+        ("*@xn--bcher-kva.de", "anna@bücher.de", True),
+        ("*@XN--BCHER-KVA.DE", "anna@bücher.de", True),
+        ("anna@xn--bcher-kva.de", "Anna@Bücher.de", True),
+        ("*@*.xn--bcher-kva.de", "a@mail.bücher.de", True),
+        ("*@*.xn--bcher-kva.de", "a@bücher.de", False),
+        ("spam*@xn--bcher-kva.de", "spam1@bücher.de", True),
+        ("*.xn--p1ai", "a@example.рф", True),  # no @: the literal tail is in the domain
+        ("*.рф", "a@example.xn--p1ai", True),
+        ("info@xn--bcher-kva.*", "info@bücher.de", True),
+        ("*@xn--bcher-kva.d?", "a@bücher.de", True),
+        # A label touching a wildcard is not a whole label: it stays literal text.
+        ("*@xn--bcher*.de", "a@bücher.de", False),
+        ("*@*xn--bcher-kva.de", "a@bücher.de", False),
+        ("*@xn--bcher*.de", "a@xn--bcher.de", True),  # not an A-label: stays as is
+        # Local parts are never decoded.
+        ("xn--bcher-kva@*", "xn--bcher-kva@x.de", True),
+    ],
+)
+def test_patterns_and_addresses_share_one_idn_form(
+    pattern: str, address: str, expected: bool
+) -> None:
+    assert compile_pattern(pattern).matches(address) is expected
+    assert (Blocklist([pattern]).matches(address) == pattern) is expected
+
+
+def test_idn_spellings_of_one_pattern_are_one_pattern() -> None:
+    blocklist = Blocklist(["*@bücher.de", "*@xn--bcher-kva.de"])
+    assert len(blocklist) == 1
+    assert blocklist.matches("a@xn--bcher-kva.de") == "*@bücher.de"
+
+
+def test_pattern_with_an_invalid_a_label_is_reported_but_loads() -> None:
+    # An import rejects it with a reason; a store that already holds one still loads.
+    reason = pattern_problem("*@xn--zz.de")
+    assert reason is not None and "xn--zz" in reason and "IDNA" in reason
+    assert pattern_problem("*@xn--bcher*.de") is None  # a wildcard label is not checked
+    assert pattern_problem("xn--zz@*") is None  # nor a local part
+    assert Blocklist(["*@xn--zz.de"]).matches("a@xn--zz.de") == "*@xn--zz.de"
 
 
 # Small alphabets make collisions between patterns and addresses likely.

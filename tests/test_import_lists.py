@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from conftest import Workspace
 from test_import_recipients import data, run
@@ -187,3 +190,40 @@ def test_bounce_file_without_type_column_fails_naming_it(cs: Workspace) -> None:
     assert code == 1
     assert "line 1: no 'type' column (header: email, kind)" in doc["error"]
     assert cs.query("SELECT count(*) FROM bounces") == [(0,)]
+
+
+# --------------------------------------------------------------------------- IDN spellings
+
+
+def test_idn_a_labels_are_stored_in_unicode_by_every_import(cs: Workspace) -> None:
+    code, doc = run(cs, "block", "pattern\n*@XN--BCHER-KVA.de\n*@bücher.de\n*@xn--zz.de\n")
+    assert code == 0, doc
+    assert counts_of(doc, "inserted", "duplicates", "rejected") == (1, 1, 1)
+    assert doc["first_rejects"][0]["reason"] == (
+        "invalid pattern: domain label 'xn--zz' is not valid IDNA"
+    )
+    run(cs, "unsub", "email,list\nbob@xn--bcher-kva.de,news\n")
+    run(cs, "bounce", "email,type\ncarl@xn--bcher-kva.de,hard\n")
+    assert cs.query("SELECT pattern FROM blocklist") == [("*@bücher.de",)]
+    assert cs.query("SELECT email FROM unsubscribers") == [("bob@bücher.de",)]
+    assert cs.query("SELECT email FROM bounces") == [("carl@bücher.de",)]
+
+
+def test_lists_counts_an_a_label_pattern_from_an_older_store(cs: Workspace) -> None:
+    # Patterns stored before A-labels were decoded must still match the Unicode addresses.
+    run(cs, "rec", "email\nanna@bücher.de\nspam1@mail.münchen.de\nok@x.de\n")
+    cs.query(
+        "INSERT INTO blocklist (pattern, reason, created_at, modified_at) VALUES "
+        "('*@xn--bcher-kva.de', '', '2025-01-01', '2025-01-01'), "
+        "('spam*@*.xn--mnchen-3ya.de', '', '2025-01-01', '2025-01-01')"
+    )
+    done = cs.cli("--json", "lists")
+    assert done.exit_code == 0, done.output
+    news = [doc for doc in json.loads(done.stdout) if doc["list"] == "news"]
+    assert news == [
+        {"list": "news", "active": 1, "unsubscribed": 0, "blocklisted": 2, "outbounced": 0}
+    ]
+
+
+def counts_of(doc: dict[str, Any], *names: str) -> tuple[int, ...]:
+    return tuple(doc["counts"][name] for name in names)

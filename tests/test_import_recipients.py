@@ -446,3 +446,41 @@ def test_an_unsubscribed_address_in_a_first_import_takes_the_general_path(
     )
     # (Straight into the store, u@x.de's first row would have gone in.)
     assert set(members(cs)) == {"v@x.de"}
+
+
+def test_an_idn_in_unicode_and_a_label_spelling_is_one_address(cs: Workspace) -> None:
+    # Written as xn--bcher-kva.de, bücher.de must neither slip past the blocklist nor
+    # re-subscribe someone who unsubscribed, nor become a second recipient.
+    run(cs, "block", "pattern\n*@bücher.de\n")
+    code, doc = run(cs, "rec", "email\nanna@bücher.de\nanna@xn--bcher-kva.de\nok@x.de\n")
+    assert code == 0, doc
+    assert counts(doc, "inserted", "duplicates", "suppressed_blocklisted") == dict(
+        inserted=1, duplicates=1, suppressed_blocklisted=1
+    )
+    run(cs, "unsub", "email\nbob@münchen.de\n")
+    code, doc = run(cs, "rec", "email\nbob@xn--mnchen-3ya.de\n")
+    assert code == 0, doc
+    assert counts(doc, "inserted", "suppressed_unsubscribed") == dict(
+        inserted=0, suppressed_unsubscribed=1
+    )
+    code, doc = run(cs, "rec", "email\ncarl@XN--CAF-DMA.de\ncarl@Café.de\n")
+    assert counts(doc, "inserted", "duplicates") == dict(inserted=1, duplicates=1)
+    assert set(members(cs)) == {"ok@x.de", "carl@café.de"}
+
+
+def test_an_a_label_blocklist_pattern_blocks_the_unicode_spelling(cs: Workspace) -> None:
+    run(cs, "block", "pattern\n*@xn--bcher-kva.de\nspam*@*.xn--mnchen-3ya.de\n")
+    code, doc = run(cs, "rec", "email\nanna@bücher.de\nspam1@mail.münchen.de\nok@x.de\n")
+    assert code == 0, doc
+    assert counts(doc, "inserted", "suppressed_blocklisted") == dict(
+        inserted=1, suppressed_blocklisted=2
+    )
+
+
+def test_an_invalid_a_label_is_rejected_with_a_reason(cs: Workspace) -> None:
+    code, doc = run(cs, "rec-lax", "email\nx@xn--zz.de\nok@x.de\n")
+    assert code == 0, doc
+    assert counts(doc, "inserted", "rejected") == dict(inserted=1, rejected=1)
+    assert [r["reason"] for r in doc["first_rejects"]] == [
+        "invalid domain (label 'xn--zz' is not valid IDNA)"
+    ]
