@@ -238,10 +238,14 @@ def _label_problem(label: str) -> tuple[str, str | None]:
         if not _LDH_RE.fullmatch(label):
             return "", f"invalid domain (label {_show(label)}: letters, digits, inner hyphens only)"
         if label[2:4] == "--" and label[:2].lower() == "xn":
-            # An A-label must decode to a valid U-label, else it is not a domain at all.
+            # An A-label must decode to a valid U-label that encodes back to it (canonical
+            # punycode; checked here too, since idna releases before 3.20 do not), else it
+            # is not a domain at all.
             try:
-                idna.decode(label.lower())
+                canonical = idna.encode(idna.decode(label.lower())).decode("ascii")
             except (idna.IDNAError, UnicodeError, ValueError):
+                canonical = ""
+            if canonical != label.lower():
                 return "", f"invalid domain (label {_show(label)} is not valid IDNA)"
         return label, None
     try:
