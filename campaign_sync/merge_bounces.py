@@ -59,9 +59,10 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
     )
     tally(conn, counts)
     conn.execute(
-        "INSERT INTO bounces (email, type, bounced_at, source) "
-        "SELECT email, type, at, ? FROM incoming WHERE action = 'inserted' ORDER BY at, email",
-        (job.name,),
+        "INSERT INTO bounces (email, type, bounced_at, source, changed_at) "
+        "SELECT email, type, at, ?, ? FROM incoming WHERE action = 'inserted' "
+        "ORDER BY at, email",
+        (job.name, ctx.now),
     )
     # A bounce dated before the last export's watermark can still outbounce someone now:
     # touching the members makes changes-only exports see them.

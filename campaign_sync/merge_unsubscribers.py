@@ -75,20 +75,22 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
 def _apply(ctx: MergeContext) -> None:
     conn, now = ctx.conn, ctx.now
     conn.execute(
-        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason) "
-        "SELECT email, list, coalesce(at, ?), coalesce(reason, '') FROM incoming "
+        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason, changed_at) "
+        "SELECT email, list, coalesce(at, :now), coalesce(reason, ''), :now FROM incoming "
         "WHERE action = 'inserted'",
-        (now,),
+        {"now": now},
     )
     conn.execute(
         """
         UPDATE unsubscribers SET
             unsubscribed_at = max(unsubscribers.unsubscribed_at, coalesce(incoming.at, '')),
-            reason = coalesce(incoming.reason, unsubscribers.reason)
+            reason = coalesce(incoming.reason, unsubscribers.reason),
+            changed_at = ?
         FROM incoming
         WHERE unsubscribers.email = incoming.email AND unsubscribers.list = incoming.list
           AND incoming.action = 'updated'
-        """
+        """,
+        (now,),
     )
 
 

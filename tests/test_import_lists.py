@@ -128,12 +128,15 @@ def test_unsubscribers_per_list_and_for_all_lists(cs: Workspace) -> None:
 
 def test_unsubscriber_dates_only_move_forward(cs: Workspace) -> None:
     run(cs, "unsub", "email,list,date\na@x.de,news,2025-06-01\n")
+    (stored,) = cs.query("SELECT changed_at FROM unsubscribers")
     code, doc = run(cs, "unsub", "email,list,date\na@x.de,news,2025-01-01\n")
     assert doc["counts"]["unchanged"] == 1
     code, doc = run(cs, "unsub", "email,list\na@x.de,news\n")
     assert doc["counts"]["unchanged"] == 1
+    assert cs.query("SELECT changed_at FROM unsubscribers") == [stored]  # not a change
     code, doc = run(cs, "unsub", "email,list,date\na@x.de,news,2025-07-01\n")
     assert doc["counts"]["updated"] == 1
+    assert cs.query("SELECT changed_at > ? FROM unsubscribers", stored) == [(1,)]
     assert cs.query("SELECT unsubscribed_at FROM unsubscribers") == [
         ("2025-07-01T00:00:00.000000+00:00",)
     ]
