@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import Workspace
-from test_import_recipients import data, run
+from test_import_recipients import counts, data, run
 
 CONFIG = """\
 store: store.db
@@ -190,3 +192,27 @@ def test_bounce_file_without_type_column_fails_naming_it(cs: Workspace) -> None:
     assert code == 1
     assert "line 1: no 'type' column (header: email, kind)" in doc["error"]
     assert cs.query("SELECT count(*) FROM bounces") == [(0,)]
+
+
+def test_undated_bounces_of_one_address_are_separate_events(cs: Workspace) -> None:
+    cs.write_config(text=CONFIG + "bounces: {hard_limit: 3, soft_limit: 10}\n")
+    run(cs, "rec", "email\nx@x.de\n")
+    code, doc = run(cs, "bounce", "email,type,date\nx@x.de,hard,\nx@x.de,hard,\nx@x.de,hard,\n")
+    assert code == 0, doc
+    assert counts(doc, "read", "inserted", "unchanged", "duplicates") == {
+        "read": 3, "inserted": 3, "unchanged": 0, "duplicates": 0
+    }  # fmt: skip
+    assert cs.query("SELECT count(*) FROM bounces WHERE email = 'x@x.de'") == [(3,)]
+    done = cs.cli("--json", "lists")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)[0]["outbounced"] == 1
+    # Dated rows stay keyed by their date: the same one twice is one bounce.
+    code, doc = run(cs, "bounce", "email,type\ny@x.de,soft\ny@x.de,soft\n")
+    assert counts(doc, "inserted", "duplicates") == {"inserted": 2, "duplicates": 0}
+    content = "email,type,date\nz@x.de,hard,2025-01-01\nz@x.de,hard,2025-01-01\nz@x.de,hard,\n"
+    code, doc = run(cs, "bounce", content)
+    assert counts(doc, "inserted", "duplicates") == {"inserted": 2, "duplicates": 1}
+    code, doc = run(cs, "bounce", content, "--force")
+    assert counts(doc, "inserted", "unchanged", "duplicates") == {
+        "inserted": 1, "unchanged": 1, "duplicates": 1
+    }  # fmt: skip
