@@ -53,6 +53,8 @@ class MergeContext:
     run_id: int | None
     force: bool = False
     now: str = field(default_factory=store.now)
+    # The lists the configuration's jobs name (some perhaps not in the store yet).
+    configured_lists: frozenset[str] = frozenset()
 
 
 class Rejects:

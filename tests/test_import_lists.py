@@ -6,7 +6,7 @@ import json
 
 import pytest
 from conftest import Workspace
-from test_import_recipients import counts, data, run
+from test_import_recipients import counts, data, members, run
 
 CONFIG = """\
 store: store.db
@@ -152,6 +152,29 @@ def test_unsubscription_older_than_a_double_opt_in_leaves_the_recipient(cs: Work
         ("a@x.de", "active"),
         ("b@x.de", "unsubscribed"),
     ]
+
+
+def test_unsubscription_from_an_unknown_list_is_rejected_naming_the_lists(
+    cs: Workspace,
+) -> None:
+    run(cs, "rec", "email\na@x.de\n")
+    code, doc = run(
+        cs,
+        "unsub",
+        "email,list\na@x.de,News\na@x.de,other\nb@x.de,\nc@x.de,nowhere\n",
+    )
+    assert code == 0, doc
+    assert counts(doc, "read", "inserted", "rejected") == {"read": 4, "inserted": 2, "rejected": 2}
+    # 'other' is not in the store yet, but a job imports it: its suppression is kept.
+    assert [r["reason"] for r in doc["first_rejects"]] == [
+        "list: no list 'News' (lists: news, other)",
+        "list: no list 'nowhere' (lists: news, other)",
+    ]
+    assert cs.query("SELECT email, list FROM unsubscribers ORDER BY 1, 2") == [
+        ("a@x.de", "other"),
+        ("b@x.de", ""),
+    ]
+    assert members(cs)["a@x.de"][0] == "active"
 
 
 # --------------------------------------------------------------------------- bounces
