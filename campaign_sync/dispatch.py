@@ -338,8 +338,10 @@ def settle(
     bounce: tuple[str, str, str] | None = None,
 ) -> None:
     """Record how a claimed send ended, with its bounce in the same transaction."""
-    now = store.now()
     with store.transaction(conn):
+        # Taken under the write lock, like an import's change time: an export's watermark
+        # is then either before this bounce or after it is committed.
+        now = store.now()
         conn.execute(
             "UPDATE sends SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
             (state, detail, now, send_id),
@@ -347,9 +349,9 @@ def settle(
         if bounce is not None:
             email, kind, source = bounce
             conn.execute(
-                "INSERT INTO bounces (email, type, bounced_at, source, detail) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (email, kind, now, source, detail),
+                "INSERT INTO bounces (email, type, bounced_at, source, detail, changed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (email, kind, now, source, detail, now),
             )
 
 

@@ -136,7 +136,7 @@ def _unsubscriber_query(job: JobConfig, changed_since: str | None) -> tuple[list
     if job.list:
         conditions.append("list IN ('', :list)")  # this list's and the client-wide ones
     if changed_since:
-        conditions.append("unsubscribed_at > :since")
+        conditions.append("changed_at > :since")  # in the store since, whatever its date
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     query = (
         f"SELECT email, list, {_date('unsubscribed_at')}, reason FROM unsubscribers "
@@ -163,7 +163,8 @@ def _bounce_query(
             "WHERE email IN (SELECT email FROM recipients "
             "WHERE list_id = :list_id AND status != 'removed')"
         )
-    recent = " AND max(bounced_at) > :since" if changed_since else ""
+    # A bounce that entered the store since, whatever its date, may outbounce someone.
+    recent = " AND max(changed_at) > :since" if changed_since else ""
     query = (
         "SELECT email, sum(type = 'hard'), sum(type = 'soft'), "
         f"{_date('max(bounced_at)')} FROM bounces {members} GROUP BY email "
@@ -261,19 +262,20 @@ def _changed(conn: sqlite3.Connection, plan: SqlPlan, since: str) -> str:
 
     A record change (insert, update, unsubscription, removal) moves `updated_at`. A status can
     also change through the other tables: a blocklist pattern added or modified, an
-    unsubscription or a bounce dated after the watermark. Rows that come along without a real
-    change are harmless: they repeat the current state.
+    unsubscription or a bounce stored or changed after the watermark (`changed_at`: the
+    partner's own dates say nothing about when we learnt of it). Rows that come along
+    without a real change are harmless: they repeat the current state.
     """
     plan.param("since", since)
     changed = ["r.updated_at > :since"]
     if has_rows(conn, "unsubscribers"):
         changed.append(
             "EXISTS (SELECT 1 FROM unsubscribers AS u WHERE u.email = r.email "
-            "AND u.list IN ('', :list_name) AND u.unsubscribed_at > :since)"
+            "AND u.list IN ('', :list_name) AND u.changed_at > :since)"
         )
     if has_rows(conn, "bounces"):
         changed.append(
-            "EXISTS (SELECT 1 FROM bounces AS b WHERE b.email = r.email AND b.bounced_at > :since)"
+            "EXISTS (SELECT 1 FROM bounces AS b WHERE b.email = r.email AND b.changed_at > :since)"
         )
     recent = [
         row[0]

@@ -57,6 +57,8 @@ class MergeContext:
     # limit stops still reports its counts and its rejects file.
     counts: Counter[str] | None = None
     rejects: Rejects | None = None
+    # The lists the configuration's jobs name (some perhaps not in the store yet).
+    configured_lists: frozenset[str] = frozenset()
 
 
 class Rejects:

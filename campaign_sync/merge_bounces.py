@@ -2,11 +2,14 @@
 
 Bounces are events, appended to the store. A dated bounce already recorded (same address,
 type and time) counts as unchanged and is not added twice, so importing an overlapping or
-the same file (--force) does not outbounce anybody by itself; an undated one is "now".
+the same file (--force) does not outbounce anybody by itself; rows of one file with the same
+address, type and date are one bounce (duplicates). An undated row is a bounce of its own,
+dated "now": three undated hard bounces of one address in a file are three bounces.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from . import addresses
@@ -34,7 +37,9 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
 
-    def check(row: list[str]) -> tuple[str, str, str]:
+    undated = itertools.count(1)
+
+    def check(row: list[str]) -> tuple[str, str, str, int]:
         email = addresses.normalise(row[email_at])
         problem = email_problem(email)
         if problem:
@@ -43,15 +48,17 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
         if kind not in TYPES:
             raise RowRejected(f"type: expected hard or soft, got '{kind[:20]}'")
         when = None if date_at is None else dated(row[date_at], ctx, "date")
-        return email, kind, when or ctx.now
+        # `event` keeps undated rows apart (each its own number); dated rows share 0, so
+        # the same address, type and date in one file is one bounce.
+        return (email, kind, when, 0) if when else (email, kind, ctx.now, next(undated))
 
-    columns = "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL"
-    names = ["email", "type", "at"]
+    columns = "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL, event INTEGER NOT NULL"
+    names = ["email", "type", "at", "event"]
     stage_checked(ctx, src, counts, rejects, check, (columns, names, names))
 
     conn.execute(
         """
-        UPDATE incoming SET action = CASE WHEN EXISTS (
+        UPDATE incoming SET action = CASE WHEN incoming.event = 0 AND EXISTS (
             SELECT 1 FROM bounces AS b WHERE b.email = incoming.email
               AND b.type = incoming.type AND b.bounced_at = incoming.at)
           THEN 'unchanged' ELSE 'inserted' END
@@ -59,9 +66,10 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
     )
     tally(conn, counts)
     conn.execute(
-        "INSERT INTO bounces (email, type, bounced_at, source) "
-        "SELECT email, type, at, ? FROM incoming WHERE action = 'inserted' ORDER BY at, email",
-        (job.name,),
+        "INSERT INTO bounces (email, type, bounced_at, source, changed_at) "
+        "SELECT email, type, at, ?, ? FROM incoming WHERE action = 'inserted' "
+        "ORDER BY at, email",
+        (job.name, ctx.now),
     )
     # A bounce dated before the last export's watermark can still outbounce someone now:
     # touching the members makes changes-only exports see them.

@@ -3,6 +3,8 @@
 Records are kept: a known (address, list) keeps its earliest record and moves its date only
 forward (a later unsubscription), never back, so an import can never weaken a suppression.
 A row without a date means "now" for a new record and "as recorded" for a known one.
+A row naming a list that is neither in the store nor named by a configured job is rejected
+(list names are exact: 'Newsletter' is not 'newsletter'); it would never apply to anyone.
 Matching recipients become `unsubscribed` unless they confirmed double opt-in after the
 unsubscription (the same rule that lets such a row re-subscribe them).
 """
@@ -27,6 +29,7 @@ from .merge import (
 )
 
 FIELDS = ("email", "list", "date", "reason")
+LISTS_SHOWN = 10  # list names in a reject's reason
 
 
 def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rejects]:
@@ -36,6 +39,7 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
     list_at, date_at, reason_at = (columns.get(key) for key in ("list", "date", "reason"))
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
+    lists = ctx.configured_lists | {name for (name,) in conn.execute("SELECT name FROM lists")}
 
     def check(row: list[str]) -> tuple[str, str, str | None, str | None]:
         email = addresses.normalise(row[email_at])
@@ -44,6 +48,8 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
             raise RowRejected(problem)
         when = None if date_at is None else dated(row[date_at], ctx, "date")
         list_name = "" if list_at is None else row[list_at].strip()
+        if list_name and list_name not in lists:
+            raise RowRejected(f"list: {_unknown(list_name, lists)}")
         reason = None if reason_at is None else row[reason_at].strip()
         return email, list_name, when, reason
 
@@ -72,23 +78,33 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
     return counts, rejects
 
 
+def _unknown(name: str, lists: set[str] | frozenset[str]) -> str:
+    """Why a list name is refused, with the names that would do (the first few)."""
+    known = sorted(lists)
+    shown = ", ".join(known[:LISTS_SHOWN]) or "none yet"
+    more = f" and {len(known) - LISTS_SHOWN} more" if len(known) > LISTS_SHOWN else ""
+    return f"no list '{name[:60]}' (lists: {shown}{more})"
+
+
 def _apply(ctx: MergeContext) -> None:
     conn, now = ctx.conn, ctx.now
     conn.execute(
-        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason) "
-        "SELECT email, list, coalesce(at, ?), coalesce(reason, '') FROM incoming "
+        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason, changed_at) "
+        "SELECT email, list, coalesce(at, :now), coalesce(reason, ''), :now FROM incoming "
         "WHERE action = 'inserted'",
-        (now,),
+        {"now": now},
     )
     conn.execute(
         """
         UPDATE unsubscribers SET
             unsubscribed_at = max(unsubscribers.unsubscribed_at, coalesce(incoming.at, '')),
-            reason = coalesce(incoming.reason, unsubscribers.reason)
+            reason = coalesce(incoming.reason, unsubscribers.reason),
+            changed_at = ?
         FROM incoming
         WHERE unsubscribers.email = incoming.email AND unsubscribers.list = incoming.list
           AND incoming.action = 'updated'
-        """
+        """,
+        (now,),
     )
 
 

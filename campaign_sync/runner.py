@@ -304,6 +304,7 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
         run_id=result.run_id,
         force=ctx.options.force,
         now=store.now(),
+        configured_lists=frozenset(j.list for j in ctx.config.jobs.values() if j.list),
     )
     try:
         with read_csv(path, job.format, label=label) as src:

@@ -116,6 +116,42 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX IF EXISTS recipients_by_update;
     """,
+    # v4: `changed_at` on unsubscribers and bounces: when the row was written or last changed
+    # in the store (the partner's dates can lie anywhere in the past). Changes-only exports
+    # compare it with their watermark, as they do recipients.updated_at. Existing rows take
+    # their own date. Code sets it to the run's change time; the default (the same text
+    # form, taken inside the writing transaction) covers any other writer. SQLite cannot add
+    # a column with such a default, hence the copies.
+    """
+    CREATE TABLE unsubscribers_v4 (
+        email TEXT NOT NULL,
+        list TEXT NOT NULL DEFAULT '',
+        unsubscribed_at TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        changed_at TEXT NOT NULL
+            DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+        PRIMARY KEY (email, list)
+    ) WITHOUT ROWID;
+    INSERT INTO unsubscribers_v4 (email, list, unsubscribed_at, reason, changed_at)
+        SELECT email, list, unsubscribed_at, reason, unsubscribed_at FROM unsubscribers;
+    DROP TABLE unsubscribers;
+    ALTER TABLE unsubscribers_v4 RENAME TO unsubscribers;
+    CREATE TABLE bounces_v4 (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL,
+        type TEXT NOT NULL CHECK (type IN ('hard', 'soft')),
+        bounced_at TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '',
+        changed_at TEXT NOT NULL
+            DEFAULT (strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
+    );
+    INSERT INTO bounces_v4 (id, email, type, bounced_at, source, detail, changed_at)
+        SELECT id, email, type, bounced_at, source, detail, bounced_at FROM bounces;
+    DROP TABLE bounces;
+    ALTER TABLE bounces_v4 RENAME TO bounces;
+    CREATE INDEX bounces_by_email ON bounces (email);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -62,3 +62,79 @@ def test_a_pattern_removed_by_a_blocklist_replace_reaches_the_next_changes_expor
     assert ws.cli("export", "changes-export").exit_code == 0
     lines = (ws.inbox / "export" / "changes.csv").read_text(encoding="utf-8").splitlines()
     assert lines == ["email,status", "anna@example.com,active", "ben@example.com,active"]
+
+
+LIST_EXPORTS = """\
+  unsubscribers-import:
+    type: unsubscriber-import
+    source: {server: inbox, path: /import/unsubscribers.csv}
+  unsubscribers-export:
+    type: unsubscriber-export
+    target: {server: inbox, path: /export/unsubscribers.csv}
+    changes_only: true
+  outbounced-export:
+    type: bounce-export
+    target: {server: inbox, path: /export/outbounced.csv}
+    changes_only: true
+"""
+
+
+def test_old_dated_unsubscriptions_and_bounces_reach_the_next_list_exports(ws: Workspace) -> None:
+    ws.write_config(text=ws.config.read_text() + EXTRA + LIST_EXPORTS)
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
+    for job in ("unsubscribers-export", "outbounced-export"):  # first runs: the watermarks
+        assert ws.cli("export", job).exit_code == 0
+    # The partner's dates lie before the watermarks; the records are new to the store.
+    ws.drop("/import/unsubscribers.csv", "email,list,date\nben@example.com,,2024-01-01T00:00:00Z\n")
+    ws.drop(
+        "/import/bounces.csv",
+        "email,type,date\n"
+        + "".join(f"carla@example.org,hard,2024-01-0{day}T00:00:00Z\n" for day in (1, 2, 3)),
+    )
+    for job in ("unsubscribers-import", "bounces-import"):
+        done = ws.cli("import", job)
+        assert done.exit_code == 0, done.output
+
+    def exported(name: str) -> list[str]:
+        return (ws.inbox / "export" / name).read_text(encoding="utf-8").splitlines()
+
+    for job in ("unsubscribers-export", "outbounced-export"):
+        assert ws.cli("export", job).exit_code == 0
+    assert exported("unsubscribers.csv") == [
+        "email,list,date,reason",
+        "ben@example.com,,2024-01-01T00:00:00.000000+00:00,",
+    ]
+    assert exported("outbounced.csv") == [
+        "email,hard_bounces,soft_bounces,last_bounce",
+        "carla@example.org,3,0,2024-01-03T00:00:00.000000+00:00",
+    ]
+    # Exported once: the runs after that have nothing new.
+    for job in ("unsubscribers-export", "outbounced-export"):
+        assert ws.cli("export", job).exit_code == 0
+    assert exported("unsubscribers.csv") == ["email,list,date,reason"]
+    assert exported("outbounced.csv") == ["email,hard_bounces,soft_bounces,last_bounce"]
+
+
+def test_future_dated_unsubscriptions_and_bounces_are_one_change_not_one_per_run(
+    ws: Workspace,
+) -> None:
+    ws.write_config(text=ws.config.read_text() + EXTRA + LIST_EXPORTS)
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
+    assert ws.cli("export", "changes-export").exit_code == 0  # first run: everything
+    ws.drop("/import/unsubscribers.csv", "email,date\nanna@example.com,2030-01-01T00:00:00Z\n")
+    ws.drop("/import/bounces.csv", "email,type,date\ncarla@example.org,soft,2030-01-01\n")
+    for job in ("unsubscribers-import", "bounces-import"):
+        done = ws.cli("import", job)
+        assert done.exit_code == 0, done.output
+    path = ws.inbox / "export" / "changes.csv"
+    assert ws.cli("export", "changes-export").exit_code == 0
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        "email,status",
+        "anna@example.com,unsubscribed",
+        "carla@example.org,active",
+    ]
+    # Nothing changed since: the partner's dates in 2030 do not make them new again.
+    assert ws.cli("export", "changes-export").exit_code == 0
+    assert path.read_text(encoding="utf-8").splitlines() == ["email,status"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import Workspace
-from test_import_recipients import data, run
+from test_import_recipients import counts, data, members, run
 
 CONFIG = """\
 store: store.db
@@ -131,12 +131,15 @@ def test_unsubscribers_per_list_and_for_all_lists(cs: Workspace) -> None:
 
 def test_unsubscriber_dates_only_move_forward(cs: Workspace) -> None:
     run(cs, "unsub", "email,list,date\na@x.de,news,2025-06-01\n")
+    (stored,) = cs.query("SELECT changed_at FROM unsubscribers")
     code, doc = run(cs, "unsub", "email,list,date\na@x.de,news,2025-01-01\n")
     assert doc["counts"]["unchanged"] == 1
     code, doc = run(cs, "unsub", "email,list\na@x.de,news\n")
     assert doc["counts"]["unchanged"] == 1
+    assert cs.query("SELECT changed_at FROM unsubscribers") == [stored]  # not a change
     code, doc = run(cs, "unsub", "email,list,date\na@x.de,news,2025-07-01\n")
     assert doc["counts"]["updated"] == 1
+    assert cs.query("SELECT changed_at > ? FROM unsubscribers", stored) == [(1,)]
     assert cs.query("SELECT unsubscribed_at FROM unsubscribers") == [
         ("2025-07-01T00:00:00.000000+00:00",)
     ]
@@ -150,6 +153,29 @@ def test_unsubscription_older_than_a_double_opt_in_leaves_the_recipient(cs: Work
         ("a@x.de", "active"),
         ("b@x.de", "unsubscribed"),
     ]
+
+
+def test_unsubscription_from_an_unknown_list_is_rejected_naming_the_lists(
+    cs: Workspace,
+) -> None:
+    run(cs, "rec", "email\na@x.de\n")
+    code, doc = run(
+        cs,
+        "unsub",
+        "email,list\na@x.de,News\na@x.de,other\nb@x.de,\nc@x.de,nowhere\n",
+    )
+    assert code == 0, doc
+    assert counts(doc, "read", "inserted", "rejected") == {"read": 4, "inserted": 2, "rejected": 2}
+    # 'other' is not in the store yet, but a job imports it: its suppression is kept.
+    assert [r["reason"] for r in doc["first_rejects"]] == [
+        "list: no list 'News' (lists: news, other)",
+        "list: no list 'nowhere' (lists: news, other)",
+    ]
+    assert cs.query("SELECT email, list FROM unsubscribers ORDER BY 1, 2") == [
+        ("a@x.de", "other"),
+        ("b@x.de", ""),
+    ]
+    assert members(cs)["a@x.de"][0] == "active"
 
 
 # --------------------------------------------------------------------------- bounces
@@ -227,3 +253,27 @@ def test_lists_counts_an_a_label_pattern_from_an_older_store(cs: Workspace) -> N
 
 def counts_of(doc: dict[str, Any], *names: str) -> tuple[int, ...]:
     return tuple(doc["counts"][name] for name in names)
+
+
+def test_undated_bounces_of_one_address_are_separate_events(cs: Workspace) -> None:
+    cs.write_config(text=CONFIG + "bounces: {hard_limit: 3, soft_limit: 10}\n")
+    run(cs, "rec", "email\nx@x.de\n")
+    code, doc = run(cs, "bounce", "email,type,date\nx@x.de,hard,\nx@x.de,hard,\nx@x.de,hard,\n")
+    assert code == 0, doc
+    assert counts(doc, "read", "inserted", "unchanged", "duplicates") == {
+        "read": 3, "inserted": 3, "unchanged": 0, "duplicates": 0
+    }  # fmt: skip
+    assert cs.query("SELECT count(*) FROM bounces WHERE email = 'x@x.de'") == [(3,)]
+    done = cs.cli("--json", "lists")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)[0]["outbounced"] == 1
+    # Dated rows stay keyed by their date: the same one twice is one bounce.
+    code, doc = run(cs, "bounce", "email,type\ny@x.de,soft\ny@x.de,soft\n")
+    assert counts(doc, "inserted", "duplicates") == {"inserted": 2, "duplicates": 0}
+    content = "email,type,date\nz@x.de,hard,2025-01-01\nz@x.de,hard,2025-01-01\nz@x.de,hard,\n"
+    code, doc = run(cs, "bounce", content)
+    assert counts(doc, "inserted", "duplicates") == {"inserted": 2, "duplicates": 1}
+    code, doc = run(cs, "bounce", content, "--force")
+    assert counts(doc, "inserted", "unchanged", "duplicates") == {
+        "inserted": 1, "unchanged": 1, "duplicates": 1
+    }  # fmt: skip

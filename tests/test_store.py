@@ -57,7 +57,7 @@ def test_version_2_store_migrates_without_the_update_index(tmp_path: Path) -> No
 
     conn = store.connect(str(path))
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "recipients_by_update" not in indexes
         assert conn.execute("SELECT email, fields FROM recipients").fetchall() == [
@@ -69,5 +69,51 @@ def test_version_2_store_migrates_without_the_update_index(tmp_path: Path) -> No
             "AND updated_at > 't' AND email > '' ORDER BY email LIMIT 10"
         ).fetchall()
         assert "USING PRIMARY KEY" in plan[0][-1]
+    finally:
+        conn.close()
+
+
+def test_version_3_store_migrates_with_change_times_from_the_rows_own_dates(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from campaign_sync import store
+
+    path = tmp_path / "v3.db"
+    old = sqlite3.connect(path)
+    for script in store.MIGRATIONS[:3]:
+        for statement in store._statements(script):
+            old.execute(statement)
+    old.execute("PRAGMA user_version = 3")
+    old.execute(
+        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason) "
+        "VALUES ('a@example.com', 'news', '2024-01-01T00:00:00.000000+00:00', 'asked')"
+    )
+    old.execute(
+        "INSERT INTO bounces (id, email, type, bounced_at, source, detail) "
+        "VALUES (7, 'b@example.com', 'hard', '2024-02-01T00:00:00.000000+00:00', 'j', '550')"
+    )
+    old.commit()
+    old.close()
+
+    conn = store.connect(str(path))
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION >= 4
+        assert conn.execute("SELECT * FROM unsubscribers").fetchall() == [
+            ("a@example.com", "news", "2024-01-01T00:00:00.000000+00:00", "asked")
+            + ("2024-01-01T00:00:00.000000+00:00",)
+        ]
+        assert conn.execute("SELECT * FROM bounces").fetchall() == [
+            (7, "b@example.com", "hard", "2024-02-01T00:00:00.000000+00:00", "j", "550")
+            + ("2024-02-01T00:00:00.000000+00:00",)
+        ]
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "bounces_by_email" in indexes
+        # A writer that does not name the column still gets a change time, in store form.
+        before = store.now()
+        conn.execute("INSERT INTO bounces (email, type, bounced_at) VALUES ('c@x.de', 'soft', 't')")
+        (stamp,) = conn.execute("SELECT changed_at FROM bounces WHERE email = 'c@x.de'").fetchone()
+        assert len(stamp) == len(before) and stamp >= before[:23]
     finally:
         conn.close()
