@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +19,8 @@ from .errors import ConfigError, StoreError
 BUSY_TIMEOUT_MS = 60_000
 
 # Each entry migrates from version i to i+1. Append only; never edit a released step.
-MIGRATIONS: list[str] = [
+# A step is SQL, or a function for what SQL cannot do; each runs in its own transaction.
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     CREATE TABLE lists (
         id INTEGER PRIMARY KEY,
@@ -152,6 +153,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE bounces_v4 RENAME TO bounces;
     CREATE INDEX bounces_by_email ON bounces (email);
     """,
+    # v5: addresses stored with an A-label domain (xn--…) take the Unicode form imports now
+    # give them, merged with that form's rows where both exist (see _decode_a_labels).
+    lambda conn: _decode_a_labels(conn),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -233,9 +237,86 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             # Re-check inside the write lock: another process may have migrated meanwhile.
             if conn.execute("PRAGMA user_version").fetchone()[0] >= target:
                 continue
-            for statement in _statements(MIGRATIONS[target - 1]):
-                conn.execute(statement)
+            step = MIGRATIONS[target - 1]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target}")
+
+
+def _decode_a_labels(conn: sqlite3.Connection) -> None:
+    """Give stored addresses with an A-label domain the Unicode form, as imports do now.
+
+    Where the Unicode form is already stored too, the two rows become one, never losing a
+    suppression: an unsubscription keeps the later date; a member keeps the newer row's
+    fields over the older's, the later confirmation, and stays unsubscribed if either was;
+    a doi-dispatch send keeps the row already under the Unicode form (both were sent).
+    """
+    from .addresses import normalise
+
+    changed = now()
+
+    def renamed(table: str) -> list[tuple[str, str]]:
+        rows = conn.execute(f"SELECT DISTINCT email FROM {table} WHERE email LIKE '%xn--%'")
+        pairs = [(old, normalise(old)) for (old,) in rows]
+        return [(old, new) for old, new in pairs if new != old]
+
+    for old, new in renamed("bounces"):
+        conn.execute(
+            "UPDATE bounces SET email = ?, changed_at = ? WHERE email = ?", (new, changed, old)
+        )
+    for old, new in renamed("unsubscribers"):
+        conn.execute(
+            "UPDATE unsubscribers SET unsubscribed_at = max(unsubscribed_at, (SELECT "
+            "o.unsubscribed_at FROM unsubscribers AS o WHERE o.email = ? AND o.list = "
+            "unsubscribers.list)), changed_at = ? WHERE email = ? AND list IN "
+            "(SELECT list FROM unsubscribers WHERE email = ?)",
+            (old, changed, new, old),
+        )
+        conn.execute(
+            "DELETE FROM unsubscribers WHERE email = ? AND list IN "
+            "(SELECT list FROM unsubscribers WHERE email = ?)",
+            (old, new),
+        )
+        conn.execute(
+            "UPDATE unsubscribers SET email = ?, changed_at = ? WHERE email = ?",
+            (new, changed, old),
+        )
+    for old, new in renamed("recipients"):
+        conn.execute(
+            """UPDATE recipients AS r SET
+                   fields = CASE WHEN r.updated_at >= o.updated_at
+                       THEN json_patch(o.fields, r.fields) ELSE json_patch(r.fields, o.fields) END,
+                   status = CASE WHEN 'unsubscribed' IN (r.status, o.status) THEN 'unsubscribed'
+                       WHEN r.updated_at >= o.updated_at THEN r.status ELSE o.status END,
+                   doi_confirmed_at = max(coalesce(r.doi_confirmed_at, ''),
+                                          coalesce(o.doi_confirmed_at, '')),
+                   created_at = min(r.created_at, o.created_at), updated_at = ?
+               FROM recipients AS o
+               WHERE r.email = ? AND o.email = ? AND o.list_id = r.list_id""",
+            (changed, new, old),
+        )
+        conn.execute(
+            "UPDATE recipients SET doi_confirmed_at = NULL WHERE email = ? "
+            "AND doi_confirmed_at = ''",
+            (new,),
+        )
+        conn.execute(
+            "DELETE FROM recipients WHERE email = ? AND list_id IN "
+            "(SELECT list_id FROM recipients WHERE email = ?)",
+            (old, new),
+        )
+        conn.execute(
+            "UPDATE recipients SET email = ?, updated_at = ? WHERE email = ?", (new, changed, old)
+        )
+    for old, new in renamed("sends"):
+        conn.execute(
+            "DELETE FROM sends WHERE email = ? AND job IN (SELECT job FROM sends WHERE email = ?)",
+            (old, new),
+        )
+        conn.execute("UPDATE sends SET email = ? WHERE email = ?", (new, old))
 
 
 def _statements(script: str) -> Iterator[str]:

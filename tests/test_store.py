@@ -117,3 +117,75 @@ def test_version_3_store_migrates_with_change_times_from_the_rows_own_dates(
         assert len(stamp) == len(before) and stamp >= before[:23]
     finally:
         conn.close()
+
+
+def test_version_4_store_gives_a_label_addresses_the_unicode_form_losing_no_suppression(
+    tmp_path: Path,
+) -> None:
+    import json
+    import sqlite3
+
+    from campaign_sync import store
+
+    path = tmp_path / "v4.db"
+    old = sqlite3.connect(path)
+    for script in store.MIGRATIONS[:4]:
+        for statement in store._statements(script):
+            old.execute(statement)
+    old.execute("PRAGMA user_version = 4")
+    old.execute("INSERT INTO lists (id, name, created_at) VALUES (1, 'news', 't0')")
+    members = [
+        # Both spellings: the older row is unsubscribed, the newer one has new fields.
+        ("anna@xn--bcher-kva.de", "unsubscribed", '{"a":"1","b":"old"}', None, "t1", "t2"),
+        ("anna@bücher.de", "active", '{"b":"new"}', "2024-05-01", "t3", "t4"),
+        # Only the A-label spelling.
+        ("bob@xn--bcher-kva.de", "active", '{"c":"3"}', None, "t1", "t1"),
+        ("carl@example.com", "active", "{}", None, "t1", "t1"),
+    ]
+    old.executemany(
+        "INSERT INTO recipients (list_id, email, status, fields, doi_confirmed_at, created_at, "
+        "updated_at) VALUES (1, ?, ?, ?, ?, ?, ?)",
+        members,
+    )
+    old.executemany(
+        "INSERT INTO unsubscribers (email, list, unsubscribed_at, changed_at) VALUES (?, ?, ?, ?)",
+        [
+            ("dora@xn--bcher-kva.de", "", "2024-03-01", "c"),
+            ("dora@bücher.de", "", "2024-01-01", "c"),
+            ("emil@xn--bcher-kva.de", "news", "2024-02-01", "c"),
+        ],
+    )
+    old.execute(
+        "INSERT INTO bounces (email, type, bounced_at, changed_at) "
+        "VALUES ('fritz@xn--bcher-kva.de', 'hard', '2024-01-01', 'c')"
+    )
+    old.commit()
+    old.close()
+
+    conn = store.connect(str(path))
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 5
+        rows = conn.execute(
+            "SELECT email, status, fields, doi_confirmed_at, created_at FROM recipients "
+            "ORDER BY email"
+        ).fetchall()
+        assert [(e, s, json.loads(f), d, c) for e, s, f, d, c in rows] == [
+            ("anna@bücher.de", "unsubscribed", {"a": "1", "b": "new"}, "2024-05-01", "t1"),
+            ("bob@bücher.de", "active", {"c": "3"}, None, "t1"),
+            ("carl@example.com", "active", {}, None, "t1"),
+        ]
+        (untouched,) = conn.execute(
+            "SELECT updated_at FROM recipients WHERE email = 'carl@example.com'"
+        ).fetchone()
+        assert untouched == "t1"
+        assert conn.execute(
+            "SELECT email, list, unsubscribed_at FROM unsubscribers ORDER BY email"
+        ).fetchall() == [
+            ("dora@bücher.de", "", "2024-03-01"),
+            ("emil@bücher.de", "news", "2024-02-01"),
+        ]
+        assert conn.execute("SELECT email FROM bounces").fetchall() == [("fritz@bücher.de",)]
+        changed = conn.execute("SELECT changed_at FROM unsubscribers").fetchall()
+        assert all(stamp != "c" for (stamp,) in changed)  # changes-only exports see them
+    finally:
+        conn.close()
