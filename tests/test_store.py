@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from campaign_sync import store
 
 OPEN = """
 import sys, time
@@ -13,6 +17,16 @@ time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
 conn = store.connect(sys.argv[1])
 print(conn.execute("PRAGMA journal_mode").fetchone()[0], store.SCHEMA_VERSION)
 """
+
+
+def old_store(path: Path, version: int) -> sqlite3.Connection:
+    """A store as campaign-sync at schema `version` left it, for a migration to take over."""
+    conn = sqlite3.connect(path)
+    for script in store.MIGRATIONS[:version]:
+        for statement in store._statements(script):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
 
 
 def test_many_processes_creating_one_store_at_once_all_succeed(tmp_path: Path) -> None:
@@ -37,16 +51,8 @@ def test_many_processes_creating_one_store_at_once_all_succeed(tmp_path: Path) -
 
 
 def test_version_2_store_migrates_without_the_update_index(tmp_path: Path) -> None:
-    import sqlite3
-
-    from campaign_sync import store
-
     path = tmp_path / "v2.db"
-    old = sqlite3.connect(path)
-    for script in store.MIGRATIONS[:2]:
-        for statement in store._statements(script):
-            old.execute(statement)
-    old.execute("PRAGMA user_version = 2")
+    old = old_store(path, 2)
     old.execute("INSERT INTO lists (id, name, created_at) VALUES (1, 'news', 't')")
     old.execute(
         "INSERT INTO recipients (list_id, email, fields, created_at, updated_at) "
@@ -76,16 +82,8 @@ def test_version_2_store_migrates_without_the_update_index(tmp_path: Path) -> No
 def test_version_3_store_migrates_with_change_times_from_the_rows_own_dates(
     tmp_path: Path,
 ) -> None:
-    import sqlite3
-
-    from campaign_sync import store
-
     path = tmp_path / "v3.db"
-    old = sqlite3.connect(path)
-    for script in store.MIGRATIONS[:3]:
-        for statement in store._statements(script):
-            old.execute(statement)
-    old.execute("PRAGMA user_version = 3")
+    old = old_store(path, 3)
     old.execute(
         "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason) "
         "VALUES ('a@example.com', 'news', '2024-01-01T00:00:00.000000+00:00', 'asked')"
@@ -122,17 +120,8 @@ def test_version_3_store_migrates_with_change_times_from_the_rows_own_dates(
 def test_version_4_store_gives_a_label_addresses_the_unicode_form_losing_no_suppression(
     tmp_path: Path,
 ) -> None:
-    import json
-    import sqlite3
-
-    from campaign_sync import store
-
     path = tmp_path / "v4.db"
-    old = sqlite3.connect(path)
-    for script in store.MIGRATIONS[:4]:
-        for statement in store._statements(script):
-            old.execute(statement)
-    old.execute("PRAGMA user_version = 4")
+    old = old_store(path, 4)
     old.execute("INSERT INTO lists (id, name, created_at) VALUES (1, 'news', 't0')")
     members = [
         # Both spellings: the older row is unsubscribed, the newer one has new fields.
