@@ -153,8 +153,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     ALTER TABLE bounces_v4 RENAME TO bounces;
     CREATE INDEX bounces_by_email ON bounces (email);
     """,
-    # v5: addresses stored with an A-label domain (xn--…) take the Unicode form imports now
-    # give them, merged with that form's rows where both exist (see _decode_a_labels).
+    # v5: addresses and patterns stored with an A-label domain (xn--…) take the Unicode form
+    # imports now give them, merged with that form's rows where both exist.
     lambda conn: _decode_a_labels(conn),
 ]
 
@@ -247,76 +247,9 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _decode_a_labels(conn: sqlite3.Connection) -> None:
-    """Give stored addresses with an A-label domain the Unicode form, as imports do now.
+    from .migrate_a_labels import decode_a_labels  # only when an old store is opened
 
-    Where the Unicode form is already stored too, the two rows become one, never losing a
-    suppression: an unsubscription keeps the later date; a member keeps the newer row's
-    fields over the older's, the later confirmation, and stays unsubscribed if either was;
-    a doi-dispatch send keeps the row already under the Unicode form (both were sent).
-    """
-    from .addresses import normalise
-
-    changed = now()
-
-    def renamed(table: str) -> list[tuple[str, str]]:
-        rows = conn.execute(f"SELECT DISTINCT email FROM {table} WHERE email LIKE '%xn--%'")
-        pairs = [(old, normalise(old)) for (old,) in rows]
-        return [(old, new) for old, new in pairs if new != old]
-
-    for old, new in renamed("bounces"):
-        conn.execute(
-            "UPDATE bounces SET email = ?, changed_at = ? WHERE email = ?", (new, changed, old)
-        )
-    for old, new in renamed("unsubscribers"):
-        conn.execute(
-            "UPDATE unsubscribers SET unsubscribed_at = max(unsubscribed_at, (SELECT "
-            "o.unsubscribed_at FROM unsubscribers AS o WHERE o.email = ? AND o.list = "
-            "unsubscribers.list)), changed_at = ? WHERE email = ? AND list IN "
-            "(SELECT list FROM unsubscribers WHERE email = ?)",
-            (old, changed, new, old),
-        )
-        conn.execute(
-            "DELETE FROM unsubscribers WHERE email = ? AND list IN "
-            "(SELECT list FROM unsubscribers WHERE email = ?)",
-            (old, new),
-        )
-        conn.execute(
-            "UPDATE unsubscribers SET email = ?, changed_at = ? WHERE email = ?",
-            (new, changed, old),
-        )
-    for old, new in renamed("recipients"):
-        conn.execute(
-            """UPDATE recipients AS r SET
-                   fields = CASE WHEN r.updated_at >= o.updated_at
-                       THEN json_patch(o.fields, r.fields) ELSE json_patch(r.fields, o.fields) END,
-                   status = CASE WHEN 'unsubscribed' IN (r.status, o.status) THEN 'unsubscribed'
-                       WHEN r.updated_at >= o.updated_at THEN r.status ELSE o.status END,
-                   doi_confirmed_at = max(coalesce(r.doi_confirmed_at, ''),
-                                          coalesce(o.doi_confirmed_at, '')),
-                   created_at = min(r.created_at, o.created_at), updated_at = ?
-               FROM recipients AS o
-               WHERE r.email = ? AND o.email = ? AND o.list_id = r.list_id""",
-            (changed, new, old),
-        )
-        conn.execute(
-            "UPDATE recipients SET doi_confirmed_at = NULL WHERE email = ? "
-            "AND doi_confirmed_at = ''",
-            (new,),
-        )
-        conn.execute(
-            "DELETE FROM recipients WHERE email = ? AND list_id IN "
-            "(SELECT list_id FROM recipients WHERE email = ?)",
-            (old, new),
-        )
-        conn.execute(
-            "UPDATE recipients SET email = ?, updated_at = ? WHERE email = ?", (new, changed, old)
-        )
-    for old, new in renamed("sends"):
-        conn.execute(
-            "DELETE FROM sends WHERE email = ? AND job IN (SELECT job FROM sends WHERE email = ?)",
-            (old, new),
-        )
-        conn.execute("UPDATE sends SET email = ? WHERE email = ?", (new, old))
+    decode_a_labels(conn, now())
 
 
 def _statements(script: str) -> Iterator[str]:

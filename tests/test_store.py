@@ -129,6 +129,13 @@ def test_version_4_store_gives_a_label_addresses_the_unicode_form_losing_no_supp
         ("anna@bücher.de", "active", '{"b":"new"}', "2024-05-01", "t3", "t4"),
         # Only the A-label spelling.
         ("bob@xn--bcher-kva.de", "active", '{"c":"3"}', None, "t1", "t1"),
+        # A replace import that switched spelling: removed and inserted at the same moment.
+        ("cleo@bücher.de", "removed", '{"v":"1"}', None, "t1", "t5"),
+        ("cleo@xn--bcher-kva.de", "active", '{"v":"2"}', None, "t5", "t5"),
+        # Three spellings of one address: the newest row's fields win.
+        ("dan@xn--bcher-kva.xn--p1ai", "active", '{"v":"old"}', None, "t1", "t1"),
+        ("dan@bücher.xn--p1ai", "active", '{"v":"newest"}', None, "t1", "t3"),
+        ("dan@xn--bcher-kva.рф", "active", '{"v":"middle"}', None, "t1", "t2"),
         ("carl@example.com", "active", "{}", None, "t1", "t1"),
     ]
     old.executemany(
@@ -137,16 +144,30 @@ def test_version_4_store_gives_a_label_addresses_the_unicode_form_losing_no_supp
         members,
     )
     old.executemany(
-        "INSERT INTO unsubscribers (email, list, unsubscribed_at, changed_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason, changed_at) "
+        "VALUES (?, ?, ?, ?, 'c')",
         [
-            ("dora@xn--bcher-kva.de", "", "2024-03-01", "c"),
-            ("dora@bücher.de", "", "2024-01-01", "c"),
-            ("emil@xn--bcher-kva.de", "news", "2024-02-01", "c"),
+            ("dora@xn--bcher-kva.de", "", "2024-03-01", "later"),
+            ("dora@bücher.de", "", "2024-01-01", "earlier"),
+            ("emil@xn--bcher-kva.de", "news", "2024-02-01", ""),
         ],
     )
-    old.execute(
-        "INSERT INTO bounces (email, type, bounced_at, changed_at) "
-        "VALUES ('fritz@xn--bcher-kva.de', 'hard', '2024-01-01', 'c')"
+    old.executemany(
+        "INSERT INTO bounces (email, type, bounced_at, changed_at) VALUES (?, ?, ?, 'c')",
+        [
+            ("fritz@xn--bcher-kva.de", "hard", "2024-01-01"),
+            ("fritz@bücher.de", "hard", "2024-01-01"),  # the same bounce, twice recorded
+            ("fritz@xn--bcher-kva.de", "hard", "2024-01-02"),
+        ],
+    )
+    old.executemany(
+        "INSERT INTO sends (job, email, list, mailing, mailing_id, message_id, state, "
+        "created_at, updated_at) VALUES ('welcome', ?, 'news', 'm.eml', 'm', ?, ?, 't', 't')",
+        [("gina@xn--bcher-kva.de", "<1@x>", "sent"), ("gina@bücher.de", "<2@x>", "deferred")],
+    )
+    old.executemany(
+        "INSERT INTO blocklist (pattern, reason, created_at, modified_at) VALUES (?, ?, ?, ?)",
+        [("*@xn--bcher-kva.de", "old", "t1", "t1"), ("*@bücher.de", "new", "t2", "t3")],
     )
     old.commit()
     old.close()
@@ -162,18 +183,31 @@ def test_version_4_store_gives_a_label_addresses_the_unicode_form_losing_no_supp
             ("anna@bücher.de", "unsubscribed", {"a": "1", "b": "new"}, "2024-05-01", "t1"),
             ("bob@bücher.de", "active", {"c": "3"}, None, "t1"),
             ("carl@example.com", "active", {}, None, "t1"),
+            ("cleo@bücher.de", "active", {"v": "2"}, None, "t1"),
+            ("dan@bücher.рф", "active", {"v": "newest"}, None, "t1"),
         ]
         (untouched,) = conn.execute(
             "SELECT updated_at FROM recipients WHERE email = 'carl@example.com'"
         ).fetchone()
         assert untouched == "t1"
         assert conn.execute(
-            "SELECT email, list, unsubscribed_at FROM unsubscribers ORDER BY email"
+            "SELECT email, list, unsubscribed_at, reason FROM unsubscribers ORDER BY email"
         ).fetchall() == [
-            ("dora@bücher.de", "", "2024-03-01"),
-            ("emil@bücher.de", "news", "2024-02-01"),
+            ("dora@bücher.de", "", "2024-03-01", "later"),
+            ("emil@bücher.de", "news", "2024-02-01", ""),
         ]
-        assert conn.execute("SELECT email FROM bounces").fetchall() == [("fritz@bücher.de",)]
+        assert conn.execute(
+            "SELECT email, bounced_at FROM bounces ORDER BY bounced_at"
+        ).fetchall() == [
+            ("fritz@bücher.de", "2024-01-01"),
+            ("fritz@bücher.de", "2024-01-02"),
+        ]
+        assert conn.execute("SELECT email, state FROM sends").fetchall() == [
+            ("gina@bücher.de", "sent")
+        ]
+        assert conn.execute("SELECT pattern, reason, created_at FROM blocklist").fetchall() == [
+            ("*@bücher.de", "new", "t1")
+        ]
         changed = conn.execute("SELECT changed_at FROM unsubscribers").fetchall()
         assert all(stamp != "c" for (stamp,) in changed)  # changes-only exports see them
     finally:
