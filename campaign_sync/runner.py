@@ -11,9 +11,9 @@ import datetime
 import errno
 import hashlib
 import logging
-import os
 import shutil
 import sqlite3
+import tempfile
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -125,9 +125,8 @@ def _run_locked(
         # The machine, not the data: a full disk, a permission, a vanished folder.
         _fail(result, _os_error(exc), EXIT_FAILED)
     except KeyboardInterrupt:
-        # Ctrl-C, or SIGTERM from cron's `timeout`: everything is rolled back by now.
-        _fail(result, "interrupted; the run was rolled back and recorded", EXIT_FAILED)
-        result.status = "interrupted"
+        # Ctrl-C, or SIGTERM from cron's `timeout`: open transactions are rolled back by now.
+        _interrupted(ctx)
     except BaseException as exc:
         # A bug: record it, then let it propagate with its traceback.
         _fail(result, f"internal error: {exc!r}", EXIT_FAILED)
@@ -135,6 +134,33 @@ def _run_locked(
         raise
     _close(ctx, clock)
     return result
+
+
+def _interrupted(ctx: RunContext) -> None:
+    """Record an interrupt as what it interrupted: before the commit nothing changed; after
+    it (archiving the remote file, notices) the run stands and only its tail is missing."""
+    result, conn = ctx.result, ctx.conn
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    committed = (
+        result.run_id is not None
+        and conn.execute(
+            "SELECT status = 'succeeded' FROM runs WHERE id = ?", (result.run_id,)
+        ).fetchone()[0]
+    )
+    if committed:
+        result.warnings.append(
+            "interrupted after the run's changes were committed; what follows the commit "
+            "(archiving or deleting the source file) may not have happened"
+        )
+        _record(ctx)
+        return
+    if ctx.job.kind == "dispatch":
+        reason = "interrupted; the sends made before it are recorded and will not be repeated"
+    else:
+        reason = "interrupted; the run was rolled back and recorded"
+    _fail(result, reason, EXIT_FAILED)
+    result.status = "interrupted"
 
 
 def _os_error(exc: OSError) -> str:
@@ -411,9 +437,11 @@ def _place(staged: Path, output: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-    partial = output.with_name(f".{output.name}.part")
+    # A new name of our own (O_EXCL, random, 0600): never a name someone could have put a
+    # symlink at beforehand.
+    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    partial = Path(name)
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, as staged
         with open(staged, "rb") as reader, open(fd, "wb") as writer:
             shutil.copyfileobj(reader, writer, 1 << 20)
         partial.replace(output)

@@ -445,11 +445,17 @@ def test_export_output_on_another_file_system_is_copied_whole(ws: Workspace) -> 
         drop_for(ws, "20261101", SAMPLE)
         ws.cli("import", "newsletter-import", "--date", "2026-11-01")
         target = folder / "out.csv"
+        # A trap someone with access to the folder might set for a predictable temp name.
+        victim = folder / "victim"
+        victim.write_text("keep me")
+        (folder / ".out.csv.part").symlink_to(victim)
         done = ws.run("export", "newsletter-export", "--output", str(target))
         assert done.returncode == 0, done.stderr
         assert len(target.read_text(encoding="utf-8").splitlines()) == 4
+        assert not target.is_symlink()
         assert oct(target.stat().st_mode & 0o777) == "0o600"
-        assert sorted(p.name for p in folder.iterdir()) == ["out.csv"]
+        assert victim.read_text() == "keep me"
+        assert sorted(p.name for p in folder.iterdir()) == [".out.csv.part", "out.csv", "victim"]
     finally:
         shutil.rmtree(folder)
 
@@ -481,3 +487,27 @@ def test_a_machine_problem_during_a_run_is_a_failed_run_not_a_traceback(ws: Work
     assert run["status"] == "failed"
     assert run["error"] == f"File exists: {blocked}"
     assert ws.query("SELECT status, error FROM runs") == [("failed", run["error"])]
+
+
+def test_an_interrupt_after_the_commit_leaves_a_succeeded_run_with_a_warning(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from campaign_sync import runner
+
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM while the source file is being archived
+
+    monkeypatch.setattr(runner, "_after", interrupted)
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.exit_code == 0, done.output
+    run = json.loads(done.stdout)
+    assert (run["status"], run["error"]) == ("succeeded", None)
+    assert run["warnings"] == [
+        "interrupted after the run's changes were committed; what follows the commit "
+        "(archiving or deleting the source file) may not have happened"
+    ]
+    assert ws.query("SELECT status, warnings FROM runs") == [
+        ("succeeded", json.dumps(run["warnings"]))
+    ]
+    assert len(ws.recipients()) == 3
