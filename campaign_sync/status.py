@@ -149,6 +149,8 @@ def unusable_paths(config: Config) -> list[str]:
         problem = _unwritable(folder)
         if problem:
             found.append(f"{key}: {folder} {problem}; runs cannot start")
+    if config.log_file is not None and config.log_file.is_dir():
+        found.append(f"log_file: {config.log_file} is a folder; runs cannot start")
     return found
 
 

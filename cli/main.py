@@ -40,7 +40,9 @@ class Settings:
         self.quiet = quiet
         self._config: Any = None
 
-    def config(self) -> Any:
+    def config(self, *, log_file_required: bool = True) -> Any:
+        """The loaded config, with logging set up (`check` reports an unusable log file
+        among its problems instead of stopping at it)."""
         if self._config is None:
             from campaign_sync import config as config_module
 
@@ -48,6 +50,8 @@ class Settings:
             try:
                 setup_logging(self.verbose, self.quiet, self._config.log_file)
             except OSError as exc:
+                if not log_file_required:
+                    return self._config
                 raise ConfigError(
                     f"cannot write the log file {self._config.log_file}: {exc.strerror}; "
                     "set `log_file` to a file in a writable folder",
@@ -338,7 +342,7 @@ def check(settings: Settings) -> None:
     """For monitoring: exit 1 naming overdue or failing jobs, and folders runs cannot use."""
     from campaign_sync import status
 
-    config = settings.config()
+    config = settings.config(log_file_required=False)
     states = status.job_states(config, status.open_store(config))
     found = status.unusable_paths(config) + status.problems(states)
     if settings.as_json:

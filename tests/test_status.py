@@ -90,6 +90,21 @@ def test_check_names_a_work_dir_where_runs_could_not_start(ws: Workspace) -> Non
     assert not (ws.root / "store.db").exists()
 
 
+def test_check_lists_an_unusable_log_file_with_the_other_problems(ws: Workspace) -> None:
+    (ws.root / "file").write_text("not a folder")
+    text = ws.config.read_text().replace(
+        "work_dir: var", f"work_dir: file/var\nlog_file: {ws.root}"
+    )
+    ws.write_config(text=text)
+    done = ws.run("check")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        f"work_dir: {ws.root}/file/var cannot be made: {ws.root}/file is not a folder; "
+        "runs cannot start",
+        f"log_file: {ws.root} is a folder; runs cannot start",
+    ]
+
+
 def test_failing_job_is_named_by_check_with_its_error(ws: Workspace) -> None:
     prepared(ws)
     record_run(
