@@ -307,6 +307,16 @@ def _split_credentials(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
 
 
+def _refusing_redirects() -> type:
+    import urllib.request
+
+    class RefuseRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_args: object, **_kw: object) -> None:
+            return None  # the 3xx then surfaces as an HTTPError
+
+    return RefuseRedirects
+
+
 def _post_webhook(url: str, timeout: float, result: RunResult, scrub: Scrubber) -> None:
     import json
     import urllib.error
@@ -318,12 +328,20 @@ def _post_webhook(url: str, timeout: float, result: RunResult, scrub: Scrubber) 
     if authorization:
         headers["Authorization"] = authorization
     request = urllib.request.Request(url, data=payload, method="POST", headers=headers)
+    # No redirects: urllib would turn the POST into a bodiless GET and carry the
+    # Authorization header to wherever the Location points.
+    opener = urllib.request.build_opener(_refusing_redirects())
     # The timeout applies to the connect and to each wait for data: a server that accepts
     # and never answers costs `timeout`, not the run.
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with opener.open(request, timeout=timeout) as response:
             response.read(65536)
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise WebhookError(
+                f"HTTP {exc.code} {exc.reason}: redirects are not followed; set notify.webhook "
+                "to the address that accepts the POST"
+            ) from None
         raise WebhookError(f"HTTP {exc.code} {exc.reason}") from None
     except TimeoutError:  # socket.timeout is an alias of it since 3.10
         raise WebhookError(f"no answer within {timeout:g} s") from None

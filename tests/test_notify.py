@@ -400,6 +400,23 @@ def test_webhook_500_is_a_warning(tmp_path: Path, webhook: WebhookTestServer) ->
     assert len(webhook.requests) == 1
 
 
+def test_webhook_redirect_is_a_warning_and_is_not_followed(
+    tmp_path: Path, webhook: WebhookTestServer
+) -> None:
+    webhook.mode = "redirect"
+    url = webhook.url.replace("http://", "http://hook:s3cret@")
+    config = make_config(tmp_path, to=(), webhook=url)
+    result = import_result(warnings=[])
+    notify(config, make_job(notify=()), result)
+    [warning] = result.warnings
+    assert warning.endswith(
+        "HTTP 302 Found: redirects are not followed; set notify.webhook to the address that "
+        "accepts the POST"
+    )
+    assert "s3cret" not in warning
+    assert [(r.method, r.path) for r in webhook.requests] == [("POST", "/hooks/campaign-sync")]
+
+
 def test_hanging_webhook_does_not_hang_the_job(tmp_path: Path, webhook: WebhookTestServer) -> None:
     webhook.mode = "hang"
     config = make_config(tmp_path, to=(), webhook=webhook.url, webhook_timeout=1.0)

@@ -6,6 +6,7 @@
 
     hook.mode = "500"    # answer 500 Internal Server Error
     hook.mode = "hang"   # read the request, never answer (until the server stops)
+    hook.mode = "redirect"  # 302 to /elsewhere on the same server (recorded there if followed)
 
 Listens on 127.0.0.1 on a free port; each request is handled in its own daemon thread.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MODES = ("ok", "500", "hang")
+MODES = ("ok", "500", "hang", "redirect")
 
 
 @dataclass
@@ -72,8 +73,19 @@ class WebhookTestServer:
                 if owner.mode == "hang":
                     owner._release.wait()
                     return
-                code = 204 if owner.mode == "ok" else 500
-                self.send_response(code)
+                if owner.mode == "redirect" and self.path != "/elsewhere":
+                    self.send_response(302)
+                    self.send_header("Location", "/elsewhere")
+                else:
+                    self.send_response(204 if owner.mode in ("ok", "redirect") else 500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:  # noqa: N802 - a followed redirect arrives as a GET
+                owner.requests.append(
+                    Request("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b"")
+                )
+                self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
