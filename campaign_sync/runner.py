@@ -15,7 +15,8 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,8 +26,10 @@ from .config import Config, JobConfig
 from .errors import (
     EXIT_FAILED,
     CampaignSyncError,
+    ConfigError,
     LimitExceeded,
     SourceMissing,
+    StoreError,
     TransferError,
     UsageError,
     one_line,
@@ -83,12 +86,42 @@ def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunRes
         raise UsageError(f"--file {options.file}: no such file")
     if options.output is not None:
         _check_output(options.output)
-    with runs.job_lock(config.work_dir, name):
-        conn = store.connect(config.store)
+    with _notified_if_it_cannot_start(config, job, options), runs.job_lock(config.work_dir, name):
+        conn = store.connect(_store_location(config, options))
         try:
             return _run_locked(config, job, options, conn)
         finally:
             conn.close()
+
+
+def _store_location(config: Config, options: RunOptions) -> str:
+    """The store; for a dry run before any real run, an empty one in memory: its counts are
+    a first run's, and no store file appears because somebody looked."""
+    if options.dry_run and not Path(config.store).exists():
+        return ":memory:"
+    return config.store
+
+
+@contextmanager
+def _notified_if_it_cannot_start(
+    config: Config, job: JobConfig, options: RunOptions
+) -> Iterator[None]:
+    """A run that fails before it can be recorded (no usable work_dir, a store that cannot
+    be opened) still sends its failure notice; the error then goes on to the caller."""
+    try:
+        yield
+    except (ConfigError, StoreError) as exc:
+        result = RunResult(
+            job=job.name, job_type=job.type, started=store.now(), dry_run=options.dry_run
+        )
+        _fail(result, str(exc), exc.exit_code)
+        result.finished = result.started
+        _scrub(config, result)
+        from .notify import notify, should_notify
+
+        if should_notify(job, result):
+            notify(config, job, result, log=log)
+        raise
 
 
 def _check_output(output: Path) -> None:

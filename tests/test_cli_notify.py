@@ -89,3 +89,18 @@ def test_no_secret_in_any_output(ws: Workspace, smtp: SmtpTestServer) -> None:
     assert secret not in done.stdout + done.stderr
     assert all(secret not in m.text for m in smtp.messages)
     assert all(secret not in line for line in ws.dump())
+
+
+def test_a_store_that_cannot_be_opened_still_sends_the_failure_notice(
+    ws: Workspace, smtp: SmtpTestServer
+) -> None:
+    configure(ws, smtp.host, smtp.port)
+    ws.store.write_bytes(b"not a database at all " * 100)
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    done = ws.run("import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 1
+    assert "file is not a database" in done.stderr
+    assert len(smtp.messages) == 1
+    notice = smtp.messages[0]
+    assert notice.message["Subject"].startswith("[campaign-sync] newsletter-import FAILED")
+    assert "file is not a database" in notice.text

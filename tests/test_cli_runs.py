@@ -260,13 +260,15 @@ def test_staging_left_by_a_killed_run_is_removed_by_the_next_run(ws: Workspace) 
 
 
 def test_dry_run_import_counts_but_changes_nothing(ws: Workspace) -> None:
+    drop_for(ws, "20261102", "E-Mail;Vorname;Nachname;DOI\nzoe@example.com;Zoe;Z;\n")
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-02").exit_code == 0
+    before = ws.dump()
     drop_for(ws, "20261101", SAMPLE)
     done = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-01", "--dry-run")
     run = json.loads(done.stdout)
     assert run["dry_run"] is True
     assert run["counts"]["inserted"] == 3
-    assert ws.recipients() == {}
-    assert ws.query("SELECT count(*) FROM runs") == [(0,)]
+    assert ws.dump() == before
 
 
 def test_list_jobs_json_fields(ws: Workspace) -> None:
@@ -511,3 +513,14 @@ def test_an_interrupt_after_the_commit_leaves_a_succeeded_run_with_a_warning(
         ("succeeded", json.dumps(run["warnings"]))
     ]
     assert len(ws.recipients()) == 3
+
+
+def test_a_dry_run_before_any_real_run_creates_no_store(ws: Workspace) -> None:
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["inserted"] == 3
+    done = ws.run("--json", "export", "newsletter-export", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"] == {"written": 0}
+    assert not ws.store.exists()
