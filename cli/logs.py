@@ -15,6 +15,10 @@ def setup_logging(verbose: int, quiet: bool, log_file: Path | None) -> None:
         if quiet
         else (logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
     )
+    # paramiko logs its own internals (tracebacks of a failed handshake) with no handler of
+    # its own, so Python's last-resort handler would print them; our transfer code reports
+    # what went wrong in one line instead.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     root = logging.getLogger("campaign_sync")
     root.setLevel(min(level, logging.INFO) if log_file else level)
     if not any(getattr(h, "_campaign_sync_stderr", False) for h in root.handlers):

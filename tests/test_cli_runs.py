@@ -524,3 +524,44 @@ def test_a_dry_run_before_any_real_run_creates_no_store(ws: Workspace) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"] == {"written": 0}
     assert not ws.store.exists()
+
+
+def test_a_server_that_does_not_speak_ssh_gives_one_line_not_library_tracebacks(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_like_a_web_server() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            client.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+            client.close()
+
+    threading.Thread(target=answer_like_a_web_server, daemon=True).start()
+    (tmp_path / "known_hosts").write_text("")
+    text = (
+        ws.config.read_text()
+        .replace(
+            "servers:\n",
+            "servers:\n  web:\n    type: ssh\n    host: 127.0.0.1\n"
+            f"    port: {port}\n    user: nobody\n    known_hosts: {tmp_path}/known_hosts\n"
+            "    timeout: 2\n    retries: 0\n",
+            1,
+        )
+        .replace("source: {server: inbox", "source: {server: web")
+    )
+    ws.write_config(text=text)
+    try:
+        done = ws.run("-q", "import", "newsletter-import", "--date", "2026-11-01")
+    finally:
+        listener.close()
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("campaign-sync: error: ")
