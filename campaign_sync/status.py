@@ -32,10 +32,22 @@ def job_states(config: Config, conn: sqlite3.Connection | None) -> list[dict[str
     now = datetime.datetime.now(tz)
     latest = runs.latest_per_job(conn) if conn else {}
     active = runs.running(conn) if conn else {}
+    configured = _configured_since(config)
     return [
-        _job_state(job, latest.get(name), active.get(name), conn, now, tz)
+        _job_state(job, latest.get(name), active.get(name), conn, now, tz, configured)
         for name, job in config.jobs.items()
     ]
+
+
+def _configured_since(config: Config) -> datetime.datetime:
+    """When the config file last changed: every job in it is configured at least since
+    then, so a scheduled time after it that passed with no run at all is a missed run
+    (a crontab line missing, cron not running), not a job that is merely new."""
+    try:
+        stamp = config.path.stat().st_mtime
+    except OSError:
+        stamp = datetime.datetime.now(datetime.timezone.utc).timestamp()
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc)
 
 
 def _job_state(
@@ -45,6 +57,7 @@ def _job_state(
     conn: sqlite3.Connection | None,
     now: datetime.datetime,
     tz: datetime.tzinfo,
+    configured: datetime.datetime,
 ) -> dict[str, Any]:
     finished = _last_finished(job, last, conn)
     return {
@@ -53,7 +66,7 @@ def _job_state(
         "list": job.list,
         "schedule": job.schedule,
         "next_run": _next_run(job, now, tz),
-        "state": _state(job, finished, running, conn, now, tz),
+        "state": _state(job, finished, running, conn, now, tz, configured),
         "running": _running_info(running, now) if running else None,
         "last_run": finished,
     }
@@ -92,10 +105,15 @@ def _state(
     conn: sqlite3.Connection | None,
     now: datetime.datetime,
     tz: datetime.tzinfo,
+    configured: datetime.datetime,
 ) -> str:
     if running:
         return "running"
     if last is None or conn is None:
+        if job.schedule and is_overdue(
+            parse(job.schedule), last_success=None, configured_since=configured, now=now, tz=tz
+        ):
+            return "overdue"
         return "never-run"
     if last["status"] in ("failed", "interrupted"):
         return "failing"

@@ -105,6 +105,21 @@ def test_check_lists_an_unusable_log_file_with_the_other_problems(ws: Workspace)
     ]
 
 
+def test_a_job_that_never_ran_although_due_since_the_config_changed_is_overdue(
+    ws: Workspace,
+) -> None:
+    # E.g. its crontab line was never installed: no run, so no failure to see either.
+    three_days_ago = datetime.datetime.now().timestamp() - 3 * 86400
+    os.utime(ws.config, (three_days_ago, three_days_ago))
+    found = states(ws)
+    assert found["newsletter-import"]["state"] == "overdue"  # daily 02:30
+    assert found["newsletter-import"]["last_run"] is None
+    done = ws.run("check")
+    assert done.returncode == 1
+    assert "newsletter-import: overdue (schedule 'daily 02:30')" in done.stdout.splitlines()
+    assert not ws.store.exists()
+
+
 def test_failing_job_is_named_by_check_with_its_error(ws: Workspace) -> None:
     prepared(ws)
     record_run(
