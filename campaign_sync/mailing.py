@@ -78,6 +78,7 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 # The charset of an HTML <meta charset=…> or <meta http-equiv … content="…; charset=…">.
 _META_CHARSET = re.compile(r"""(<meta\b[^>]*?\bcharset\s*=\s*["']?)([^"'\s;/>]+)""", re.IGNORECASE)
 # Kept across re-encoding a text part (set_content clears every Content-* header).
+_KEPT_TEXT_PARAMS = ("format", "delsp")
 _KEPT_PART_HEADERS = ("Content-Disposition", "Content-ID", "Content-Language", "Content-Location")
 
 
@@ -326,10 +327,14 @@ def _set_text(part: EmailMessage, text: str) -> None:
     if subtype == "html":
         text = _META_CHARSET.sub(lambda m: m.group(1) + "utf-8", text)
     kept = [(name, part[name]) for name in _KEPT_PART_HEADERS if part.get(name) is not None]
+    # format=flowed text stays flowed: quoted-printable keeps its trailing spaces.
+    params = {
+        key: value for key in _KEPT_TEXT_PARAMS if isinstance(value := part.get_param(key), str)
+    }
     is_root = part.get("MIME-Version") is not None
     # Quoted-printable keeps non-ASCII text 7-bit clean for servers without 8BITMIME.
     cte = None if text.isascii() else "quoted-printable"
-    part.set_content(text, subtype=subtype, charset="utf-8", cte=cte)
+    part.set_content(text, subtype=subtype, charset="utf-8", cte=cte, params=params)
     if not is_root:
         del part["MIME-Version"]  # set_content adds it; it belongs on the message only
     for name, value in kept:

@@ -350,3 +350,24 @@ def test_control_characters_never_reach_a_header(tmp_path: Path) -> None:
     head = data.split(b"\r\n\r\n", 1)[0]
     assert not any(byte < 0x20 and byte not in b"\r\n" or byte == 0x7F for byte in head)
     assert reparse(msg)["Subject"] == "Welcome ABCDE F"
+
+
+def test_format_flowed_survives_re_encoding(tmp_path: Path) -> None:
+    path = write_raw(
+        tmp_path,
+        "m.eml",
+        "Content-Type: text/plain; charset=iso-8859-1; format=flowed; delsp=yes\n",
+        b"Gr\xfc\xdfe {{first_name}} \nmore\n",
+    )
+    msg = reparse(
+        personalise(
+            load_mailing(path),
+            recipient="x@example.com",
+            fields={"first_name": "Zoë"},
+            sender=SENDER,
+            message_id="<ours-7@example.com>",
+        )
+    )
+    assert (msg.get_param("format"), msg.get_param("delsp")) == ("flowed", "yes")
+    assert msg.get_content_charset() == "utf-8"
+    assert msg.get_content().replace("\r\n", "\n") == "Grüße Zoë \nmore\n"
