@@ -17,6 +17,7 @@ import smtplib
 import socket
 import ssl
 from dataclasses import dataclass, field
+from email.headerregistry import Address, Group
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from types import TracebackType
@@ -319,8 +320,16 @@ def _envelope_address(address: str, utf8: bool) -> str | None:
     local, at, domain = address.rpartition("@")
     if not at or not local.isascii():
         return None
+    a_label = _a_label(domain)
+    return None if a_label is None else f"{local}@{a_label}"
+
+
+def _a_label(domain: str) -> str | None:
+    """The domain in ASCII (punycode, IDNA), or None if it has no such form."""
+    if domain.isascii():
+        return domain
     try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
+        return domain.encode("idna").decode("ascii")
     except UnicodeError:
         return None
 
@@ -337,9 +346,39 @@ def _serialise(message: EmailMessage, *, international: bool) -> bytes:
     msg = copy.copy(message)
     del msg["Bcc"]
     del msg["Resent-Bcc"]
+    if not international:
+        _ascii_domains(msg)
     # smtplib sends bytes as they are, so the line endings must already be SMTP's CRLF.
     policy = msg.policy.clone(linesep="\r\n", utf8=international)
     return msg.as_bytes(policy=policy)
+
+
+# Address headers whose domains must be ASCII when the message is not sent with SMTPUTF8.
+_ADDRESS_HEADERS = ("From", "Sender", "Reply-To", "To", "Cc")
+
+
+def _ascii_domains(msg: EmailMessage) -> None:
+    """Write internationalised domains in address headers as punycode, like the envelope.
+
+    Without SMTPUTF8 the email package would put an encoded word into the domain, which is
+    not allowed in an address. A non-ASCII local part has no ASCII form and is left as is.
+    `msg` is a shallow copy: its header list is replaced, never changed in place.
+    """
+    for name in _ADDRESS_HEADERS:
+        header = msg.get(name)
+        groups = getattr(header, "groups", None)
+        if not groups or all(a.domain.isascii() for g in groups for a in g.addresses):
+            continue
+        fixed = [Group(g.display_name, [_ascii_address(a) for a in g.addresses]) for g in groups]
+        del msg[name]  # assigns a new header list, so the caller's message keeps its own
+        msg[name] = fixed
+
+
+def _ascii_address(address: Address) -> Address:
+    a_label = _a_label(address.domain)
+    if a_label is None or a_label == address.domain or not address.username.isascii():
+        return address
+    return Address(address.display_name, address.username, a_label)
 
 
 def _reply(exc: smtplib.SMTPResponseException) -> str:

@@ -444,6 +444,23 @@ def test_missing_mailing_fails_clearly(ws: Dispatch, smtp: SmtpTestServer) -> No
     assert smtp.messages == [] and ws.sends() == {}
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_unknown_charset_fails_the_run_clearly_and_claims_nobody(
+    ws: Dispatch, smtp: SmtpTestServer, dry_run: bool
+) -> None:
+    ws.seed({"anna@example.com": NEW_DOI})
+    path = ws.mailings / "welcome.eml"
+    path.write_bytes(path.read_bytes().replace(b'charset="utf-8"', b"charset=x-bogus", 1))
+
+    result = ws.run(dry_run=dry_run)
+
+    assert (result.status, result.exit_code) == ("failed", 1)
+    assert result.error == (
+        f"mailing {path}: part 2 (text/plain) declares unknown charset 'x-bogus'"
+    )
+    assert smtp.messages == [] and ws.sends() == {}
+
+
 def test_dry_run_lists_recipients_and_changes_nothing(ws: Dispatch, smtp: SmtpTestServer) -> None:
     ws.seed(
         {"anna@example.com": NEW_DOI, "bo@example.com": NEW_DOI, "old@example.com": OLD_DOI},
@@ -789,6 +806,21 @@ def test_address_the_session_cannot_carry_is_skipped_not_bounced(tmp_path: Path)
     assert ws.sends()["jürgen@example.com"] == ("deferred", 1)
     assert ws.query("SELECT count(*) FROM bounces") == [(0,)]
     assert any("jürgen@example.com" in warning for warning in result.warnings)
+
+
+def test_idn_recipient_without_smtputf8_gets_a_punycode_to_header(tmp_path: Path) -> None:
+    with SmtpTestServer(smtputf8=False) as server:
+        ws = Dispatch(tmp_path, server.host, server.port)
+        ws.write_config()
+        ws.mailing()
+        ws.seed({"idn2@bücher.example": NEW_DOI})
+
+        result = ws.run()
+
+        assert counts(result) == {"sent": 1, "skipped": 0, "bounced": 0, "unknown": 0}
+        [message] = server.messages
+    assert message.rcpt_tos == ["idn2@xn--bcher-kva.example"]
+    assert b"\r\nTo: idn2@xn--bcher-kva.example\r\n" in message.data
 
 
 def test_dry_run_before_the_first_run_says_why_nobody_is_due(

@@ -169,6 +169,18 @@ def test_without_smtputf8_idn_domains_go_as_punycode_and_utf8_local_parts_are_re
     assert server.messages[0].rcpt_tos == ["anna@xn--bcher-kva.example", "plain@example.com"]
 
 
+def test_without_smtputf8_the_to_header_carries_the_punycode_domain() -> None:
+    msg = message("Anna <anna@bücher.example>")
+    msg["Cc"] = "bo@bücher.example, plain@example.com"
+    with SmtpTestServer(smtputf8=False) as server, SmtpSession(smtp_config(server)) as session:
+        session.send(msg, ["anna@bücher.example"])
+    data = server.messages[0].data
+    assert b"To: Anna <anna@xn--bcher-kva.example>\r\n" in data
+    assert b"Cc: bo@xn--bcher-kva.example, plain@example.com\r\n" in data
+    assert b"=?" not in data
+    assert str(msg["To"]) == "Anna <anna@bücher.example>"  # the caller's message is unchanged
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(

@@ -171,3 +171,203 @@ def test_field_value_cannot_inject_headers(tmp_path: Path) -> None:
     assert parsed["Bcc"] is None
     assert parsed["Subject"] == "Welcome Eve Bcc: victim@example.com"
     assert parsed.get_content_type() == "text/plain"
+
+
+# --------------------------------------------------------------------------- charsets
+
+
+def write_raw(folder: Path, name: str, head: str, body: bytes) -> Path:
+    """A mailing written byte for byte (the email package would fix what these tests break)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    header = f"From: a@example.com\nSubject: x\nDate: {VALID_DATE}\nMIME-Version: 1.0\n{head}"
+    path.write_bytes(header.encode("ascii") + b"\n" + body)
+    return path
+
+
+def test_unknown_charset_fails_loading_with_file_and_charset(tmp_path: Path) -> None:
+    path = write_raw(tmp_path, "bogus.eml", "Content-Type: text/plain; charset=x-bogus\n", b"Hi\n")
+    with pytest.raises(InputError) as info:
+        latest_mailing(tmp_path)
+    assert str(info.value) == (
+        f"mailing {path}: part 1 (text/plain) declares unknown charset 'x-bogus'"
+    )
+
+
+def test_8bit_text_without_charset_is_refused(tmp_path: Path) -> None:
+    path = write_raw(tmp_path, "m.eml", "Content-Type: text/plain\n", b"Gr\xfc\xdfe {{x}}\n")
+    with pytest.raises(InputError) as info:
+        load_mailing(path)
+    assert str(info.value) == (
+        f"mailing {path}: part 1 (text/plain) has 8-bit bytes but declares no charset"
+    )
+
+
+def test_invalid_bytes_in_the_declared_charset_are_refused(tmp_path: Path) -> None:
+    multipart = (
+        'Content-Type: multipart/alternative; boundary="B"\n',
+        b"--B\nContent-Type: text/plain; charset=utf-8\n\nok\n"
+        b"--B\nContent-Type: text/html; charset=utf-8\n\n<p>Gr\xfc\xdfe</p>\n--B--\n",
+    )
+    path = write_raw(tmp_path, "m.eml", *multipart)
+    with pytest.raises(InputError) as info:
+        load_mailing(path)
+    assert str(info.value) == (
+        f"mailing {path}: part 3 (text/html) is not valid utf-8 text "
+        "(byte 0xfc at offset 5 of the decoded part)"
+    )
+
+
+def test_legacy_charsets_are_decoded_and_html_meta_charset_follows(tmp_path: Path) -> None:
+    path = write_raw(
+        tmp_path,
+        "m.eml",
+        "Content-Type: text/html; charset=windows-1252\nContent-Transfer-Encoding: 8bit\n",
+        b'<html><head><meta charset="windows-1252">'
+        b'<META http-equiv="Content-Type" content="text/html; charset=Windows-1252">'
+        b"</head><p>Hi {{first_name}} \x80</p></html>\n",
+    )
+    msg = reparse(
+        personalise(
+            load_mailing(path),
+            recipient="x@example.com",
+            fields={"first_name": "Zoë"},
+            sender=SENDER,
+            message_id="<ours-3@example.com>",
+        )
+    )
+    assert msg.get_content_charset() == "utf-8"
+    assert msg.get_content().strip() == (
+        '<html><head><meta charset="utf-8">'
+        '<META http-equiv="Content-Type" content="text/html; charset=utf-8">'
+        "</head><p>Hi Zoë €</p></html>"
+    )
+
+
+# --------------------------------------------------------------------------- attachments
+
+
+def test_attached_messages_and_attachments_are_not_personalised(tmp_path: Path) -> None:
+    inner = EmailMessage()
+    inner["Subject"] = "fwd {{first_name}}"
+    inner.set_content("inner {{first_name}}\n")
+    msg = EmailMessage()
+    msg["From"] = "a@example.com"
+    msg["Subject"] = "s"
+    msg["Date"] = VALID_DATE
+    msg.set_content("outer {{first_name}}\n")
+    msg.add_attachment(inner)  # message/rfc822, Content-Disposition: attachment
+    msg.add_attachment("notes {{first_name}}\n", filename="notes.txt")
+    (tmp_path / "m.eml").write_bytes(msg.as_bytes())
+
+    sent = reparse(
+        personalise(
+            load_mailing(tmp_path / "m.eml"),
+            recipient="x@example.com",
+            fields={"first_name": "Zoë"},
+            sender=SENDER,
+            message_id="<ours-4@example.com>",
+        )
+    )
+
+    body = sent.get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().replace("\r\n", "\n") == "outer Zoë\n"
+    forwarded, notes = list(sent.iter_attachments())
+    attached = forwarded.get_content()
+    assert attached["Subject"] == "fwd {{first_name}}"
+    assert attached.get_content().replace("\r\n", "\n") == "inner {{first_name}}\n"
+    assert notes.get_content().replace("\r\n", "\n") == "notes {{first_name}}\n"
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def test_placeholders_in_other_headers_are_filled_safely(tmp_path: Path) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(
+        b'From: "{{first_name}} Shop" <a@example.com>\n'
+        b"Subject: Hi {{first_name}}\n"
+        b"List-Unsubscribe: <https://ex.com/u?e={{email}}&n={{first_name}}>\n"
+        b"Reply-To: reply+{{email}}@example.com\n"
+        b"X-Campaign: for {{first_name}}\n"
+        b"Date: " + VALID_DATE.encode() + b"\n"
+        b"Sender: old@example.com\n"
+        b"Resent-To: old2@example.com\n"
+        b"Resent-Date: " + VALID_DATE.encode() + b"\n"
+        b"Authentication-Results: mx.example.com; dkim=pass\n"
+        b"Received-SPF: pass\n"
+        b"ARC-Seal: i=1; a=rsa-sha256; b=xxx\n"
+        b"ARC-Message-Signature: i=1; b=yyy\n"
+        b"DKIM-Signature: v=1; b=zzz\n"
+        b"Content-Type: text/plain; charset=utf-8\n\nHallo\n"
+    )
+    fields = {"first_name": 'Zoë "Q" <i>, x@evil.example', "email": "x+y@example.com"}
+    msg = reparse(
+        personalise(
+            load_mailing(path),
+            recipient="x+y@example.com",
+            fields=fields,
+            sender=SENDER,
+            message_id="<ours-5@example.com>",
+        )
+    )
+
+    [sender] = msg["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == (
+        'Zoë "Q" <i>, x@evil.example Shop',
+        "a@example.com",
+    )
+    assert msg["List-Unsubscribe"] == (
+        "<https://ex.com/u?e=x%2By%40example.com&n=Zo%C3%AB%20%22Q%22%20%3Ci%3E%2C%20x%40evil.example>"
+    )
+    [reply] = msg["Reply-To"].addresses
+    assert reply.addr_spec == "reply+x%2By%40example.com@example.com"
+    assert msg["X-Campaign"] == 'for Zoë "Q" <i>, x@evil.example'
+    for name in (
+        "Sender",
+        "Resent-To",
+        "Resent-Date",
+        "Authentication-Results",
+        "Received-SPF",
+        "ARC-Seal",
+        "ARC-Message-Signature",
+        "DKIM-Signature",
+    ):
+        assert msg[name] is None, name
+    assert all(not part.defects for part in msg.walk())
+
+
+def test_control_characters_never_reach_a_header(tmp_path: Path) -> None:
+    mailing = load_mailing(write_eml(tmp_path, "m.eml", html=None))
+    msg = personalise(
+        mailing,
+        recipient="x@example.com",
+        fields={"first_name": "A\x00B\x07C\x1bD\x7fE\tF"},
+        sender=SENDER,
+        message_id="<ours-6@example.com>",
+    )
+    data = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert not any(byte < 0x20 and byte not in b"\r\n" or byte == 0x7F for byte in head)
+    assert reparse(msg)["Subject"] == "Welcome ABCDE F"
+
+
+def test_format_flowed_survives_re_encoding(tmp_path: Path) -> None:
+    path = write_raw(
+        tmp_path,
+        "m.eml",
+        "Content-Type: text/plain; charset=iso-8859-1; format=flowed; delsp=yes\n",
+        b"Gr\xfc\xdfe {{first_name}} \nmore\n",
+    )
+    msg = reparse(
+        personalise(
+            load_mailing(path),
+            recipient="x@example.com",
+            fields={"first_name": "Zoë"},
+            sender=SENDER,
+            message_id="<ours-7@example.com>",
+        )
+    )
+    assert (msg.get_param("format"), msg.get_param("delsp")) == ("flowed", "yes")
+    assert msg.get_content_charset() == "utf-8"
+    assert msg.get_content().replace("\r\n", "\n") == "Grüße Zoë \nmore\n"
