@@ -51,7 +51,8 @@ def _hashed_match(pattern: str, name: str) -> bool:
         return False
     if magic != "1":
         return False
-    computed = hmac.new(salt, name.encode("utf-8"), hashlib.sha1).digest()
+    # OpenSSH lower-cases the host name before hashing it (as it does before matching).
+    computed = hmac.new(salt, name.lower().encode("utf-8"), hashlib.sha1).digest()
     return hmac.compare_digest(computed, digest)
 
 

@@ -651,3 +651,16 @@ def test_sftp_download_completes_short_reads(server, remote, tmp_path, monkeypat
     with SshTransfer(server.server_config(protocol="sftp")) as transfer:
         assert transfer.fetch(str(source), dest) == len(payload)
     assert dest.read_bytes() == payload
+
+
+# --------------------------------------------------------------------------- audit findings
+
+
+def test_hashed_known_hosts_match_the_host_name_in_any_case(server, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(server.known_hosts.read_text().replace("127.0.0.1", "localhost"))
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert known.read_text().startswith("|1|")
+    config = server.server_config(known_hosts=known, host="LocalHost")
+    with SshTransfer(config) as transfer:
+        assert transfer.size("/nonexistent-file") is None
