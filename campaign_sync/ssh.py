@@ -75,6 +75,15 @@ BACKOFF_MAX = 30.0
 KEEPALIVE_MAX = 15  # seconds between keepalives on an idle connection
 
 
+# A server has at most one host key of each family; asking for one family at a time makes
+# it show each key it has (used to find a pinned key that is not offered first).
+_HOST_KEY_FAMILIES = (
+    ("ssh-ed25519",),
+    ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"),
+    ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+)
+
+
 class ConnectionLost(TransferError):
     """The connection failed, broke or stalled: worth another attempt."""
 
@@ -102,6 +111,19 @@ def remote_arg(path: str) -> str:
 def _sanitize(path: bytes) -> bytes:
     # The scp package passes remote paths through this before building its command line.
     return remote_arg(path.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
+def _kex_stall(timeout: float) -> str:
+    return f"the server stopped answering during key exchange (no reply within {timeout:g} s)"
+
+
+def _stalled_in_kex(transport: paramiko.Transport, started: float, timeout: float) -> bool:
+    """Whether a failed handshake is one where the banner came but key exchange never ended."""
+    return (
+        bool(transport.remote_version)
+        and not transport.initial_kex_done
+        and time.monotonic() - started >= timeout * 0.9
+    )
 
 
 def _is_missing(message: str) -> bool:
@@ -474,6 +496,46 @@ class SshTransfer(Transfer):
         return self._transport
 
     def _connect(self) -> paramiko.Transport:
+        transport = self._handshake(None)
+        try:
+            key = transport.get_remote_server_key()
+            if self.server.host_key and not self.policy.matches_pin(key.asbytes()):
+                transport.close()
+                transport = self._find_pinned_key(key)
+            else:
+                self.policy.verify(key.get_name(), key.asbytes())
+            self._authenticate(transport)
+        except BaseException:
+            transport.close()
+            raise
+        transport.set_keepalive(max(1, int(min(self.server.timeout / 2, KEEPALIVE_MAX))))
+        return transport
+
+    def _find_pinned_key(self, first: paramiko.PKey) -> paramiko.Transport:
+        """A new connection whose host key matches the pin, asking for one key kind at a time.
+
+        The server offers the key of the first algorithm in our list that it has, which
+        need not be the pinned one (ed25519 comes first). So ask again for each other kind
+        of key (ecdsa, rsa): at most two more handshakes, each under the usual timeouts.
+        Only a key whose fingerprint matches the pin is accepted.
+        """
+        offered = [(first.get_name(), first.asbytes())]
+        for family in _HOST_KEY_FAMILIES:
+            if first.get_name() in family:
+                continue
+            try:
+                transport = self._handshake(family)
+            except paramiko.IncompatiblePeer:
+                continue  # the server has no key of this kind
+            key = transport.get_remote_server_key()
+            if self.policy.matches_pin(key.asbytes()):
+                return transport
+            transport.close()
+            offered.append((key.get_name(), key.asbytes()))
+        raise HostKeyError(self.policy.pin_mismatch(offered))
+
+    def _handshake(self, key_types: tuple[str, ...] | None) -> paramiko.Transport:
+        """A new connection through key exchange (host key not yet checked, no login)."""
         timeout = self.server.timeout
         try:
             sock = socket.create_connection((self.server.host, self.server.port), timeout=timeout)
@@ -485,29 +547,44 @@ class SshTransfer(Transfer):
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
         )
         try:
-            self._negotiate(transport)
-            self._authenticate(transport)
+            self._negotiate(transport, key_types)
         except BaseException:
             transport.close()
             sock.close()
             raise
-        transport.set_keepalive(max(1, int(min(timeout / 2, KEEPALIVE_MAX))))
         return transport
 
-    def _negotiate(self, transport: paramiko.Transport) -> None:
+    def _negotiate(self, transport: paramiko.Transport, key_types: tuple[str, ...] | None) -> None:
         timeout = self.server.timeout
         options = transport.get_security_options()
         available = tuple(options.ciphers)
         options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in available) or available
-        if not self.server.host_key:
+        if key_types is not None:
+            usable = tuple(k for k in key_types if k in options.key_types)
+            if not usable:
+                raise paramiko.IncompatiblePeer("no such host key algorithm here")
+            options.key_types = usable
+        elif not self.server.host_key:
             options.key_types = preferred_algorithms(self.policy.known(), tuple(options.key_types))
         transport.banner_timeout = timeout
-        transport.handshake_timeout = timeout
+        # A little later than start_client gives up, so that the clearer message below wins.
+        transport.handshake_timeout = timeout + 1
         transport.auth_timeout = timeout
-        transport.start_client(timeout=timeout)
+        started = time.monotonic()
+        try:
+            transport.start_client(timeout=timeout)
+        except (EOFError, paramiko.SSHException) as exc:
+            if isinstance(exc, paramiko.IncompatiblePeer) or not _stalled_in_kex(
+                transport, started, timeout
+            ):
+                raise
+            raise ConnectionLost(_kex_stall(timeout)) from None
         self._alive()
-        key = transport.get_remote_server_key()
-        self.policy.verify(key.get_name(), key.asbytes())
+        if not transport.is_active() or not transport.initial_kex_done:
+            # start_client returns quietly when its timeout passes mid-handshake.
+            if transport.remote_version:
+                raise ConnectionLost(_kex_stall(timeout))
+            raise ConnectionLost("the server stopped responding (timeout)")
 
     def _authenticate(self, transport: paramiko.Transport) -> None:
         user = self.server.user or getpass.getuser()

@@ -664,3 +664,60 @@ def test_hashed_known_hosts_match_the_host_name_in_any_case(server, tmp_path):
     config = server.server_config(known_hosts=known, host="LocalHost")
     with SshTransfer(config) as transfer:
         assert transfer.size("/nonexistent-file") is None
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_pin_of_either_host_key_is_accepted(server, tmp_path, index):
+    # The server has an ed25519 and an ecdsa key; a pin of either must connect, although
+    # the server offers its ed25519 key first.
+    pin = server.fingerprint(index)
+    with SshTransfer(server.server_config(known_hosts=None, host_key=pin)) as transfer:
+        assert transfer.size("/nonexistent-file") is None
+
+
+def test_wrong_pin_lists_every_key_the_server_offered(server):
+    wrong = "SHA256:" + "A" * 43
+    transfer, sleeps = connect(server.server_config(known_hosts=None, host_key=wrong, retries=2))
+    with transfer, pytest.raises(HostKeyError, match="pinned") as caught:
+        transfer.size("/tmp")
+    assert server.fingerprint(0) in str(caught.value)
+    assert server.fingerprint(1) in str(caught.value)
+    assert sleeps == []
+
+
+def test_server_stalling_in_key_exchange_is_named():
+    # Sends its banner, then reads and never answers: stuck in key exchange.
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.2)
+        held: list[socket.socket] = []
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+                held.append(conn)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            config = Sshd.__new__(Sshd)
+            config.host, config.port, config.user = "127.0.0.1", listener.getsockname()[1], "x"
+            config.user_key, config.known_hosts = None, Path("/nonexistent/known_hosts")
+            transfer, sleeps = connect(config.server_config(timeout=0.5, retries=1))
+            with transfer, pytest.raises(TransferError) as caught:
+                transfer.size("/x")
+        finally:
+            stop.set()
+            thread.join()
+            for conn in held:
+                conn.close()
+    message = str(caught.value)
+    assert "stopped answering during key exchange" in message, message
+    assert "No existing session" not in message
+    assert sleeps == [1.0]
