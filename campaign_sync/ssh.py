@@ -98,14 +98,23 @@ class AuthenticationFailed(TransferError):
 def remote_arg(path: str) -> str:
     """A remote path as one shell word that no command can take for an option.
 
-    A leading `-` gets `./` in front (`--` does not help scp). A leading `~/` stays
-    unquoted so that the login shell expands it, as OpenSSH's scp does.
+    A leading `-` gets `./` in front (`--` does not help scp). A leading `~/` (or a
+    lone `~`) stays unquoted so that the login shell expands it, as OpenSSH's scp does.
     """
     if path.startswith("-"):
         path = "./" + path
+    if path == "~":
+        return path
     if path.startswith("~/"):
         return "~/" + shlex.quote(path[2:])
     return shlex.quote(path)
+
+
+def sftp_path(path: str) -> str:
+    """A path for SFTP, where relative paths start in the login directory: no `~/`."""
+    if path == "~":
+        return "."
+    return (path[2:] or ".") if path.startswith("~/") else path
 
 
 def _sanitize(path: bytes) -> bytes:
@@ -389,7 +398,7 @@ class SshTransfer(Transfer):
 
     def delete(self, path: str) -> None:
         if self.server.protocol == "sftp":
-            self._retrying(f"delete {path}", lambda: self._sftp_client().remove(path))
+            self._retrying(f"delete {path}", lambda: self._sftp_client().remove(sftp_path(path)))
         else:
             self._retrying(f"delete {path}", lambda: self._run(f"rm -- {remote_arg(path)}"))
 
@@ -730,13 +739,13 @@ class SshTransfer(Transfer):
 
     def _sftp_size(self, path: str) -> int | None:
         try:
-            return self._sftp_client().stat(path).st_size
+            return self._sftp_client().stat(sftp_path(path)).st_size
         except FileNotFoundError:
             return None
 
     def _sftp_fetch(self, path: str, sink: BinaryIO, progress: Progress | None) -> int:
         try:
-            remote = self._sftp_client().open(path, "rb")
+            remote = self._sftp_client().open(sftp_path(path), "rb")
         except FileNotFoundError:
             raise SourceMissing(path) from None
         size = remote.stat().st_size or 0
@@ -758,7 +767,7 @@ class SshTransfer(Transfer):
         size = src.stat().st_size
         sftp = self._sftp_client()
         with open(src, "rb") as reader:
-            remote = sftp.open(path, "wb")
+            remote = sftp.open(sftp_path(path), "wb")
             remote.MAX_REQUEST_SIZE = self._sftp_request
             remote.set_pipelined(True)  # do not wait for each write's acknowledgement
             done = 0
@@ -768,7 +777,7 @@ class SshTransfer(Transfer):
                 if progress:
                     progress(done, size)
             remote.close()  # waits for every pending write to be acknowledged
-        written = sftp.stat(path).st_size
+        written = sftp.stat(sftp_path(path)).st_size
         if written != size:
             # The connection is fine and the server answered: it did not keep the bytes
             # (a full disk or a quota). Retrying cannot help; the caller removes the rest.
@@ -791,7 +800,7 @@ class SshTransfer(Transfer):
     def _rename_into_place(self, staging: str, path: str) -> None:
         try:
             if self.server.protocol == "sftp":
-                self._sftp_client().posix_rename(staging, path)
+                self._sftp_client().posix_rename(sftp_path(staging), sftp_path(path))
             else:
                 self._run(f"mv -f -- {remote_arg(staging)} {remote_arg(path)}")
         except ConnectionLost:
@@ -811,7 +820,7 @@ class SshTransfer(Transfer):
             return
         with suppress(Exception):
             if self.server.protocol == "sftp":
-                self._sftp_client().remove(path)
+                self._sftp_client().remove(sftp_path(path))
             else:
                 self._run(f"rm -f -- {remote_arg(path)}")
 

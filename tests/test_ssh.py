@@ -8,6 +8,7 @@ so "remote" files are checked directly on disk. Retries never really sleep: the 
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -721,3 +722,22 @@ def test_server_stalling_in_key_exchange_is_named():
     assert "stopped answering during key exchange" in message, message
     assert "No existing session" not in message
     assert sleeps == [1.0]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_path_under_the_login_directory_with_tilde(server, tmp_path, protocol):
+    name = f"campaign-sync-test-{uuid.uuid4().hex}.csv"
+    home_file = Path(pwd.getpwuid(os.getuid()).pw_dir) / name
+    local = tmp_path / "local.csv"
+    payload = data_file(local, 100)
+    try:
+        with SshTransfer(server.server_config(protocol=protocol)) as transfer:
+            transfer.put(local, f"~/{name}")
+            assert home_file.read_bytes() == payload
+            assert transfer.size(f"~/{name}") == 100
+            dest = staging_file(tmp_path)
+            assert transfer.fetch(f"~/{name}", dest) == 100
+            transfer.delete(f"~/{name}")
+        assert not home_file.exists()
+    finally:
+        home_file.unlink(missing_ok=True)
