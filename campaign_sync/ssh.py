@@ -28,6 +28,7 @@ import posixpath
 import re
 import shlex
 import socket
+import stat
 import threading
 import time
 from collections import deque
@@ -802,16 +803,40 @@ class SshTransfer(Transfer):
             if self.server.protocol == "sftp":
                 self._sftp_client().posix_rename(sftp_path(staging), sftp_path(path))
             else:
-                self._run(f"mv -f -- {remote_arg(staging)} {remote_arg(path)}")
+                # mv onto a directory would move the file into it and report success.
+                target = remote_arg(path)
+                self._run(
+                    f'if [ -d {target} ]; then echo "is a directory" >&2; exit 1; fi; '
+                    f"mv -f -- {remote_arg(staging)} {target}"
+                )
         except ConnectionLost:
             raise
         except (TransferError, OSError, paramiko.SSHException) as exc:
-            detail = str(exc.strerror if isinstance(exc, OSError) else exc) or "refused"
+            if self._is_directory(path):
+                raise TransferError(
+                    f"cannot upload to {path}: it is a directory; the target's path must name "
+                    f"a file"
+                ) from None
+            detail = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+            detail = detail or "refused"
             raise TransferError(
                 f"uploaded {staging} but could not rename it to {path}: {detail}. If this "
                 f"server cannot rename files, set `atomic: false` on the job's target "
                 f"(the partner may then see a partly written file)."
             ) from None
+
+    def _is_directory(self, path: str) -> bool:
+        """Best effort, for an error message: whether `path` is a directory on the server."""
+        try:
+            if self.server.protocol == "sftp":
+                mode = self._sftp_client().stat(sftp_path(path)).st_mode
+                return mode is not None and stat.S_ISDIR(mode)
+            self._run(f"test -d {remote_arg(path)}")
+            return True
+        except ConnectionLost:
+            raise
+        except (TransferError, OSError, paramiko.SSHException):
+            return False
 
     def _remove_quietly(self, path: str) -> None:
         """Best effort: do not leave a temporary upload behind on a live connection."""

@@ -741,3 +741,20 @@ def test_path_under_the_login_directory_with_tilde(server, tmp_path, protocol):
         assert not home_file.exists()
     finally:
         home_file.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_upload_onto_a_directory_is_refused(server, remote, tmp_path, protocol):
+    local = tmp_path / "local.csv"
+    data_file(local, 100)
+    target = remote / "a-directory"
+    target.mkdir()
+    with (
+        SshTransfer(server.server_config(protocol=protocol)) as transfer,
+        pytest.raises(TransferError, match="is a directory") as caught,
+    ):
+        transfer.put(local, str(target))
+    assert "atomic: false" not in str(caught.value)
+    assert ": None" not in str(caught.value)
+    assert list(target.iterdir()) == []
+    assert sorted(p.name for p in remote.iterdir()) == ["a-directory"]
