@@ -44,7 +44,7 @@ from scp import SCPClient, SCPException
 from .config import ServerConfig
 from .errors import CampaignSyncError, HostKeyError, SourceMissing, TransferError
 from .hostkeys import HostKeyPolicy, host_pattern, preferred_algorithms
-from .transfer import Progress, Transfer, temp_name
+from .transfer import Progress, Transfer, archive_names, no_archive_name, temp_name
 
 T = TypeVar("T")
 
@@ -404,16 +404,24 @@ class SshTransfer(Transfer):
             self._retrying(f"delete {path}", lambda: self._run(f"rm -- {remote_arg(path)}"))
 
     def archive(self, path: str, archive_dir: str) -> str:
-        new_path = posixpath.join(archive_dir, posixpath.basename(path))
+        names = archive_names(path, archive_dir)
         if self.server.protocol == "sftp":
-            self._retrying(f"archive {path}", lambda: self._sftp_archive(path, new_path))
-        else:
-            command = (
-                f"mkdir -p -- {remote_arg(archive_dir)} && "
-                f"mv -f -- {remote_arg(path)} {remote_arg(new_path)}"
-            )
-            self._retrying(f"archive {path}", lambda: self._run(command))
-        return new_path
+            return self._retrying(f"archive {path}", lambda: self._sftp_archive(path, names))
+        # The first name that is free (no file, directory or link there); its number back.
+        command = (
+            f"mkdir -p -- {remote_arg(posixpath.dirname(names[0]) or '.')} && n=0 && "
+            f"for t in {' '.join(remote_arg(name) for name in names)}; do "
+            f'if [ ! -e "$t" ] && [ ! -L "$t" ]; then mv -f -- {remote_arg(path)} "$t" '
+            f"&& echo $n; exit; fi; n=$((n+1)); done; "
+            f"echo {shlex.quote(no_archive_name(path, archive_dir))} >&2; exit 1"
+        )
+        out = self._retrying(f"archive {path}", lambda: self._run(command))
+        try:
+            return names[int(out.strip())]
+        except (ValueError, IndexError):
+            raise TransferError(
+                f"{self._where()}: archive {path}: unexpected reply {_one_line(out)!r}"
+            ) from None
 
     def close(self) -> None:
         sftp, self._sftp = self._sftp, None
@@ -786,15 +794,21 @@ class SshTransfer(Transfer):
                 f"the server kept only {written} of {size} bytes of {path} (is its disk full?)"
             )
 
-    def _sftp_archive(self, path: str, new_path: str) -> None:
+    def _sftp_archive(self, path: str, names: list[str]) -> str:
         sftp = self._sftp_client()
-        parts = posixpath.dirname(new_path).split("/")
+        parts = sftp_path(posixpath.dirname(names[0])).split("/")
         for depth in range(1, len(parts) + 1):
             directory = "/".join(parts[:depth])
             if directory:
                 with suppress(OSError):
                     sftp.mkdir(directory)
-        sftp.posix_rename(path, new_path)
+        for new_path in names:
+            try:
+                sftp.lstat(sftp_path(new_path))
+            except FileNotFoundError:
+                sftp.posix_rename(sftp_path(path), sftp_path(new_path))
+                return new_path
+        raise TransferError(no_archive_name(path, posixpath.dirname(names[0])))
 
     # -- atomic uploads -------------------------------------------------------------------
 

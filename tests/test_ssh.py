@@ -8,7 +8,9 @@ so "remote" files are checked directly on disk. Retries never really sleep: the 
 from __future__ import annotations
 
 import os
+import posixpath
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -657,16 +659,6 @@ def test_sftp_download_completes_short_reads(server, remote, tmp_path, monkeypat
 # --------------------------------------------------------------------------- audit findings
 
 
-def test_hashed_known_hosts_match_the_host_name_in_any_case(server, tmp_path):
-    known = tmp_path / "known_hosts"
-    known.write_text(server.known_hosts.read_text().replace("127.0.0.1", "localhost"))
-    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
-    assert known.read_text().startswith("|1|")
-    config = server.server_config(known_hosts=known, host="LocalHost")
-    with SshTransfer(config) as transfer:
-        assert transfer.size("/nonexistent-file") is None
-
-
 @pytest.mark.parametrize("index", [0, 1])
 def test_pin_of_either_host_key_is_accepted(server, tmp_path, index):
     # The server has an ed25519 and an ecdsa key; a pin of either must connect, although
@@ -684,6 +676,53 @@ def test_wrong_pin_lists_every_key_the_server_offered(server):
     assert server.fingerprint(0) in str(caught.value)
     assert server.fingerprint(1) in str(caught.value)
     assert sleeps == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_upload_onto_a_directory_is_refused(server, remote, tmp_path, protocol):
+    local = tmp_path / "local.csv"
+    data_file(local, 100)
+    target = remote / "a-directory"
+    target.mkdir()
+    with (
+        SshTransfer(server.server_config(protocol=protocol)) as transfer,
+        pytest.raises(TransferError, match="is a directory") as caught,
+    ):
+        transfer.put(local, str(target))
+    assert "atomic: false" not in str(caught.value)
+    assert ": None" not in str(caught.value)
+    assert list(target.iterdir()) == []
+    assert sorted(p.name for p in remote.iterdir()) == ["a-directory"]
+
+
+@pytest.mark.parametrize("protocol", [*PROTOCOLS, "local"])
+def test_archive_never_replaces_an_archived_file(server, remote, tmp_path, protocol):
+    done = remote / "done"
+    done.mkdir()
+    (done / "in.csv").write_bytes(b"archived yesterday\n")
+    if protocol == "local":
+        from campaign_sync.config import ServerConfig
+        from campaign_sync.transfer import LocalTransfer
+
+        transfer = LocalTransfer(ServerConfig(name="test", type="local", path=str(remote)))
+        prefix = ""
+    else:
+        transfer = SshTransfer(server.server_config(protocol=protocol))
+        prefix = str(remote)
+    moved = []
+    with transfer:
+        for day in ("today", "again"):
+            (remote / "in.csv").write_bytes(f"{day}\n".encode())
+            moved.append(transfer.archive(f"{prefix}/in.csv", f"{prefix}/done"))
+    assert (done / "in.csv").read_bytes() == b"archived yesterday\n"
+    assert not (remote / "in.csv").exists()
+    first, second = (done / posixpath.basename(m) for m in moved)
+    assert first != second
+    assert first.read_bytes() == b"today\n" and second.read_bytes() == b"again\n"
+    assert re.fullmatch(r"in\.\d{8}T\d{6}Z\.csv", first.name), first.name
+    assert re.fullmatch(r"in\.\d{8}T\d{6}Z(-\d+)?\.csv", second.name), second.name
+    assert all(m.startswith(f"{prefix}/done/") for m in moved)
+    assert len(list(done.iterdir())) == 3
 
 
 def test_server_stalling_in_key_exchange_is_named():
@@ -724,6 +763,16 @@ def test_server_stalling_in_key_exchange_is_named():
     assert sleeps == [1.0]
 
 
+def test_hashed_known_hosts_match_the_host_name_in_any_case(server, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(server.known_hosts.read_text().replace("127.0.0.1", "localhost"))
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert known.read_text().startswith("|1|")
+    config = server.server_config(known_hosts=known, host="LocalHost")
+    with SshTransfer(config) as transfer:
+        assert transfer.size("/nonexistent-file") is None
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_path_under_the_login_directory_with_tilde(server, tmp_path, protocol):
     name = f"campaign-sync-test-{uuid.uuid4().hex}.csv"
@@ -741,20 +790,3 @@ def test_path_under_the_login_directory_with_tilde(server, tmp_path, protocol):
         assert not home_file.exists()
     finally:
         home_file.unlink(missing_ok=True)
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_upload_onto_a_directory_is_refused(server, remote, tmp_path, protocol):
-    local = tmp_path / "local.csv"
-    data_file(local, 100)
-    target = remote / "a-directory"
-    target.mkdir()
-    with (
-        SshTransfer(server.server_config(protocol=protocol)) as transfer,
-        pytest.raises(TransferError, match="is a directory") as caught,
-    ):
-        transfer.put(local, str(target))
-    assert "atomic: false" not in str(caught.value)
-    assert ": None" not in str(caught.value)
-    assert list(target.iterdir()) == []
-    assert sorted(p.name for p in remote.iterdir()) == ["a-directory"]
