@@ -51,7 +51,8 @@ def _hashed_match(pattern: str, name: str) -> bool:
         return False
     if magic != "1":
         return False
-    computed = hmac.new(salt, name.encode("utf-8"), hashlib.sha1).digest()
+    # OpenSSH lower-cases the host name before hashing it (as it does before matching).
+    computed = hmac.new(salt, name.lower().encode("utf-8"), hashlib.sha1).digest()
     return hmac.compare_digest(computed, digest)
 
 
@@ -137,13 +138,9 @@ class HostKeyPolicy:
         """Return if the offered key is trusted; raise HostKeyError saying what to do if not."""
         offered = fingerprint(blob)
         if self.pinned:
-            if hmac.compare_digest(offered, self.pinned.rstrip("=")):
+            if self.matches_pin(blob):
                 return
-            raise HostKeyError(
-                f"host key of {self._where()} does not match the pinned host_key: the server "
-                f"offered {key_type} {offered}, the config pins {self.pinned}. If the partner "
-                f"really changed its key (confirm with them), put the new fingerprint in host_key."
-            )
+            raise HostKeyError(self.pin_mismatch([(key_type, blob)]))
         known = self.known()
         if any(k.revoked and k.blob == blob for k in known):
             raise HostKeyError(
@@ -157,6 +154,20 @@ class HostKeyPolicy:
         if same_type:
             raise HostKeyError(self._changed(key_type, offered, same_type[0]))
         raise HostKeyError(self._unknown(key_type, offered))
+
+    def matches_pin(self, blob: bytes) -> bool:
+        return bool(self.pinned) and hmac.compare_digest(
+            fingerprint(blob), str(self.pinned).rstrip("=")
+        )
+
+    def pin_mismatch(self, offered: list[tuple[str, bytes]]) -> str:
+        """The refusal when none of the `offered` (key type, blob) matches the pin."""
+        keys = ", ".join(f"{key_type} {fingerprint(blob)}" for key_type, blob in offered)
+        return (
+            f"host key of {self._where()} does not match the pinned host_key: the server "
+            f"offered {keys}, the config pins {self.pinned}. If the partner "
+            f"really changed its key (confirm with them), put the new fingerprint in host_key."
+        )
 
     def _where(self) -> str:
         return host_pattern(self.host, self.port)

@@ -28,6 +28,7 @@ import posixpath
 import re
 import shlex
 import socket
+import stat
 import threading
 import time
 from collections import deque
@@ -43,7 +44,7 @@ from scp import SCPClient, SCPException
 from .config import ServerConfig
 from .errors import CampaignSyncError, HostKeyError, SourceMissing, TransferError
 from .hostkeys import HostKeyPolicy, host_pattern, preferred_algorithms
-from .transfer import Progress, Transfer, temp_name
+from .transfer import Progress, Transfer, archive_names, no_archive_name, temp_name
 
 T = TypeVar("T")
 
@@ -75,6 +76,15 @@ BACKOFF_MAX = 30.0
 KEEPALIVE_MAX = 15  # seconds between keepalives on an idle connection
 
 
+# A server has at most one host key of each family; asking for one family at a time makes
+# it show each key it has (used to find a pinned key that is not offered first).
+_HOST_KEY_FAMILIES = (
+    ("ssh-ed25519",),
+    ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"),
+    ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+)
+
+
 class ConnectionLost(TransferError):
     """The connection failed, broke or stalled: worth another attempt."""
 
@@ -89,19 +99,41 @@ class AuthenticationFailed(TransferError):
 def remote_arg(path: str) -> str:
     """A remote path as one shell word that no command can take for an option.
 
-    A leading `-` gets `./` in front (`--` does not help scp). A leading `~/` stays
-    unquoted so that the login shell expands it, as OpenSSH's scp does.
+    A leading `-` gets `./` in front (`--` does not help scp). A leading `~/` (or a
+    lone `~`) stays unquoted so that the login shell expands it, as OpenSSH's scp does.
     """
     if path.startswith("-"):
         path = "./" + path
+    if path == "~":
+        return path
     if path.startswith("~/"):
         return "~/" + shlex.quote(path[2:])
     return shlex.quote(path)
 
 
+def sftp_path(path: str) -> str:
+    """A path for SFTP, where relative paths start in the login directory: no `~/`."""
+    if path == "~":
+        return "."
+    return (path[2:] or ".") if path.startswith("~/") else path
+
+
 def _sanitize(path: bytes) -> bytes:
     # The scp package passes remote paths through this before building its command line.
     return remote_arg(path.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
+def _kex_stall(timeout: float) -> str:
+    return f"the server stopped answering during key exchange (no reply within {timeout:g} s)"
+
+
+def _stalled_in_kex(transport: paramiko.Transport, started: float, timeout: float) -> bool:
+    """Whether a failed handshake is one where the banner came but key exchange never ended."""
+    return (
+        bool(transport.remote_version)
+        and not transport.initial_kex_done
+        and time.monotonic() - started >= timeout * 0.9
+    )
 
 
 def _is_missing(message: str) -> bool:
@@ -367,21 +399,29 @@ class SshTransfer(Transfer):
 
     def delete(self, path: str) -> None:
         if self.server.protocol == "sftp":
-            self._retrying(f"delete {path}", lambda: self._sftp_client().remove(path))
+            self._retrying(f"delete {path}", lambda: self._sftp_client().remove(sftp_path(path)))
         else:
             self._retrying(f"delete {path}", lambda: self._run(f"rm -- {remote_arg(path)}"))
 
     def archive(self, path: str, archive_dir: str) -> str:
-        new_path = posixpath.join(archive_dir, posixpath.basename(path))
+        names = archive_names(path, archive_dir)
         if self.server.protocol == "sftp":
-            self._retrying(f"archive {path}", lambda: self._sftp_archive(path, new_path))
-        else:
-            command = (
-                f"mkdir -p -- {remote_arg(archive_dir)} && "
-                f"mv -f -- {remote_arg(path)} {remote_arg(new_path)}"
-            )
-            self._retrying(f"archive {path}", lambda: self._run(command))
-        return new_path
+            return self._retrying(f"archive {path}", lambda: self._sftp_archive(path, names))
+        # The first name that is free (no file, directory or link there); its number back.
+        command = (
+            f"mkdir -p -- {remote_arg(posixpath.dirname(names[0]) or '.')} && n=0 && "
+            f"for t in {' '.join(remote_arg(name) for name in names)}; do "
+            f'if [ ! -e "$t" ] && [ ! -L "$t" ]; then mv -f -- {remote_arg(path)} "$t" '
+            f"&& echo $n; exit; fi; n=$((n+1)); done; "
+            f"echo {shlex.quote(no_archive_name(path, archive_dir))} >&2; exit 1"
+        )
+        out = self._retrying(f"archive {path}", lambda: self._run(command))
+        try:
+            return names[int(out.strip())]
+        except (ValueError, IndexError):
+            raise TransferError(
+                f"{self._where()}: archive {path}: unexpected reply {_one_line(out)!r}"
+            ) from None
 
     def close(self) -> None:
         sftp, self._sftp = self._sftp, None
@@ -474,6 +514,46 @@ class SshTransfer(Transfer):
         return self._transport
 
     def _connect(self) -> paramiko.Transport:
+        transport = self._handshake(None)
+        try:
+            key = transport.get_remote_server_key()
+            if self.server.host_key and not self.policy.matches_pin(key.asbytes()):
+                transport.close()
+                transport = self._find_pinned_key(key)
+            else:
+                self.policy.verify(key.get_name(), key.asbytes())
+            self._authenticate(transport)
+        except BaseException:
+            transport.close()
+            raise
+        transport.set_keepalive(max(1, int(min(self.server.timeout / 2, KEEPALIVE_MAX))))
+        return transport
+
+    def _find_pinned_key(self, first: paramiko.PKey) -> paramiko.Transport:
+        """A new connection whose host key matches the pin, asking for one key kind at a time.
+
+        The server offers the key of the first algorithm in our list that it has, which
+        need not be the pinned one (ed25519 comes first). So ask again for each other kind
+        of key (ecdsa, rsa): at most two more handshakes, each under the usual timeouts.
+        Only a key whose fingerprint matches the pin is accepted.
+        """
+        offered = [(first.get_name(), first.asbytes())]
+        for family in _HOST_KEY_FAMILIES:
+            if first.get_name() in family:
+                continue
+            try:
+                transport = self._handshake(family)
+            except paramiko.IncompatiblePeer:
+                continue  # the server has no key of this kind
+            key = transport.get_remote_server_key()
+            if self.policy.matches_pin(key.asbytes()):
+                return transport
+            transport.close()
+            offered.append((key.get_name(), key.asbytes()))
+        raise HostKeyError(self.policy.pin_mismatch(offered))
+
+    def _handshake(self, key_types: tuple[str, ...] | None) -> paramiko.Transport:
+        """A new connection through key exchange (host key not yet checked, no login)."""
         timeout = self.server.timeout
         try:
             sock = socket.create_connection((self.server.host, self.server.port), timeout=timeout)
@@ -485,29 +565,44 @@ class SshTransfer(Transfer):
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
         )
         try:
-            self._negotiate(transport)
-            self._authenticate(transport)
+            self._negotiate(transport, key_types)
         except BaseException:
             transport.close()
             sock.close()
             raise
-        transport.set_keepalive(max(1, int(min(timeout / 2, KEEPALIVE_MAX))))
         return transport
 
-    def _negotiate(self, transport: paramiko.Transport) -> None:
+    def _negotiate(self, transport: paramiko.Transport, key_types: tuple[str, ...] | None) -> None:
         timeout = self.server.timeout
         options = transport.get_security_options()
         available = tuple(options.ciphers)
         options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in available) or available
-        if not self.server.host_key:
+        if key_types is not None:
+            usable = tuple(k for k in key_types if k in options.key_types)
+            if not usable:
+                raise paramiko.IncompatiblePeer("no such host key algorithm here")
+            options.key_types = usable
+        elif not self.server.host_key:
             options.key_types = preferred_algorithms(self.policy.known(), tuple(options.key_types))
         transport.banner_timeout = timeout
-        transport.handshake_timeout = timeout
+        # A little later than start_client gives up, so that the clearer message below wins.
+        transport.handshake_timeout = timeout + 1
         transport.auth_timeout = timeout
-        transport.start_client(timeout=timeout)
+        started = time.monotonic()
+        try:
+            transport.start_client(timeout=timeout)
+        except (EOFError, paramiko.SSHException) as exc:
+            if isinstance(exc, paramiko.IncompatiblePeer) or not _stalled_in_kex(
+                transport, started, timeout
+            ):
+                raise
+            raise ConnectionLost(_kex_stall(timeout)) from None
         self._alive()
-        key = transport.get_remote_server_key()
-        self.policy.verify(key.get_name(), key.asbytes())
+        if not transport.is_active() or not transport.initial_kex_done:
+            # start_client returns quietly when its timeout passes mid-handshake.
+            if transport.remote_version:
+                raise ConnectionLost(_kex_stall(timeout))
+            raise ConnectionLost("the server stopped responding (timeout)")
 
     def _authenticate(self, transport: paramiko.Transport) -> None:
         user = self.server.user or getpass.getuser()
@@ -653,13 +748,13 @@ class SshTransfer(Transfer):
 
     def _sftp_size(self, path: str) -> int | None:
         try:
-            return self._sftp_client().stat(path).st_size
+            return self._sftp_client().stat(sftp_path(path)).st_size
         except FileNotFoundError:
             return None
 
     def _sftp_fetch(self, path: str, sink: BinaryIO, progress: Progress | None) -> int:
         try:
-            remote = self._sftp_client().open(path, "rb")
+            remote = self._sftp_client().open(sftp_path(path), "rb")
         except FileNotFoundError:
             raise SourceMissing(path) from None
         size = remote.stat().st_size or 0
@@ -681,7 +776,7 @@ class SshTransfer(Transfer):
         size = src.stat().st_size
         sftp = self._sftp_client()
         with open(src, "rb") as reader:
-            remote = sftp.open(path, "wb")
+            remote = sftp.open(sftp_path(path), "wb")
             remote.MAX_REQUEST_SIZE = self._sftp_request
             remote.set_pipelined(True)  # do not wait for each write's acknowledgement
             done = 0
@@ -691,7 +786,7 @@ class SshTransfer(Transfer):
                 if progress:
                     progress(done, size)
             remote.close()  # waits for every pending write to be acknowledged
-        written = sftp.stat(path).st_size
+        written = sftp.stat(sftp_path(path)).st_size
         if written != size:
             # The connection is fine and the server answered: it did not keep the bytes
             # (a full disk or a quota). Retrying cannot help; the caller removes the rest.
@@ -699,33 +794,63 @@ class SshTransfer(Transfer):
                 f"the server kept only {written} of {size} bytes of {path} (is its disk full?)"
             )
 
-    def _sftp_archive(self, path: str, new_path: str) -> None:
+    def _sftp_archive(self, path: str, names: list[str]) -> str:
         sftp = self._sftp_client()
-        parts = posixpath.dirname(new_path).split("/")
+        parts = sftp_path(posixpath.dirname(names[0])).split("/")
         for depth in range(1, len(parts) + 1):
             directory = "/".join(parts[:depth])
             if directory:
                 with suppress(OSError):
                     sftp.mkdir(directory)
-        sftp.posix_rename(path, new_path)
+        for new_path in names:
+            try:
+                sftp.lstat(sftp_path(new_path))
+            except FileNotFoundError:
+                sftp.posix_rename(sftp_path(path), sftp_path(new_path))
+                return new_path
+        raise TransferError(no_archive_name(path, posixpath.dirname(names[0])))
 
     # -- atomic uploads -------------------------------------------------------------------
 
     def _rename_into_place(self, staging: str, path: str) -> None:
         try:
             if self.server.protocol == "sftp":
-                self._sftp_client().posix_rename(staging, path)
+                self._sftp_client().posix_rename(sftp_path(staging), sftp_path(path))
             else:
-                self._run(f"mv -f -- {remote_arg(staging)} {remote_arg(path)}")
+                # mv onto a directory would move the file into it and report success.
+                target = remote_arg(path)
+                self._run(
+                    f'if [ -d {target} ]; then echo "is a directory" >&2; exit 1; fi; '
+                    f"mv -f -- {remote_arg(staging)} {target}"
+                )
         except ConnectionLost:
             raise
         except (TransferError, OSError, paramiko.SSHException) as exc:
-            detail = str(exc.strerror if isinstance(exc, OSError) else exc) or "refused"
+            if self._is_directory(path):
+                raise TransferError(
+                    f"cannot upload to {path}: it is a directory; the target's path must name "
+                    f"a file"
+                ) from None
+            detail = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+            detail = detail or "refused"
             raise TransferError(
                 f"uploaded {staging} but could not rename it to {path}: {detail}. If this "
                 f"server cannot rename files, set `atomic: false` on the job's target "
                 f"(the partner may then see a partly written file)."
             ) from None
+
+    def _is_directory(self, path: str) -> bool:
+        """Best effort, for an error message: whether `path` is a directory on the server."""
+        try:
+            if self.server.protocol == "sftp":
+                mode = self._sftp_client().stat(sftp_path(path)).st_mode
+                return mode is not None and stat.S_ISDIR(mode)
+            self._run(f"test -d {remote_arg(path)}")
+            return True
+        except ConnectionLost:
+            raise
+        except (TransferError, OSError, paramiko.SSHException):
+            return False
 
     def _remove_quietly(self, path: str) -> None:
         """Best effort: do not leave a temporary upload behind on a live connection."""
@@ -734,7 +859,7 @@ class SshTransfer(Transfer):
             return
         with suppress(Exception):
             if self.server.protocol == "sftp":
-                self._sftp_client().remove(path)
+                self._sftp_client().remove(sftp_path(path))
             else:
                 self._run(f"rm -f -- {remote_arg(path)}")
 

@@ -11,6 +11,7 @@ import os
 import posixpath
 import shutil
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
@@ -21,6 +22,10 @@ from .errors import SourceMissing, TransferError
 Progress = Callable[[int, "int | None"], None]
 
 TEMP_PREFIX = ".campaign-sync-"
+# How many names archive() tries before giving up: the plain name, the timestamped one and
+# numbered variants of that (only needed for several archives of one name in a second).
+ARCHIVE_NAMES = 20
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
 
 def temp_name(final_path: str) -> str:
@@ -32,6 +37,27 @@ def temp_name(final_path: str) -> str:
     """
     head, tail = posixpath.split(final_path)
     return posixpath.join(head, f"{TEMP_PREFIX}{tail}.part")
+
+
+def archive_names(path: str, archive_dir: str, now: datetime | None = None) -> list[str]:
+    """Where archive() may put `path`, in order: the first name that is free is used.
+
+    An archived file is never replaced: `in.csv` goes to `archive_dir/in.csv`, or, when
+    that exists, to `in.20261127T104500Z.csv` (UTC), then `in.20261127T104500Z-1.csv`...
+    """
+    name = posixpath.basename(path)
+    stem, ext = posixpath.splitext(name)
+    if ext in _COMPRESSED:  # keep `x.csv.gz` together: `x.<stamp>.csv.gz`
+        stem, inner = posixpath.splitext(stem)
+        ext = inner + ext
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    names = [name, f"{stem}.{stamp}{ext}"]
+    names += [f"{stem}.{stamp}-{n}{ext}" for n in range(1, ARCHIVE_NAMES - 1)]
+    return [posixpath.join(archive_dir, n) for n in names]
+
+
+def no_archive_name(path: str, archive_dir: str) -> str:
+    return f"cannot archive {path}: {ARCHIVE_NAMES} files of that name are already in {archive_dir}"
 
 
 class Transfer:
@@ -61,7 +87,10 @@ class Transfer:
         raise NotImplementedError
 
     def archive(self, path: str, archive_dir: str) -> str:
-        """Move a remote file into `archive_dir`; returns its new path."""
+        """Move a remote file into `archive_dir`; returns its new path.
+
+        A file already there is never replaced: the first free name of archive_names().
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -143,16 +172,20 @@ class LocalTransfer(Transfer):
             raise TransferError(f"cannot delete {path} on '{self.server.name}': {exc}") from None
 
     def archive(self, path: str, archive_dir: str) -> str:
-        new_path = posixpath.join(archive_dir, posixpath.basename(path))
-        target = self._local(new_path)
+        source = self._local(path)
+        names = archive_names(path, archive_dir)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(self._local(path), target)
+            self._local(names[0]).parent.mkdir(parents=True, exist_ok=True)
+            for new_path in names:
+                target = self._local(new_path)
+                if not os.path.lexists(target):
+                    shutil.move(source, target)
+                    return new_path
         except OSError as exc:
             raise TransferError(
                 f"cannot archive {path} to {archive_dir} on '{self.server.name}': {exc}"
             ) from None
-        return new_path
+        raise TransferError(f"{no_archive_name(path, archive_dir)} on '{self.server.name}'")
 
 
 def _copy_stream(reader, writer, total: int | None, progress: Progress | None) -> int:  # type: ignore[no-untyped-def]

@@ -8,6 +8,9 @@ so "remote" files are checked directly on disk. Retries never really sleep: the 
 from __future__ import annotations
 
 import os
+import posixpath
+import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -651,3 +654,139 @@ def test_sftp_download_completes_short_reads(server, remote, tmp_path, monkeypat
     with SshTransfer(server.server_config(protocol="sftp")) as transfer:
         assert transfer.fetch(str(source), dest) == len(payload)
     assert dest.read_bytes() == payload
+
+
+# --------------------------------------------------------------------------- audit findings
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_pin_of_either_host_key_is_accepted(server, tmp_path, index):
+    # The server has an ed25519 and an ecdsa key; a pin of either must connect, although
+    # the server offers its ed25519 key first.
+    pin = server.fingerprint(index)
+    with SshTransfer(server.server_config(known_hosts=None, host_key=pin)) as transfer:
+        assert transfer.size("/nonexistent-file") is None
+
+
+def test_wrong_pin_lists_every_key_the_server_offered(server):
+    wrong = "SHA256:" + "A" * 43
+    transfer, sleeps = connect(server.server_config(known_hosts=None, host_key=wrong, retries=2))
+    with transfer, pytest.raises(HostKeyError, match="pinned") as caught:
+        transfer.size("/tmp")
+    assert server.fingerprint(0) in str(caught.value)
+    assert server.fingerprint(1) in str(caught.value)
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_upload_onto_a_directory_is_refused(server, remote, tmp_path, protocol):
+    local = tmp_path / "local.csv"
+    data_file(local, 100)
+    target = remote / "a-directory"
+    target.mkdir()
+    with (
+        SshTransfer(server.server_config(protocol=protocol)) as transfer,
+        pytest.raises(TransferError, match="is a directory") as caught,
+    ):
+        transfer.put(local, str(target))
+    assert "atomic: false" not in str(caught.value)
+    assert ": None" not in str(caught.value)
+    assert list(target.iterdir()) == []
+    assert sorted(p.name for p in remote.iterdir()) == ["a-directory"]
+
+
+@pytest.mark.parametrize("protocol", [*PROTOCOLS, "local"])
+def test_archive_never_replaces_an_archived_file(server, remote, tmp_path, protocol):
+    done = remote / "done"
+    done.mkdir()
+    (done / "in.csv").write_bytes(b"archived yesterday\n")
+    if protocol == "local":
+        from campaign_sync.config import ServerConfig
+        from campaign_sync.transfer import LocalTransfer
+
+        transfer = LocalTransfer(ServerConfig(name="test", type="local", path=str(remote)))
+        prefix = ""
+    else:
+        transfer = SshTransfer(server.server_config(protocol=protocol))
+        prefix = str(remote)
+    moved = []
+    with transfer:
+        for day in ("today", "again"):
+            (remote / "in.csv").write_bytes(f"{day}\n".encode())
+            moved.append(transfer.archive(f"{prefix}/in.csv", f"{prefix}/done"))
+    assert (done / "in.csv").read_bytes() == b"archived yesterday\n"
+    assert not (remote / "in.csv").exists()
+    first, second = (done / posixpath.basename(m) for m in moved)
+    assert first != second
+    assert first.read_bytes() == b"today\n" and second.read_bytes() == b"again\n"
+    assert re.fullmatch(r"in\.\d{8}T\d{6}Z\.csv", first.name), first.name
+    assert re.fullmatch(r"in\.\d{8}T\d{6}Z(-\d+)?\.csv", second.name), second.name
+    assert all(m.startswith(f"{prefix}/done/") for m in moved)
+    assert len(list(done.iterdir())) == 3
+
+
+def test_server_stalling_in_key_exchange_is_named():
+    # Sends its banner, then reads and never answers: stuck in key exchange.
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.2)
+        held: list[socket.socket] = []
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+                held.append(conn)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            config = Sshd.__new__(Sshd)
+            config.host, config.port, config.user = "127.0.0.1", listener.getsockname()[1], "x"
+            config.user_key, config.known_hosts = None, Path("/nonexistent/known_hosts")
+            transfer, sleeps = connect(config.server_config(timeout=0.5, retries=1))
+            with transfer, pytest.raises(TransferError) as caught:
+                transfer.size("/x")
+        finally:
+            stop.set()
+            thread.join()
+            for conn in held:
+                conn.close()
+    message = str(caught.value)
+    assert "stopped answering during key exchange" in message, message
+    assert "No existing session" not in message
+    assert sleeps == [1.0]
+
+
+def test_hashed_known_hosts_match_the_host_name_in_any_case(server, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(server.known_hosts.read_text().replace("127.0.0.1", "localhost"))
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert known.read_text().startswith("|1|")
+    config = server.server_config(known_hosts=known, host="LocalHost")
+    with SshTransfer(config) as transfer:
+        assert transfer.size("/nonexistent-file") is None
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_path_under_the_login_directory_with_tilde(server, tmp_path, protocol):
+    name = f"campaign-sync-test-{uuid.uuid4().hex}.csv"
+    home_file = Path(pwd.getpwuid(os.getuid()).pw_dir) / name
+    local = tmp_path / "local.csv"
+    payload = data_file(local, 100)
+    try:
+        with SshTransfer(server.server_config(protocol=protocol)) as transfer:
+            transfer.put(local, f"~/{name}")
+            assert home_file.read_bytes() == payload
+            assert transfer.size(f"~/{name}") == 100
+            dest = staging_file(tmp_path)
+            assert transfer.fetch(f"~/{name}", dest) == 100
+            transfer.delete(f"~/{name}")
+        assert not home_file.exists()
+    finally:
+        home_file.unlink(missing_ok=True)
