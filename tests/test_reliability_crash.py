@@ -420,10 +420,12 @@ def dispatch_base(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpTestServer
     (root / "inbox").mkdir()
     _mailing(root / "mailings")
     config = _config(root, root / "inbox", smtp)
-    done = run_cli(config, "--json", "dispatch", "welcome", "--dry-run")  # creates the schema
+    # A real run with nobody to send to creates the schema (a dry run leaves no store).
+    done = run_cli(config, "--json", "dispatch", "welcome")
     assert done.returncode == EXIT_OK, done.stderr
     conn = sqlite3.connect(root / "store.db")
     conn.execute("DELETE FROM jobs")
+    conn.execute("DELETE FROM runs")
     conn.commit()
     conn.close()
     _seed_dispatch(root / "store.db")
