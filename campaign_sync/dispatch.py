@@ -240,13 +240,20 @@ def _send_one(
     from .mail import DeliveryUnknown
 
     message_id = new_message_id(smtp.sender)
-    message = personalise(
-        mailing,
-        recipient=recipient.email,
-        fields=recipient.fields,
-        sender=smtp.sender,
-        message_id=message_id,
-    )
+    try:
+        message = personalise(
+            mailing,
+            recipient=recipient.email,
+            fields=recipient.fields,
+            sender=smtp.sender,
+            message_id=message_id,
+        )
+    except ValueError as exc:
+        # One recipient's data must not stop everyone after them: not claimed, so a later
+        # run tries again once the data is mended.
+        result.counts["skipped"] += 1
+        result.warnings.append(f"not sent to {recipient.email}: cannot personalise: {exc}")
+        return
     send_id = claim(conn, job, result.run_id, mailing, recipient.email, message_id)
     if send_id is None:
         log.info("%s: claimed by another run meanwhile; left to it", recipient.email)

@@ -75,6 +75,8 @@ _ADDRESS_HEADERS = frozenset(
 )
 # C0 controls and DEL (whitespace among them is collapsed to a space before this).
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+# What no header value may hold once set (a tab is whitespace of an unfolded header).
+_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # The charset of an HTML <meta charset=…> or <meta http-equiv … content="…; charset=…">.
 _META_CHARSET = re.compile(r"""(<meta\b[^>]*?\bcharset\s*=\s*["']?)([^"'\s;/>]+)""", re.IGNORECASE)
 # Kept across re-encoding a text part (set_content clears every Content-* header).
@@ -171,6 +173,9 @@ def _decode(part: EmailMessage, path: Path, number: int) -> str:
         raise InputError(f"{where} declares unknown charset {one_line(repr(charset))}") from None
     try:
         return data.decode(charset)
+    except LookupError:  # a codec that is no text encoding (hex, rot13, …)
+        shown = one_line(repr(charset))
+        raise InputError(f"{where} declares {shown}, not a text charset") from None
     except UnicodeDecodeError as exc:
         raise InputError(
             f"{where} is not valid {one_line(charset)} text (byte 0x{data[exc.start]:02x} at "
@@ -259,12 +264,19 @@ def _render_headers(msg: EmailMessage, fields: Mapping[str, object]) -> None:
         del msg[name]
     for name, value in items:
         msg[name] = value
+    # The email package decodes RFC 2047 words in what it is given: whatever a value
+    # smuggled in that way, no header may end up holding a line break or control character.
+    for name, value in msg.items():
+        if _BREAKING.search(str(value)):
+            raise ValueError(f"the {name} header would hold a control character or line break")
 
 
 def header_value(found: object) -> str:
-    """A field value as it may appear in a header: one line, no control characters."""
+    """A field value as it may appear in a header: one line, no control characters, and no
+    `=?` that could open an RFC 2047 encoded word (which the email package would decode,
+    control characters and line breaks included)."""
     text = "" if found is None else str(found)
-    return _CONTROLS.sub("", " ".join(text.split()))
+    return _CONTROLS.sub("", " ".join(text.split())).replace("=?", "= ?")
 
 
 def render_header(template: str, fields: Mapping[str, object], *, address: bool) -> str:

@@ -461,6 +461,28 @@ def test_unknown_charset_fails_the_run_clearly_and_claims_nobody(
     assert smtp.messages == [] and ws.sends() == {}
 
 
+def test_a_recipient_whose_message_cannot_be_made_is_skipped_not_the_run(
+    ws: Dispatch, smtp: SmtpTestServer
+) -> None:
+    ws.seed(
+        {"anna@example.com": NEW_DOI, "bo@example.com": NEW_DOI},
+        {"anna@example.com": {"code": "?utf-8?q?a=0D=0AB?="}, "bo@example.com": {"code": "7"}},
+    )
+    path = ws.mailings / "welcome.eml"
+    path.write_bytes(path.read_bytes().replace(b"Subject:", b"X-Code: ={{code}}\nSubject:", 1))
+
+    result = ws.run()
+
+    assert result.status == "succeeded"
+    assert counts(result) == {"sent": 1, "skipped": 1, "bounced": 0, "unknown": 0}
+    assert result.warnings == [
+        "not sent to anna@example.com: cannot personalise: the X-Code header would hold a "
+        "control character or line break"
+    ]
+    assert received(smtp) == Counter({"bo@example.com": 1})
+    assert "anna@example.com" not in ws.sends()  # not claimed: tried again once mended
+
+
 def test_dry_run_lists_recipients_and_changes_nothing(ws: Dispatch, smtp: SmtpTestServer) -> None:
     ws.seed(
         {"anna@example.com": NEW_DOI, "bo@example.com": NEW_DOI, "old@example.com": OLD_DOI},

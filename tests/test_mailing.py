@@ -352,6 +352,49 @@ def test_control_characters_never_reach_a_header(tmp_path: Path) -> None:
     assert reparse(msg)["Subject"] == "Welcome ABCDE F"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "=?utf-8?q?a=0D=0AReply-To:_e@evil.example=0D=0A=0D=0AClick_http://evil?=",
+        "=?utf-8?b?AA==?=",
+        "x =?us-ascii?q?=0A=0ABcc:_victim@example.com?= y",
+    ],
+)
+def test_encoded_words_in_a_value_stay_literal_text(tmp_path: Path, value: str) -> None:
+    mailing = load_mailing(write_eml(tmp_path, "m.eml", html=None))
+    msg = personalise(
+        mailing,
+        recipient="x@example.com",
+        fields={"first_name": value},
+        sender=SENDER,
+        message_id="<ours-7@example.com>",
+    )
+    data = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert not any(byte < 0x20 and byte not in b"\r\n" or byte == 0x7F for byte in head)
+    parsed = reparse(msg)
+    assert parsed["Reply-To"] is None and parsed["Bcc"] is None
+    assert parsed["Subject"] == "Welcome " + value.replace("=?", "= ?")
+    assert body.startswith(b"Hello ")  # the headers end where the template's end
+
+
+def test_a_template_that_makes_a_breaking_header_is_refused_per_recipient(tmp_path: Path) -> None:
+    path = write_raw(
+        tmp_path,
+        "m.eml",
+        "Content-Type: text/plain; charset=utf-8\nX-Tag: ={{code}}\n",
+        b"Hi\n",
+    )
+    with pytest.raises(ValueError, match="X-Tag header would hold a control character"):
+        personalise(
+            load_mailing(path),
+            recipient="x@example.com",
+            fields={"code": "?utf-8?q?a=0D=0AB?="},
+            sender=SENDER,
+            message_id="<ours-8@example.com>",
+        )
+
+
 def test_format_flowed_survives_re_encoding(tmp_path: Path) -> None:
     path = write_raw(
         tmp_path,
