@@ -135,13 +135,18 @@ def _check_output(output: Path) -> None:
 def _run_locked(
     config: Config, job: JobConfig, options: RunOptions, conn: sqlite3.Connection
 ) -> RunResult:
-    runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
+    try:
+        runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
+        started = store.now()
+        result = RunResult(
+            job=job.name, job_type=job.type, started=started, dry_run=options.dry_run
+        )
+        if not options.dry_run:
+            result.run_id = runs.start(conn, job.name, job.type, started)
+    except sqlite3.Error as exc:  # locked past the busy timeout, read-only, disk full
+        raise StoreError(f"cannot record the run in the store {config.store}: {exc}") from None
     if workdir.clear_staging(config.work_dir, job.name):
         log.info("%s: removed staging files left by an interrupted run", job.name)
-    started = store.now()
-    result = RunResult(job=job.name, job_type=job.type, started=started, dry_run=options.dry_run)
-    if not options.dry_run:
-        result.run_id = runs.start(conn, job.name, job.type, started)
     ctx = RunContext(config, job, options, conn, result)
     clock = time.monotonic()
     log.info("%s: started%s", job.name, _run_label(result))
@@ -188,12 +193,14 @@ def _interrupted(ctx: RunContext) -> None:
         )
         _record(ctx)
         return
-    if ctx.job.kind == "dispatch":
+    if ctx.job.kind == "dispatch" and not result.dry_run:
         reason = "interrupted; the sends made before it are recorded and will not be repeated"
     else:
         reason = "interrupted; the run was rolled back and recorded"
     _fail(result, reason, EXIT_FAILED)
     result.status = "interrupted"
+    # A finish set inside the transaction the interrupt rolled back did not happen.
+    result.finished = result.duration_seconds = None
 
 
 def _os_error(exc: OSError) -> str:
@@ -220,7 +227,10 @@ def _close(ctx: RunContext, clock: float) -> None:
 
     if should_notify(ctx.job, result):
         warned = len(result.warnings)
-        notify(ctx.config, ctx.job, result, log=log)
+        try:
+            notify(ctx.config, ctx.job, result, log=log)
+        except KeyboardInterrupt:  # the run itself is recorded; only its notice is cut short
+            result.warnings.append("interrupted while the notices were being sent")
         if len(result.warnings) != warned:
             _record(ctx)  # keep the notice's warnings with the run
     # INFO: a record for the log file; the CLI itself reports a failure on stderr.

@@ -26,10 +26,12 @@ def open_store(config: Config) -> sqlite3.Connection | None:
     return conn
 
 
-def job_states(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
-    """One entry per configured job, in SPEC's list-jobs JSON shape."""
+def job_states(
+    config: Config, conn: sqlite3.Connection | None, now: datetime.datetime | None = None
+) -> list[dict[str, Any]]:
+    """One entry per configured job, in SPEC's list-jobs JSON shape (as of `now`)."""
     tz = zone(config.timezone)
-    now = datetime.datetime.now(tz)
+    now = now.astimezone(tz) if now is not None else datetime.datetime.now(tz)
     latest = runs.latest_per_job(conn) if conn else {}
     active = runs.running(conn) if conn else {}
     configured = _configured_since(config)
@@ -42,9 +44,12 @@ def job_states(config: Config, conn: sqlite3.Connection | None) -> list[dict[str
 def _configured_since(config: Config) -> datetime.datetime:
     """When the config file last changed: every job in it is configured at least since
     then, so a scheduled time after it that passed with no run at all is a missed run
-    (a crontab line missing, cron not running), not a job that is merely new."""
+    (a crontab line missing, cron not running), not a job that is merely new. The inode's
+    change time counts too: a deployment that copies the file keeping its old mtime
+    (cp -p, rsync -a, tar) cannot keep that one."""
     try:
-        stamp = config.path.stat().st_mtime
+        status = config.path.stat()
+        stamp = max(status.st_mtime, status.st_ctime)
     except OSError:
         stamp = datetime.datetime.now(datetime.timezone.utc).timestamp()
     return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc)

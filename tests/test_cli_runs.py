@@ -565,3 +565,70 @@ def test_a_server_that_does_not_speak_ssh_gives_one_line_not_library_tracebacks(
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith("campaign-sync: error: ")
+
+
+def test_an_interrupt_while_notices_go_out_keeps_the_run_as_it_ended(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from campaign_sync import notify
+
+    def interrupted(*_args: object, **_kw: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM while the notice mail hangs
+
+    monkeypatch.setattr(notify, "notify", interrupted)
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.exit_code == 0, done.output
+    run = json.loads(done.stdout)
+    assert run["status"] == "succeeded"
+    assert run["warnings"] == ["interrupted while the notices were being sent"]
+    assert ws.query("SELECT status FROM runs") == [("succeeded",)]
+
+
+def test_an_interrupt_just_before_the_commit_is_recorded_as_interrupted(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from campaign_sync import runs
+
+    finish, calls = runs.finish, []
+
+    def interrupted_once(*args: object) -> None:
+        calls.append(args)
+        if len(calls) == 1:  # inside the import's transaction, after the data
+            raise KeyboardInterrupt
+        finish(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runs, "finish", interrupted_once)
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.cli("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.exit_code == 1
+    assert json.loads(done.stdout)["status"] == "interrupted"
+    [(status, finished)] = ws.query("SELECT status, finished FROM runs")
+    assert status == "interrupted" and finished is not None
+    assert ws.recipients() == {}
+
+
+def test_a_store_locked_past_the_busy_timeout_fails_with_one_line_and_a_notice(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3 as sqlite
+
+    from campaign_sync import notify, store
+
+    sent: list[str] = []
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(notify, "notify", lambda _c, _j, result, **_kw: sent.append(result.error))
+    drop_for(ws, "20261101", SAMPLE)
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
+    sent.clear()
+    holder = sqlite.connect(ws.store, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        done = ws.cli("--json", "export", "newsletter-export")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert done.exit_code == 1
+    error = json.loads(done.stdout)["error"]
+    assert error == f"cannot record the run in the store {ws.store}: database is locked"
+    assert sent == [error]
