@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import runs, store
 from .addresses import Blocklist
-from .errors import MailError
+from .errors import InputError, MailError
 from .mailing import Mailing, latest_mailing, new_message_id, personalise
 from .statuses import outbounced_sql
 
@@ -77,6 +77,7 @@ def dispatch(
     counts.update(sent=0, skipped=0, bounced=0, unknown=0)
     counts["unknown"] = _settle_dead_sends(conn, job.name, result, dry_run=dry_run)
     mailing = latest_mailing(job.mailings)
+    _check_template(mailing, config.smtp.sender)
     selection = select_recipients(conn, config, job)
     counts["skipped"] = selection.skipped
     if dry_run:
@@ -199,6 +200,16 @@ def _cutoff(conn: sqlite3.Connection, job: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- sending
+
+
+def _check_template(mailing: Mailing, sender: str) -> None:
+    """Fail the run when the mailing itself cannot make a message (two Subject headers, a
+    header the template breaks): only errors a recipient's own data causes are skipped
+    one recipient at a time."""
+    try:
+        personalise(mailing, recipient=sender, fields={}, sender=sender, message_id="<check@x>")
+    except ValueError as exc:
+        raise InputError(f"mailing {mailing.path}: {exc}") from None
 
 
 def _send_all(

@@ -267,7 +267,8 @@ def _render_headers(msg: EmailMessage, fields: Mapping[str, object]) -> None:
     # The email package decodes RFC 2047 words in what it is given: whatever a value
     # smuggled in that way, no header may end up holding a line break or control character.
     for name, value in msg.items():
-        if _BREAKING.search(str(value)):
+        text = str(value)
+        if _BREAKING.search(text) or len(text.splitlines()) > 1:  # also U+2028, U+0085
             raise ValueError(f"the {name} header would hold a control character or line break")
 
 

@@ -37,11 +37,15 @@ Warn = Callable[[str], None]
 
 def should_notify(job: JobConfig, result: RunResult) -> bool:
     """After every import (any outcome), any failed run, and a dispatch that found sends of
-    unknown outcome (an operator must look at those); never for a dry run."""
+    unknown outcome or has other warnings (an operator must look at those); never for a
+    dry run."""
     if result.dry_run or result.status == "running":
         return False
+    # A dispatch's warnings (sends of unknown outcome, recipients it could not mail) each
+    # need an operator, run after run until mended.
+    attention = job.kind == "dispatch" and bool(result.warnings)
     unknown = result.counts.get("unknown", 0) > 0
-    return job.kind == "import" or result.status in FAILED_STATUSES or unknown
+    return job.kind == "import" or result.status in FAILED_STATUSES or unknown or attention
 
 
 def recipients(config: Config, job: JobConfig) -> list[str]:

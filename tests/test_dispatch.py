@@ -483,6 +483,21 @@ def test_a_recipient_whose_message_cannot_be_made_is_skipped_not_the_run(
     assert "anna@example.com" not in ws.sends()  # not claimed: tried again once mended
 
 
+def test_a_mailing_that_cannot_make_any_message_fails_the_run(
+    ws: Dispatch, smtp: SmtpTestServer
+) -> None:
+    ws.seed({"anna@example.com": NEW_DOI, "bo@example.com": NEW_DOI})
+    path = ws.mailings / "welcome.eml"
+    path.write_bytes(path.read_bytes().replace(b"Subject:", b"Subject: one\nSubject:", 1))
+
+    result = ws.run()
+
+    assert (result.status, result.exit_code) == ("failed", 1)
+    assert result.error is not None
+    assert result.error.startswith(f"mailing {path}: There may be at most 1 Subject headers")
+    assert smtp.messages == [] and ws.sends() == {}
+
+
 def test_dry_run_lists_recipients_and_changes_nothing(ws: Dispatch, smtp: SmtpTestServer) -> None:
     ws.seed(
         {"anna@example.com": NEW_DOI, "bo@example.com": NEW_DOI, "old@example.com": OLD_DOI},

@@ -395,6 +395,23 @@ def test_a_template_that_makes_a_breaking_header_is_refused_per_recipient(tmp_pa
         )
 
 
+def test_a_unicode_line_separator_made_across_a_placeholder_is_refused(tmp_path: Path) -> None:
+    path = write_raw(
+        tmp_path,
+        "m.eml",
+        "Content-Type: text/plain; charset=utf-8\nX-Tag: Hi ={{b}}\n",
+        b"Hi\n",
+    )
+    with pytest.raises(ValueError, match="X-Tag header would hold"):
+        personalise(
+            load_mailing(path),
+            recipient="x@example.com",
+            fields={"b": "?utf-8?q?=E2=80=A8X-Evil:_1?="},
+            sender=SENDER,
+            message_id="<ours-9@example.com>",
+        )
+
+
 def test_format_flowed_survives_re_encoding(tmp_path: Path) -> None:
     path = write_raw(
         tmp_path,

@@ -182,6 +182,8 @@ def test_dispatch_with_sends_of_unknown_outcome_is_reported() -> None:
     assert should_notify(job, result) is True
     result.counts = {"sent": 3, "unknown": 0}
     assert should_notify(job, result) is False
+    result.warnings = ["not sent to a@example.com: cannot personalise: …"]
+    assert should_notify(job, result) is True
 
 
 def test_recipients_merge_job_and_global_once_each(tmp_path: Path) -> None:
