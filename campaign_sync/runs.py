@@ -33,7 +33,8 @@ def job_lock(work_dir: Path, job: str) -> Iterator[None]:
     """
     lock_dir = work_dir / "locks"
     try:
-        lock_dir.mkdir(parents=True, exist_ok=True)
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # private when we make it
+        lock_dir.mkdir(exist_ok=True, mode=0o700)
         fd = os.open(lock_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise ConfigError(
@@ -155,10 +156,11 @@ def last_success(conn: sqlite3.Connection, job: str) -> dict[str, Any] | None:
 
 
 def last_watermark(conn: sqlite3.Connection, job: str) -> str | None:
-    """Up to when the last successful export of `job` included changes, if it ever ran."""
+    """Up to when the last successful export of `job` to its target included changes, if it
+    ever ran (runs that wrote to --output have none: they did not reach the partner)."""
     row = conn.execute(
         "SELECT watermark FROM runs WHERE job = ? AND status = 'succeeded' "
-        "ORDER BY id DESC LIMIT 1",
+        "AND watermark IS NOT NULL ORDER BY id DESC LIMIT 1",
         (job,),
     ).fetchone()
     return row[0] if row else None

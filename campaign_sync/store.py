@@ -8,10 +8,11 @@ the same store wait for each other instead of failing. The schema is versioned w
 from __future__ import annotations
 
 import datetime
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import ConfigError, StoreError
@@ -184,6 +185,7 @@ def connect(location: str, *, create: bool = True) -> sqlite3.Connection:
         raise StoreError(f"store {path} does not exist yet (it is created by the first run)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     except OSError as exc:
         raise ConfigError(
             f"cannot create the folder of {path}: {exc.strerror}; set `store` to a path in "
@@ -202,6 +204,15 @@ def connect(location: str, *, create: bool = True) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open store {path}: {exc}") from None
     return conn
+
+
+def _create_private(path: Path) -> None:
+    """Make a new store file readable by its owner only, whatever the umask: it holds the
+    partners' recipients. SQLite gives its -wal and -shm files the same mode."""
+    if str(path) == ":memory:":
+        return
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

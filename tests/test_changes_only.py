@@ -37,6 +37,28 @@ def test_old_dated_bounces_imported_late_still_reach_the_next_changes_export(
     assert lines == ["email,status", "anna@example.com,outbounced"]
 
 
+def test_an_export_to_output_does_not_use_up_the_changes_the_partner_gets(
+    ws: Workspace,
+) -> None:
+    ws.write_config(text=ws.config.read_text() + EXTRA)
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
+    assert ws.cli("export", "changes-export").exit_code == 0  # first run: everything
+    ws.drop(
+        "/import/newsletter_20261102.csv", "E-Mail;Vorname;Nachname;DOI\nzoe@example.com;Z;Z;\n"
+    )
+    assert ws.cli("import", "newsletter-import", "--date", "2026-11-02").exit_code == 0
+    peek = ws.root / "peek.csv"
+    assert ws.cli("export", "changes-export", "--output", str(peek)).exit_code == 0
+    assert peek.read_text(encoding="utf-8").splitlines() == [
+        "email,status",
+        "zoe@example.com,active",
+    ]
+    assert ws.cli("export", "changes-export").exit_code == 0
+    lines = (ws.inbox / "export" / "changes.csv").read_text(encoding="utf-8").splitlines()
+    assert lines == ["email,status", "zoe@example.com,active"]
+
+
 def test_a_pattern_removed_by_a_blocklist_replace_reaches_the_next_changes_export(
     ws: Workspace,
 ) -> None:

@@ -212,3 +212,32 @@ def test_version_4_store_gives_a_label_addresses_the_unicode_form_losing_no_supp
         assert all(stamp != "c" for (stamp,) in changed)  # changes-only exports see them
     finally:
         conn.close()
+
+
+def test_a_new_store_and_work_dir_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from campaign_sync import runs
+
+    old = os.umask(0o022)
+    try:
+        conn = store.connect(str(tmp_path / "data" / "store.db"))
+        with store.transaction(conn):
+            conn.execute("INSERT INTO jobs (name, first_seen) VALUES ('j', 't')")
+        with runs.job_lock(tmp_path / "var", "j"):
+            pass
+    finally:
+        os.umask(old)
+    modes = {
+        name: stat.S_IMODE((tmp_path / name).stat().st_mode)
+        for name in ("data/store.db", "data/store.db-wal", "var", "var/locks")
+    }
+    assert modes == {
+        "data/store.db": 0o600,
+        "data/store.db-wal": 0o600,
+        "var": 0o700,
+        "var/locks": 0o700,
+    }
+    conn.close()
+    assert not Path(":memory:").exists()
