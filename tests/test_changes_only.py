@@ -17,13 +17,22 @@ EXTRA = """\
 """
 
 
-def test_old_dated_bounces_imported_late_still_reach_the_next_changes_export(
-    ws: Workspace,
-) -> None:
+def after_a_first_changes_export(ws: Workspace) -> None:
+    """The sample imported and exported once (a first changes-only run exports everything)."""
     ws.write_config(text=ws.config.read_text() + EXTRA)
     ws.drop("/import/newsletter_20261101.csv", SAMPLE)
     assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
-    assert ws.cli("export", "changes-export").exit_code == 0  # first run: everything
+    assert ws.cli("export", "changes-export").exit_code == 0
+
+
+def changes(ws: Workspace) -> list[str]:
+    return (ws.inbox / "export" / "changes.csv").read_text(encoding="utf-8").splitlines()
+
+
+def test_old_dated_bounces_imported_late_still_reach_the_next_changes_export(
+    ws: Workspace,
+) -> None:
+    after_a_first_changes_export(ws)
     # Three hard bounces dated years before the watermark outbounce anna now.
     ws.drop(
         "/import/bounces.csv",
@@ -33,17 +42,13 @@ def test_old_dated_bounces_imported_late_still_reach_the_next_changes_export(
     done = ws.cli("import", "bounces-import")
     assert done.exit_code == 0, done.output
     assert ws.cli("export", "changes-export").exit_code == 0
-    lines = (ws.inbox / "export" / "changes.csv").read_text(encoding="utf-8").splitlines()
-    assert lines == ["email,status", "anna@example.com,outbounced"]
+    assert changes(ws) == ["email,status", "anna@example.com,outbounced"]
 
 
 def test_an_export_to_output_does_not_use_up_the_changes_the_partner_gets(
     ws: Workspace,
 ) -> None:
-    ws.write_config(text=ws.config.read_text() + EXTRA)
-    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
-    assert ws.cli("import", "newsletter-import", "--date", "2026-11-01").exit_code == 0
-    assert ws.cli("export", "changes-export").exit_code == 0  # first run: everything
+    after_a_first_changes_export(ws)
     ws.drop(
         "/import/newsletter_20261102.csv", "E-Mail;Vorname;Nachname;DOI\nzoe@example.com;Z;Z;\n"
     )
@@ -55,8 +60,7 @@ def test_an_export_to_output_does_not_use_up_the_changes_the_partner_gets(
         "zoe@example.com,active",
     ]
     assert ws.cli("export", "changes-export").exit_code == 0
-    lines = (ws.inbox / "export" / "changes.csv").read_text(encoding="utf-8").splitlines()
-    assert lines == ["email,status", "zoe@example.com,active"]
+    assert changes(ws) == ["email,status", "zoe@example.com,active"]
 
 
 def test_a_pattern_removed_by_a_blocklist_replace_reaches_the_next_changes_export(
