@@ -19,6 +19,13 @@ from .errors import ConfigError, StoreError
 
 BUSY_TIMEOUT_MS = 60_000
 
+
+def _decode_a_labels(conn: sqlite3.Connection) -> None:
+    from .migrate_a_labels import decode_a_labels  # only when an old store is opened
+
+    decode_a_labels(conn, now())
+
+
 # Each entry migrates from version i to i+1. Append only; never edit a released step.
 # A step is SQL, or a function for what SQL cannot do; each runs in its own transaction.
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
@@ -156,7 +163,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     # v5: addresses and patterns stored with an A-label domain (xn--…) take the Unicode form
     # imports now give them, merged with that form's rows where both exist.
-    lambda conn: _decode_a_labels(conn),
+    _decode_a_labels,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -255,12 +262,6 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 for statement in _statements(step):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target}")
-
-
-def _decode_a_labels(conn: sqlite3.Connection) -> None:
-    from .migrate_a_labels import decode_a_labels  # only when an old store is opened
-
-    decode_a_labels(conn, now())
 
 
 def _statements(script: str) -> Iterator[str]:
