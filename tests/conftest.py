@@ -14,11 +14,20 @@ from typing import Any
 
 import pytest
 from campaign_sync_cli.main import main
+from hypothesis import settings
 
 # Tests run the console script installed beside this interpreter, not whatever a version
 # manager's shim on PATH points at (and without the shim's start-up cost).
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 from click.testing import CliRunner, Result
+
+# Property tests are deterministic unless someone asks otherwise: the "ci" profile derives each
+# test's examples from the test itself (no random seed) and keeps no example database, so a green
+# main stays green on any machine. tests/explore.sh selects "explore": random seeds, a local
+# database of failures, and (through tests/props.py) ten times the examples.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("CAMPAIGN_SYNC_HYPOTHESIS_PROFILE", "ci"))
 
 BASE_CONFIG = """\
 store: store.db

@@ -7,6 +7,7 @@ import time
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from props import examples
 
 from campaign_sync.addresses import (
     _FAST,
@@ -408,7 +409,7 @@ PATTERN = st.text(alphabet="ab@.*?\\", min_size=1, max_size=10)
 ADDRESS = st.text(alphabet="abAB@.*?\\", max_size=12)
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.lists(PATTERN, max_size=8), st.lists(ADDRESS, max_size=8))
 def test_blocklist_equals_reference(patterns: list[str], addresses: list[str]) -> None:
     usable = [p for p in patterns if pattern_problem(p) is None]
@@ -436,7 +437,7 @@ REALISTIC_PATTERN = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.lists(REALISTIC_PATTERN, max_size=20), st.lists(REALISTIC_ADDRESS, max_size=10))
 def test_blocklist_equals_reference_on_address_shapes(
     patterns: list[str], addresses: list[str]

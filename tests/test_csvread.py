@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from props import examples
 
 from campaign_sync.config import CsvFormat
 from campaign_sync.csvread import read_csv
@@ -239,7 +240,9 @@ PIECES = [b"a", b"b@x.de", b",", b";", b'"', b"\n", b"\r\n", b"\r", b"\xc3\xa4",
     encoding=st.sampled_from(["utf-8", "latin-1"]),
 )
 @settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(400),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 def test_blocks_read_like_lines(
     tmp_path: Path,

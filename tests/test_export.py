@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from props import examples
 
 from campaign_sync import config as config_module
 from campaign_sync import export, store, workdir
@@ -709,7 +710,7 @@ def _written(tmp_path: Path, fmt: CsvFormat, header: list[str], feed) -> bytes: 
 cell_text = st.text(alphabet=st.sampled_from(list("ab ,;'\"=+-@\t\r\n\x1d\x1e\x1fä§")), max_size=6)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     rows=st.lists(st.lists(cell_text, min_size=2, max_size=2), max_size=8),
     dialect=st.sampled_from(
@@ -761,7 +762,7 @@ pattern_text = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(patterns=st.lists(pattern_text, min_size=1, max_size=4, unique=True))
 def test_blocklist_in_sql_agrees_with_the_matcher(tmp_path_factory, patterns):
     """Whatever shapes the patterns have, the SQL shortcuts block exactly what matches()."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from props import examples
 
 from campaign_sync import config, runner
 
@@ -38,7 +39,9 @@ jobs:
 """
 JOBS = ("upsert", "block", "unsub", "bounce", "semi", "replace")
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 class Store:
@@ -250,7 +253,7 @@ def csv_bytes(header: list[str], rows: list[list[str]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(STEP, min_size=1, max_size=6), dry=st.booleans())
 def test_random_imports_match_the_model(steps: list[Any], dry: bool) -> None:
     model, store = Model(), Store()

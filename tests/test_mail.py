@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from props import examples
 from smtp_server import ClosedPort, SilentServer, SmtpTestServer, TlsFiles, make_tls_files
 
 from campaign_sync.config import SmtpConfig
@@ -181,7 +182,7 @@ def test_without_smtputf8_the_to_header_carries_the_punycode_domain() -> None:
     assert str(msg["To"]) == "Anna <anna@bücher.example>"  # the caller's message is unchanged
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)

@@ -34,19 +34,18 @@ from faults import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from props import examples
 
 from campaign_sync import config as config_module
 from campaign_sync.errors import ConfigError
 from campaign_sync.runner import RunOptions, run_job
 
-CSV_EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "300"))
-CONFIG_EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "300"))
+CSV_EXAMPLES = examples(int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "300")))
+CONFIG_EXAMPLES = examples(int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "300")))
 FUZZ = settings(
     max_examples=CSV_EXAMPLES,
     deadline=None,
-    derandomize=True,  # a fixed, reproducible budget in CI
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
 )
 
 CONFIG = """\

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from props import examples
 
 from campaign_sync.schedule import (
     LAST_DAY,
@@ -330,7 +331,7 @@ MOMENTS = st.datetimes(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(SCHEDULES, ZONES, MOMENTS)
 def test_next_and_previous_bracket_the_moment(text: str, tz, moment: datetime) -> None:
     schedule = parse(text)
