@@ -18,6 +18,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,33 +104,70 @@ def json_out(proc: subprocess.CompletedProcess[str]) -> Any:
         ) from None
 
 
-# --------------------------------------------------------------------------- kill at random
+# --------------------------------------------------------------------------- kill mid-run
+
+# Kill moments are measured in the child's own progress, not in seconds: the bytes it has read
+# and written so far (rchar + wchar of /proc/PID/io: source files, the CSV, the store, the WAL,
+# sockets). The same run does the same I/O on a fast machine and on a loaded one, so a kill
+# aimed at 40 % of a reference run's I/O lands in the same phase whatever the clock says, and
+# a trial cannot miss the run because a neighbour slowed it down.
+
+POLL_SECONDS = 0.001
 
 
 @dataclass
 class Kill:
-    """One seeded kill: when it was aimed and what the child did before it died."""
+    """One kill: where it was aimed and what the child did before it died."""
 
-    delay: float
+    at_bytes: int
     returncode: int | None
-    killed: bool  # False: the child had already finished when the signal was due
+    killed: bool  # False: the child finished before its I/O reached at_bytes
 
 
-def kill_after(proc: subprocess.Popen[str], delay: float) -> Kill:
-    """SIGKILL `proc` `delay` seconds after it started (or let it finish first)."""
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            proc.communicate()
-            return Kill(delay, proc.returncode, killed=False)
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
+def io_bytes(pid: int) -> int | None:
+    """How many bytes process `pid` has read and written so far; None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(": ") for line in text.splitlines())
+    return int(fields["rchar"]) + int(fields["wchar"])
+
+
+def io_of_run(
+    proc: subprocess.Popen[str], timeout: float = 300, mark: Callable[[], bool] | None = None
+) -> tuple[int, int | None]:
+    """Let `proc` finish: the I/O it did (the last sample before it exited), and the I/O it
+    had done when `mark()` first held (None if it never did)."""
+    deadline = time.monotonic() + timeout
+    seen, marked = 0, None
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, "the reference run did not finish"
+        seen = max(seen, io_bytes(proc.pid) or 0)
+        if marked is None and mark is not None and mark():
+            marked = seen
+        time.sleep(POLL_SECONDS)
+    proc.communicate()
+    assert proc.returncode == 0, f"the reference run failed: exit {proc.returncode}"
+    return seen, marked
+
+
+def kill_at_io(proc: subprocess.Popen[str], at_bytes: int, timeout: float = 300) -> Kill:
+    """SIGKILL `proc` as soon as its I/O reaches `at_bytes` (or let it finish first)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, "the run neither finished nor reached its kill point"
+        done = io_bytes(proc.pid)
+        if done is not None and done >= at_bytes:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(POLL_SECONDS)
     proc.communicate(timeout=60)
-    return Kill(delay, proc.returncode, killed=proc.returncode == -signal.SIGKILL)
+    return Kill(at_bytes, proc.returncode, killed=proc.returncode == -signal.SIGKILL)
 
 
-def seeded_delays(seed: int, trials: int, low: float, high: float) -> list[float]:
-    """`trials` kill moments spread over [low, high): one per equal slice, jittered.
+def seeded_points(seed: int, trials: int, low: float, high: float) -> list[float]:
+    """`trials` kill points spread over [low, high): one per equal slice, jittered.
 
     Stratifying instead of drawing freely guarantees every phase of a run (start-up, fetch,
     parse, merge, commit, after-actions) is hit by some trial, whatever the seed.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faults import io_bytes, io_of_run
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 150_000
@@ -64,23 +65,36 @@ def runs(store: Path) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
 
 
+def recorded_runs(store: Path) -> list[tuple[Any, ...]]:
+    """runs(), while the child may not have made the store yet (and without making it)."""
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
 @pytest.fixture(scope="module")
-def clean_run_seconds(tmp_path_factory: pytest.TempPathFactory) -> float:
-    """How long an uninterrupted import of the big file takes on this machine, now."""
+def clean_run_io(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, int]:
+    """The I/O (bytes read and written) of an uninterrupted import of the big file: in all,
+    and up to the moment its run was recorded."""
     root = tmp_path_factory.mktemp("reference")
     (root / "c.yaml").write_text(CONFIG)
     write_file(root / "big.csv", ROWS, tag="New")
-    started = time.monotonic()
-    assert start(root, root / "big.csv").communicate(timeout=300)[0].startswith("succeeded")
-    return time.monotonic() - started
+    total, recorded = io_of_run(
+        start(root, root / "big.csv"), mark=lambda: bool(recorded_runs(root / "store.db"))
+    )
+    assert recorded is not None
+    return total, recorded
 
 
-# Kill moments as shares of a clean run: fixed delays would miss the run on a fast machine.
+# Kill points as shares of a clean run's I/O after its run is recorded: a share of its length
+# in seconds would move with the machine's load; the bytes it reads and writes do not.
 @pytest.mark.parametrize("share", [0.0, 0.3, 0.6])
 def test_kill_9_mid_import_leaves_the_store_unchanged_and_a_rerun_converges(
-    tmp_path: Path, share: float, clean_run_seconds: float
+    tmp_path: Path, share: float, clean_run_io: tuple[int, int]
 ) -> None:
-    delay = share * clean_run_seconds
+    total, recorded = clean_run_io
     (tmp_path / "c.yaml").write_text(CONFIG)
     first, big = tmp_path / "first.csv", tmp_path / "big.csv"
     write_file(first, 1000, tag="Old")
@@ -90,11 +104,13 @@ def test_kill_9_mid_import_leaves_the_store_unchanged_and_a_rerun_converges(
     before = snapshot(tmp_path / "store.db")
 
     child = start(tmp_path, big)
-    # Wait until the run is recorded (the import has begun), then a little more.
-    deadline = time.monotonic() + 30
-    while len(runs(tmp_path / "store.db")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(delay)
+    # Wait until the run is recorded (the import has begun) and its I/O reaches the share.
+    at_bytes = recorded + share * (total - recorded)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if len(runs(tmp_path / "store.db")) == 2 and (io_bytes(child.pid) or 0) >= at_bytes:
+            break
+        time.sleep(0.001)
     os.kill(child.pid, signal.SIGKILL)
     assert child.wait(timeout=30) == -signal.SIGKILL
     assert runs(tmp_path / "store.db") == [(1, "succeeded"), (2, "running")], "killed too late"

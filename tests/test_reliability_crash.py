@@ -1,8 +1,9 @@
-"""Crash safety: SIGKILL at seeded random moments during an import, an export and a dispatch.
+"""Crash safety: SIGKILL at seeded points of an import, an export and a dispatch.
 
-Each trial starts from a copy of a known store, kills this tree's `campaign-sync` at a moment
-drawn from a seeded, stratified schedule spread over the length of an uninterrupted run, then
-checks what SPEC promises:
+Each trial starts from a copy of a known store, kills this tree's `campaign-sync` at a point
+drawn from a seeded, stratified schedule spread over the I/O of an uninterrupted run (bytes
+read and written, so a loaded machine moves no kill into another phase), then checks what the
+product promises:
 
 - `PRAGMA integrity_check` is ok;
 - the store holds either the state before the run or the state after it, nothing between;
@@ -34,12 +35,13 @@ from faults import (
     Kill,
     generate_recipients,
     integrity,
+    io_of_run,
     json_out,
-    kill_after,
+    kill_at_io,
     query,
     recipient_digest,
     run_cli,
-    seeded_delays,
+    seeded_points,
     start_cli,
 )
 from smtp_server import SmtpTestServer
@@ -47,8 +49,9 @@ from smtp_server import SmtpTestServer
 TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "20"))
 IMPORT_ROWS = int(os.environ.get("RELIABILITY_IMPORT_ROWS", "200000"))
 SEED = 20261127
-# Run lengths vary from run to run (cache, CI neighbours): a kill drawn for the last slices
-# may find the run already finished. At least this many must land while the process lives.
+# Kill points lie inside the reference run's I/O, and a rerun of the same work does the same
+# I/O: every kill lands while the process lives. A few may not (the page cache can spare a
+# run some reads), so the floor leaves room without letting a schedule that misses pass.
 MIN_KILLED = TRIALS * 3 // 5
 
 CONFIG = """\
@@ -146,7 +149,7 @@ class Base:
     after: Path  # the store after it, run uninterrupted
     before_digest: tuple[int, str]
     after_digest: tuple[int, str]
-    import_seconds: float
+    import_io: int
     import_counts: dict[str, int]
 
 
@@ -164,9 +167,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     before = root / "before" / "store.db"
     _copy_store(root / "store.db", before.parent)
 
-    clock = time.monotonic()
-    done = run_cli(config, "--json", "import", "big-import")
-    seconds = time.monotonic() - clock
+    # A rehearsal on a copy first, so the measured run below is a warm one, as trials are.
+    rehearsal = root / "rehearsal"
+    _copy_store(before, rehearsal)
+    io_of_run(start_cli(_config(rehearsal, inbox), "--json", "import", "big-import"))
+    import_io, _ = io_of_run(start_cli(config, "--json", "import", "big-import"))
+    done = run_cli(config, "--json", "history", "big-import", "--limit", "1")
     assert done.returncode == EXIT_OK, done.stderr
     after = root / "after" / "store.db"
     _copy_store(root / "store.db", after.parent)
@@ -177,29 +183,30 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
         after,
         recipient_digest(before),
         recipient_digest(after),
-        seconds,
-        json_out(done)["counts"],
+        import_io,
+        json_out(done)[0]["counts"],
     )
 
 
 # --------------------------------------------------------------------------- import
 
 
-def _import_trial(base: Base, config: Path, delay: float) -> Outcome:
-    """Kill one import at `delay`; check the store; leave it for the next trial to rerun."""
+def _import_trial(base: Base, config: Path, at_bytes: int) -> Outcome:
+    """Kill one import at `at_bytes` of I/O; check the store; leave it for the next trial."""
     db = config.parent / "store.db"
     last = _max_run_id(db)
-    kill = kill_after(start_cli(config, "--json", "import", "big-import"), delay)
+    kill = kill_at_io(start_cli(config, "--json", "import", "big-import"), at_bytes)
+    where = f"kill at {at_bytes:,} bytes"
 
-    assert integrity(db) == "ok", f"kill at {delay:.3f}s: {integrity(db)}"
+    assert integrity(db) == "ok", f"{where}: {integrity(db)}"
     digest = recipient_digest(db)
-    assert digest in (base.before_digest, base.after_digest), f"kill at {delay:.3f}s: torn state"
+    assert digest in (base.before_digest, base.after_digest), f"{where}: torn state"
     state = "after" if digest == base.after_digest else "before"
     status = _last_run(config, "big-import", last)
     if kill.killed:
         # Committed together with the data, so the status always agrees with the state.
         expected = {"after": ("succeeded",), "before": ("interrupted", None)}[state]
-        assert status in expected, f"kill at {delay:.3f}s: state {state}, run {status}"
+        assert status in expected, f"{where}: state {state}, run {status}"
     if state == "after":
         # Nothing left to redo: a rerun skips the file (same checksum) and changes nothing;
         # then the chain starts again from the before-state.
@@ -217,12 +224,10 @@ def test_sigkill_during_a_large_import(base: Base, tmp_path: Path) -> None:
     state of the reference run, with the reference run's counts."""
     _copy_store(base.before, tmp_path)
     config = _config(tmp_path, base.inbox)
-    # Kill moments cover start-up to a little past the reference run's length, so every
-    # phase (start-up, fetch, checksum, parse, merge, commit, exit) gets hit.
-    # The commit comes near the end of a run and a reference run may have paid for cold
-    # caches: a window inside the reference keeps most kills before the commit.
-    delays = seeded_delays(SEED, TRIALS, 0.05, base.import_seconds * 0.85)
-    outcomes = [_import_trial(base, config, delay) for delay in delays]
+    # Kill points cover start-up to nearly the end of the reference run's I/O, so every phase
+    # (start-up, fetch, checksum, parse, merge, commit, exit) gets hit.
+    points = seeded_points(SEED, TRIALS, 0.02, 0.98)
+    outcomes = [_import_trial(base, config, int(share * base.import_io)) for share in points]
     _report(f"import of {IMPORT_ROWS} rows", outcomes)
 
     rerun = run_cli(config, "--json", "import", "big-import")
@@ -246,7 +251,7 @@ OLD_EXPORT = b"email,first_name\nold@example.com,Old\n"
 @dataclass
 class ExportReference:
     content: bytes
-    seconds: float
+    io: int
 
 
 @pytest.fixture(scope="module")
@@ -256,30 +261,29 @@ def export_reference(base: Base, tmp_path_factory: pytest.TempPathFactory) -> Ex
     inbox = root / "inbox"
     (inbox / "export").mkdir(parents=True)
     config = _config(root, inbox)
-    timings = []
-    for _ in range(2):  # the first run is cold (page cache, bytecode): time the faster one
-        clock = time.monotonic()
-        done = run_cli(config, "--json", "export", "list-export")
-        timings.append(time.monotonic() - clock)
-        assert done.returncode == EXIT_OK, done.stderr
-        assert json_out(done)["counts"]["written"] == base.after_digest[0]
-    return ExportReference((inbox / "export" / "newsletter.csv").read_bytes(), min(timings))
+    measured = []
+    for _ in range(2):  # the first run is cold (page cache, bytecode): keep the warm one
+        measured.append(io_of_run(start_cli(config, "--json", "export", "list-export"))[0])
+        done = run_cli(config, "--json", "history", "list-export", "--limit", "1")
+        assert json_out(done)[0]["counts"]["written"] == base.after_digest[0]
+    return ExportReference((inbox / "export" / "newsletter.csv").read_bytes(), measured[-1])
 
 
-def _export_trial(base: Base, ref: ExportReference, config: Path, delay: float) -> Outcome:
+def _export_trial(base: Base, ref: ExportReference, config: Path, at_bytes: int) -> Outcome:
     db = config.parent / "store.db"
     target_dir = config.parent / "inbox" / "export"
     target = target_dir / "newsletter.csv"
     last = _max_run_id(db)
-    kill = kill_after(start_cli(config, "--json", "export", "list-export"), delay)
+    kill = kill_at_io(start_cli(config, "--json", "export", "list-export"), at_bytes)
+    where = f"kill at {at_bytes:,} bytes"
 
     assert integrity(db) == "ok"
     assert recipient_digest(db) == base.after_digest  # an export changes no data
     # A big export reads its second part in a child process: it ends with its parent.
-    assert _export_parts_left(within=5.0) == [], f"kill at {delay:.3f}s left a part process"
+    assert _export_parts_left(within=5.0) == [], f"{where} left a part process"
     # The partner sees the old file or the complete new one under the final name, never a part.
     content = target.read_bytes()
-    assert content in (OLD_EXPORT, ref.content), f"kill at {delay:.3f}s: partial export visible"
+    assert content in (OLD_EXPORT, ref.content), f"{where}: partial export visible"
     state = "after" if content == ref.content else "before"
     status = _last_run(config, "list-export", last)
     if kill.killed:
@@ -318,8 +322,11 @@ def test_sigkill_during_an_export(
     target = target_dir / "newsletter.csv"
     target.write_bytes(OLD_EXPORT)  # last week's export: what a partner may read meanwhile
     config = _config(tmp_path, tmp_path / "inbox")
-    delays = seeded_delays(SEED + 1, TRIALS, 0.05, export_reference.seconds * 1.15)
-    outcomes = [_export_trial(base, export_reference, config, delay) for delay in delays]
+    points = seeded_points(SEED + 1, TRIALS, 0.02, 0.98)
+    outcomes = [
+        _export_trial(base, export_reference, config, int(share * export_reference.io))
+        for share in points
+    ]
     _report(f"export of {base.after_digest[0]} rows", outcomes)
 
     rerun = run_cli(config, "--json", "export", "list-export")
@@ -441,7 +448,7 @@ def _sends(db: Path) -> dict[str, str]:
 
 
 def _dispatch_trial(
-    base_store: Path, smtp: SmtpTestServer, workdir: Path, delay: float
+    base_store: Path, smtp: SmtpTestServer, workdir: Path, at_bytes: int
 ) -> tuple[Outcome, dict[str, Any]]:
     _copy_store(base_store, workdir)
     _mailing(workdir / "mailings")
@@ -449,7 +456,7 @@ def _dispatch_trial(
     config = _config(workdir, workdir / "inbox", smtp)
     db = workdir / "store.db"
     smtp.clear()
-    kill = kill_after(start_cli(config, "--json", "dispatch", "welcome"), delay)
+    kill = kill_at_io(start_cli(config, "--json", "dispatch", "welcome"), at_bytes)
 
     assert integrity(db) == "ok"
     first = _received(smtp)
@@ -479,26 +486,35 @@ def _dispatch_trial(
 def test_sigkill_during_a_dispatch(
     dispatch_base: Path, smtp: SmtpTestServer, tmp_path: Path
 ) -> None:
-    # Reference runs give the length of an uninterrupted dispatch. The first one also pays
-    # for cold caches, so the shorter of two is taken: the trials run warm.
-    timings = []
+    # Reference runs give the I/O of an uninterrupted dispatch, and how much of it start-up
+    # takes (up to the first message): start-up is most of a short dispatch's I/O, so one
+    # trial in five aims there and the rest at the sending. The first reference run also
+    # pays for cold caches; the second is kept, as the trials run warm.
     for attempt in range(2):
         ref = tmp_path / f"ref{attempt}"
         _copy_store(dispatch_base, ref)
         _mailing(ref / "mailings")
         (ref / "inbox").mkdir()
         smtp.clear()
-        clock = time.monotonic()
-        done = run_cli(_config(ref, ref / "inbox", smtp), "--json", "dispatch", "welcome")
-        timings.append(time.monotonic() - clock)
-        assert done.returncode == EXIT_OK, done.stderr
-        assert json_out(done)["counts"]["sent"] == DISPATCH_RECIPIENTS
-    seconds = min(timings)
+        config = _config(ref, ref / "inbox", smtp)
+        proc = start_cli(config, "--json", "dispatch", "welcome")
+        total, first_message = io_of_run(proc, mark=lambda: bool(smtp.messages))
+        expected = Counter(f"r{i:04d}@example.com" for i in range(DISPATCH_RECIPIENTS))
+        assert _received(smtp) == expected
+    assert first_message is not None
+    start_up = TRIALS // 5
+    points = [
+        *(int(share * first_message) for share in seeded_points(SEED + 2, start_up, 0.2, 1.0)),
+        *(
+            int(first_message + share * (total - first_message))
+            for share in seeded_points(SEED + 3, TRIALS - start_up, 0.0, 0.98)
+        ),
+    ]
 
     # Sequential: the trials share the SMTP server, whose message log each one reads.
     outcomes, details = [], []
-    for index, delay in enumerate(seeded_delays(SEED + 2, TRIALS, 0.05, seconds * 1.0)):
-        outcome, detail = _dispatch_trial(dispatch_base, smtp, tmp_path / f"t{index}", delay)
+    for index, at_bytes in enumerate(points):
+        outcome, detail = _dispatch_trial(dispatch_base, smtp, tmp_path / f"t{index}", at_bytes)
         outcomes.append(outcome)
         details.append(detail)
     _report(f"dispatch to {DISPATCH_RECIPIENTS} recipients", outcomes)

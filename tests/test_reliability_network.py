@@ -394,24 +394,25 @@ SSH_KILL_TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "20")) // 2  # per pr
 def test_sigkill_during_an_ssh_export_never_exposes_a_partial_file(
     site: Site, server: Sshd, source_csv: Path, protocol: str
 ) -> None:
-    """kill -9 at seeded moments of an export over SSH: the partner's final name holds the old
+    """kill -9 at seeded points of an export over SSH: the partner's final name holds the old
     file or the whole new one; the run is interrupted; the rerun uploads the same bytes."""
-    from faults import kill_after, seeded_delays, start_cli
+    from faults import io_of_run, kill_at_io, seeded_points, start_cli
 
     expected = _load_list(site, server, source_csv)
     final = site.remote / "out" / "list.csv"
     site.configure(server.port, protocol, retries=0)
-    clock = time.monotonic()
-    assert site.run("export", "partner-export").returncode == EXIT_OK
-    seconds = time.monotonic() - clock
+    assert site.run("export", "partner-export").returncode == EXIT_OK  # warms the caches
+    total, _ = io_of_run(start_cli(site.config, "--json", "export", "partner-export"))
     seen: dict[str, int] = {"old": 0, "new": 0, "killed": 0}
-    for delay in seeded_delays(20261127 + len(protocol), SSH_KILL_TRIALS, 0.05, seconds * 1.15):
+    for share in seeded_points(20261127 + len(protocol), SSH_KILL_TRIALS, 0.02, 0.98):
         final.write_bytes(OLD)
         last = query(site.db, "SELECT max(id) FROM runs")[0][0]
-        kill = kill_after(start_cli(site.config, "--json", "export", "partner-export"), delay)
+        at_bytes = int(share * total)
+        kill = kill_at_io(start_cli(site.config, "--json", "export", "partner-export"), at_bytes)
+        where = f"kill at {at_bytes:,} bytes"
         seen["killed"] += kill.killed
         content = final.read_bytes()
-        assert content in (OLD, expected), f"kill at {delay:.3f}s: a partial file is visible"
+        assert content in (OLD, expected), f"{where}: a partial file is visible"
         state = "old" if content == OLD else "new"
         seen[state] += 1
         history = json_out(run_cli(site.config, "--json", "history", "partner-export"))
@@ -419,7 +420,7 @@ def test_sigkill_during_an_ssh_export_never_exposes_a_partial_file(
         if kill.killed:
             # Never "succeeded" while the partner still has the old file.
             allowed = {"old": ("interrupted", None), "new": ("interrupted", "succeeded")}
-            assert status in allowed[state], f"kill at {delay:.3f}s: {state} file, run {status}"
+            assert status in allowed[state], f"{where}: {state} file, run {status}"
     print(f"ssh export kills ({protocol}): {seen}")
     final.write_bytes(OLD)
     assert site.run("export", "partner-export").returncode == EXIT_OK
