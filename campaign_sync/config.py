@@ -7,6 +7,7 @@ The result is a tree of frozen dataclasses; nothing downstream looks at raw YAML
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # A fixed date used only to check that a path's placeholders render.
 _SAMPLE_DATE = datetime.date(2000, 1, 31)
+# The ranges numbers must lie in (README, "Configuration"); every number is finite as well.
+TIMEOUT_RANGE = (0.1, 3600.0)  # seconds: ssh, smtp, webhook
+RATE_RANGE = (0.001, 1000.0)  # messages per second
+BOUNCE_LIMIT_RANGE = (1, 1000)
+MAX_LIMIT_COUNT = 1_000_000_000  # max_rejects / max_removals as a count of rows
 
 
 TOP_LEVEL_KEYS = (
@@ -496,15 +502,17 @@ class _Validator:
         return text
 
     def integer(self, value: Any, key: str, *, minimum: int = 0, maximum: int = 2**31) -> int:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,30}\s*", value):
             value = int(value)  # an interpolated ${PORT} arrives as text
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, f"expected a whole number, got {_kind(value)}")
         if not minimum <= value <= maximum:
-            raise self.fail(key, f"{value} is out of range ({minimum}..{maximum})")
+            raise self.fail(key, f"{_short(value)} is out of range ({minimum}..{maximum})")
         return value
 
-    def number(self, value: Any, key: str, *, minimum: float = 0.0) -> float:
+    def number(self, value: Any, key: str, *, minimum: float = 0.0, maximum: float = 1e9) -> float:
+        """A finite number within [minimum, maximum]: NaN and infinity (`.nan`, `.inf`,
+        `1.0e999`, an interpolated "nan") are refused like any other value out of range."""
         if isinstance(value, str):
             try:
                 value = float(value)
@@ -512,9 +520,18 @@ class _Validator:
                 raise self.fail(key, f"expected a number, got '{value}'") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"expected a number, got {_kind(value)}")
-        if value < minimum:
-            raise self.fail(key, f"{value} must be at least {minimum:g}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"expected a finite number, got {value}")
+        if not minimum <= value <= maximum:
+            raise self.fail(key, f"{_short(value)} is out of range ({minimum:g}..{maximum:g})")
         return float(value)
+
+    def timeout(self, value: Any, key: str) -> float:
+        return self.number(value, key, minimum=TIMEOUT_RANGE[0], maximum=TIMEOUT_RANGE[1])
+
+    def bounce_limit(self, value: Any, key: str) -> int:
+        low, high = BOUNCE_LIMIT_RANGE
+        return self.integer(value, key, minimum=low, maximum=high)
 
     def boolean(self, value: Any, key: str) -> bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
@@ -557,6 +574,8 @@ class _Validator:
         number, percent = float(match.group(1)), bool(match.group(2))
         if percent and number > 100:
             raise self.fail(key, f"{text} is more than 100%")
+        if not percent and number > MAX_LIMIT_COUNT:
+            raise self.fail(key, f"a count must be at most {MAX_LIMIT_COUNT} (or a percentage)")
         return Limit(number, percent)
 
     # -- sections -----------------------------------------------------------------
@@ -731,9 +750,7 @@ class _Validator:
                     spec.get("protocol", "scp"), f"{key}.protocol", choices=("scp", "sftp")
                 )
             ),
-            timeout=self.attempt(
-                lambda: self.number(spec.get("timeout", 30), f"{key}.timeout", minimum=0.1)
-            ),
+            timeout=self.attempt(lambda: self.timeout(spec.get("timeout", 30), f"{key}.timeout")),
             retries=self.attempt(
                 lambda: self.integer(spec.get("retries", 3), f"{key}.retries", maximum=20)
             ),
@@ -757,29 +774,33 @@ class _Validator:
             user=self.string(spec["user"], "smtp.user") if spec.get("user") else None,
             password=self.secret(spec.get("password"), "smtp.password"),
             sender=sender,
-            timeout=self.number(spec.get("timeout", 30), "smtp.timeout", minimum=0.1),
+            timeout=self.timeout(spec.get("timeout", 30), "smtp.timeout"),
         )
 
     def notify(self, raw: Any) -> NotifyConfig:
         spec = self.mapping(raw, "notify", ("to", "webhook", "webhook_timeout"))
         webhook = None
         if spec.get("webhook") is not None:
-            webhook = self.string(spec["webhook"], "notify.webhook")
-            if not re.match(r"https?://[^\s/]+", webhook):
-                raise self.fail("notify.webhook", "expected an http:// or https:// URL")
+            webhook = self.web_url(spec["webhook"], "notify.webhook")
         return NotifyConfig(
             to=self.addresses(spec.get("to", []), "notify.to"),
             webhook=webhook,
-            webhook_timeout=self.number(
-                spec.get("webhook_timeout", 10), "notify.webhook_timeout", minimum=0.1
-            ),
+            webhook_timeout=self.timeout(spec.get("webhook_timeout", 10), "notify.webhook_timeout"),
         )
+
+    def web_url(self, value: Any, key: str) -> str:
+        """An http(s) URL a request can be sent to. Never quoted back: it may hold a password."""
+        url = self.string(value, key)
+        problem = _url_problem(url)
+        if problem:
+            raise self.fail(key, f"expected an http:// or https:// URL: {problem}")
+        return url
 
     def bounces(self, raw: Any) -> BounceLimits:
         spec = self.mapping(raw, "bounces", ("hard_limit", "soft_limit"))
         return BounceLimits(
-            hard_limit=self.integer(spec.get("hard_limit", 3), "bounces.hard_limit", minimum=1),
-            soft_limit=self.integer(spec.get("soft_limit", 10), "bounces.soft_limit", minimum=1),
+            hard_limit=self.bounce_limit(spec.get("hard_limit", 3), "bounces.hard_limit"),
+            soft_limit=self.bounce_limit(spec.get("soft_limit", 10), "bounces.soft_limit"),
         )
 
     def csv_format(self, raw: Any, key: str) -> CsvFormat:
@@ -851,7 +872,8 @@ class _Validator:
                 raise self.fail(f"{key}.mailings", "required for a doi-dispatch job")
             values["mailings"] = self.local_path(spec["mailings"], f"{key}.mailings")
             if spec.get("rate") is not None:
-                values["rate"] = self.number(spec["rate"], f"{key}.rate", minimum=0.001)
+                low, high = RATE_RANGE
+                values["rate"] = self.number(spec["rate"], f"{key}.rate", minimum=low, maximum=high)
             if smtp is None:
                 raise self.fail("smtp", f"required by the doi-dispatch job '{name}'")
         return JobConfig(**values)
@@ -991,6 +1013,58 @@ class _Validator:
                 raise self.fail(f"{fkey}[{i}]", f"'{field_name}' is not a field name")
             names.append(field_name)
         return tuple(names)
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes url unusable for an HTTP request, in words that quote none of it."""
+    import unicodedata
+    from urllib.parse import urlsplit
+
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in url):
+        return "it contains a space or a control character"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "it is malformed (check the [ ] around an IPv6 address)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "the scheme must be http or https"
+    host, port = _split_host_port(parts.netloc.rpartition("@")[2])
+    if not host:
+        return "it has no host"
+    if not _valid_host(host):
+        return "the host is not a valid host name or IP address"
+    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
+def _split_host_port(hostport: str) -> tuple[str, str]:
+    """`host:port`, `[v6]:port` → (host, port); port is "" when absent."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        host, rest = hostport[: end + 1], hostport[end + 1 :]
+        return host, rest[1:] if rest.startswith(":") else rest
+    host, _, port = hostport.partition(":")
+    return host, port
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("["):
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return host.endswith("]")
+    # A DNS name (international names too) or an IPv4 address: no other characters.
+    return all(ch.isalnum() or ch in "-._" for ch in host) and not host.startswith((".", "-"))
+
+
+def _short(value: Any) -> str:
+    """A number for a message; one pasted with hundreds of digits is not quoted in full."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 20 else f"a number of {len(text)} digits"
 
 
 def _kind(value: Any) -> str:
