@@ -7,6 +7,7 @@ The result is a tree of frozen dataclasses; nothing downstream looks at raw YAML
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # A fixed date used only to check that a path's placeholders render.
 _SAMPLE_DATE = datetime.date(2000, 1, 31)
+# The ranges numbers must lie in (README, "Configuration"); every number is finite as well.
+TIMEOUT_RANGE = (0.1, 3600.0)  # seconds: ssh, smtp, webhook
+RATE_RANGE = (0.001, 1000.0)  # messages per second
+BOUNCE_LIMIT_RANGE = (1, 1000)
+MAX_LIMIT_COUNT = 1_000_000_000  # max_rejects / max_removals as a count of rows
 
 
 TOP_LEVEL_KEYS = (
@@ -252,14 +258,52 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file: {exc}", path=str(path)) from None
 
+    try:
+        data = _parse_yaml(text, path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        if "expected ',' or '}'" in problem:
+            problem += ' (inside {…} quote values that contain { or }, e.g. path: "/x_{date}.csv")'
+        raise ConfigError(f"{where}invalid YAML: {problem}", path=str(path)) from None
+    except RecursionError:  # only the pure-Python parser recurses; libyaml stops at 1000
+        raise _too_deep(path) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of keys", path=str(path))
+    return data
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """Parse to nodes, check their shape and size (_check_nodes), then build the values."""
+    import yaml
+
     loader_base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    merge_tag = "tag:yaml.org,2002:merge"
 
     class UniqueKeyLoader(loader_base):  # type: ignore[misc, valid-type]
         """SafeLoader that refuses a key given twice in one mapping."""
 
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep=deep)
+            except (ValueError, OverflowError):
+                # `2024-13-45` or `!!int x`: the value is not quoted back (it may be a secret).
+                tag = str(node.tag).rsplit(":", 1)[-1]
+                kind = {"timestamp": "date", "int": "whole number", "float": "number"}.get(tag, tag)
+                raise ConfigError(
+                    f"line {node.start_mark.line + 1}: not a valid {kind}; "
+                    "quote the value if it is meant as text",
+                    path=str(path),
+                ) from None
+
     def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == merge_tag:  # `<<: *defaults` is resolved by construct_mapping
+                continue
             key = loader.construct_object(key_node, deep=deep)
             if key in seen:
                 line = key_node.start_mark.line + 1
@@ -270,20 +314,124 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     UniqueKeyLoader.add_constructor(
         yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
     )
+    loader = UniqueKeyLoader(text)
     try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        if "expected ',' or '}'" in problem:
-            problem += ' (inside {…} quote values that contain { or }, e.g. path: "/x_{date}.csv")'
-        raise ConfigError(f"{where}invalid YAML: {problem}", path=str(path)) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping of keys", path=str(path))
-    return data
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_nodes(root, path)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+# A small file must not expand into a huge one ("billion laughs": aliases of aliases), nor nest
+# so deep that walking it exhausts Python's recursion. Checked on the parsed nodes, where an
+# alias is one shared node, so the check itself costs time and memory linear in the file.
+MAX_ALIAS_VALUES = 100_000  # values that aliases may add, with every alias expanded in place
+MAX_ALIAS_CHARACTERS = 10_000_000  # characters of text that aliases may add
+MAX_DEPTH = 100  # levels of nesting, aliases expanded
+_SATURATED = 2**62  # sizes stop growing here: a deep chain of aliases stays cheap to measure
+
+
+def _check_nodes(root: Any, path: Path) -> None:
+    """Refuse, before any value is built: aliases that expand too far or refer to themselves,
+    nesting too deep, and a key that is a list or a mapping."""
+    sizes = _expanded_sizes(root, path)
+    values, characters, depth = sizes[id(root)]
+    own_characters = sum(size[1] for size in sizes.values() if size[0] == 1)
+    if values - len(sizes) > MAX_ALIAS_VALUES:
+        raise _alias_bomb(path, f"{MAX_ALIAS_VALUES} values")
+    if characters - own_characters > MAX_ALIAS_CHARACTERS:
+        raise _alias_bomb(path, f"{MAX_ALIAS_CHARACTERS} characters")
+    if depth > MAX_DEPTH:
+        raise _too_deep(path)
+    _check_keys(root, path)
+
+
+def _node_children(node: Any) -> list[Any]:
+    from yaml import MappingNode, SequenceNode
+
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_sizes(root: Any, path: Path) -> dict[int, tuple[int, int, int]]:
+    """For every distinct node: how many values and characters it holds and how deep it
+    nests once every alias in it is expanded. Iterative, each node measured once."""
+    sizes: dict[int, tuple[int, int, int]] = {}
+    open_nodes: set[int] = set()  # the nodes being measured: the current node's ancestors
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _node_children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            parts = [sizes[id(child)] for child in children]
+            own = len(node.value) if isinstance(node.value, str) else 0
+            sizes[id(node)] = (
+                min(1 + sum(part[0] for part in parts), _SATURATED),
+                min(own + sum(part[1] for part in parts), _SATURATED),
+                1 + max((part[2] for part in parts), default=0),
+            )
+            continue
+        if id(node) in sizes:
+            continue
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in reversed(children):
+            if id(child) in open_nodes:
+                raise ConfigError(
+                    f"line {child.start_mark.line + 1}: this value contains an alias to itself; "
+                    "an alias may only repeat a value, not refer to the one it is part of",
+                    path=str(path),
+                )
+            stack.append((child, False))
+    return sizes
+
+
+def _check_keys(root: Any, path: Path) -> None:
+    """Every key is a scalar: a list or mapping as a key (`[1, 2]: …`, `? {a: 1}`) is refused
+    with its location. Runs after the size check, so walking with aliases expanded is cheap."""
+    from yaml import MappingNode, ScalarNode, SequenceNode
+
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, where = stack.pop()
+        children: list[tuple[Any, str]] = []
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode):
+                    kind = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
+                    level = "" if where else " at the top level"
+                    raise ConfigError(
+                        f"line {key_node.start_mark.line + 1}: a key{level} is {kind}; keys "
+                        "must be names or plain values (quote the key if it is meant as text)",
+                        path=str(path),
+                        key=where or None,
+                    )
+                children.append((value_node, _join(where, key_node.value)))
+        elif isinstance(node, SequenceNode):
+            children = [(child, f"{where}[{i}]") for i, child in enumerate(node.value)]
+        stack.extend(reversed(children))
+
+
+def _alias_bomb(path: Path, limit: str) -> ConfigError:
+    return ConfigError(
+        f"YAML aliases (*name) would expand this file by more than {limit}, the limit; "
+        "use fewer or smaller aliases, or write the repeated parts out",
+        path=str(path),
+    )
+
+
+def _too_deep(path: Path) -> ConfigError:
+    return ConfigError(
+        f"the file nests more than {MAX_DEPTH} levels deep (aliases expanded); flatten it",
+        path=str(path),
+    )
 
 
 def _interpolate(value: Any, env: Any, path: str, key: str) -> Any:
@@ -354,15 +502,17 @@ class _Validator:
         return text
 
     def integer(self, value: Any, key: str, *, minimum: int = 0, maximum: int = 2**31) -> int:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,30}\s*", value):
             value = int(value)  # an interpolated ${PORT} arrives as text
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, f"expected a whole number, got {_kind(value)}")
         if not minimum <= value <= maximum:
-            raise self.fail(key, f"{value} is out of range ({minimum}..{maximum})")
+            raise self.fail(key, f"{_short(value)} is out of range ({minimum}..{maximum})")
         return value
 
-    def number(self, value: Any, key: str, *, minimum: float = 0.0) -> float:
+    def number(self, value: Any, key: str, *, minimum: float = 0.0, maximum: float = 1e9) -> float:
+        """A finite number within [minimum, maximum]: NaN and infinity (`.nan`, `.inf`,
+        `1.0e999`, an interpolated "nan") are refused like any other value out of range."""
         if isinstance(value, str):
             try:
                 value = float(value)
@@ -370,9 +520,18 @@ class _Validator:
                 raise self.fail(key, f"expected a number, got '{value}'") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"expected a number, got {_kind(value)}")
-        if value < minimum:
-            raise self.fail(key, f"{value} must be at least {minimum:g}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"expected a finite number, got {value}")
+        if not minimum <= value <= maximum:
+            raise self.fail(key, f"{_short(value)} is out of range ({minimum:g}..{maximum:g})")
         return float(value)
+
+    def timeout(self, value: Any, key: str) -> float:
+        return self.number(value, key, minimum=TIMEOUT_RANGE[0], maximum=TIMEOUT_RANGE[1])
+
+    def bounce_limit(self, value: Any, key: str) -> int:
+        low, high = BOUNCE_LIMIT_RANGE
+        return self.integer(value, key, minimum=low, maximum=high)
 
     def boolean(self, value: Any, key: str) -> bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
@@ -415,6 +574,8 @@ class _Validator:
         number, percent = float(match.group(1)), bool(match.group(2))
         if percent and number > 100:
             raise self.fail(key, f"{text} is more than 100%")
+        if not percent and number > MAX_LIMIT_COUNT:
+            raise self.fail(key, f"a count must be at most {MAX_LIMIT_COUNT} (or a percentage)")
         return Limit(number, percent)
 
     # -- sections -----------------------------------------------------------------
@@ -504,7 +665,12 @@ class _Validator:
         return name
 
     def name(self, name: Any, section: str) -> str:
-        text = str(name)
+        if not isinstance(name, str):
+            # YAML reads `2024:` as a number, `yes:` as true, `010:` as 8: not what was typed.
+            raise self.fail(
+                _join(section, name), f"a name must be text, got {_kind(name)}; put it in quotes"
+            )
+        text = name
         if not JOB_NAME.match(text):
             raise self.fail(
                 _join(section, text),
@@ -584,9 +750,7 @@ class _Validator:
                     spec.get("protocol", "scp"), f"{key}.protocol", choices=("scp", "sftp")
                 )
             ),
-            timeout=self.attempt(
-                lambda: self.number(spec.get("timeout", 30), f"{key}.timeout", minimum=0.1)
-            ),
+            timeout=self.attempt(lambda: self.timeout(spec.get("timeout", 30), f"{key}.timeout")),
             retries=self.attempt(
                 lambda: self.integer(spec.get("retries", 3), f"{key}.retries", maximum=20)
             ),
@@ -610,29 +774,33 @@ class _Validator:
             user=self.string(spec["user"], "smtp.user") if spec.get("user") else None,
             password=self.secret(spec.get("password"), "smtp.password"),
             sender=sender,
-            timeout=self.number(spec.get("timeout", 30), "smtp.timeout", minimum=0.1),
+            timeout=self.timeout(spec.get("timeout", 30), "smtp.timeout"),
         )
 
     def notify(self, raw: Any) -> NotifyConfig:
         spec = self.mapping(raw, "notify", ("to", "webhook", "webhook_timeout"))
         webhook = None
         if spec.get("webhook") is not None:
-            webhook = self.string(spec["webhook"], "notify.webhook")
-            if not re.match(r"https?://[^\s/]+", webhook):
-                raise self.fail("notify.webhook", "expected an http:// or https:// URL")
+            webhook = self.web_url(spec["webhook"], "notify.webhook")
         return NotifyConfig(
             to=self.addresses(spec.get("to", []), "notify.to"),
             webhook=webhook,
-            webhook_timeout=self.number(
-                spec.get("webhook_timeout", 10), "notify.webhook_timeout", minimum=0.1
-            ),
+            webhook_timeout=self.timeout(spec.get("webhook_timeout", 10), "notify.webhook_timeout"),
         )
+
+    def web_url(self, value: Any, key: str) -> str:
+        """An http(s) URL a request can be sent to. Never quoted back: it may hold a password."""
+        url = self.string(value, key)
+        problem = _url_problem(url)
+        if problem:
+            raise self.fail(key, f"expected an http:// or https:// URL: {problem}")
+        return url
 
     def bounces(self, raw: Any) -> BounceLimits:
         spec = self.mapping(raw, "bounces", ("hard_limit", "soft_limit"))
         return BounceLimits(
-            hard_limit=self.integer(spec.get("hard_limit", 3), "bounces.hard_limit", minimum=1),
-            soft_limit=self.integer(spec.get("soft_limit", 10), "bounces.soft_limit", minimum=1),
+            hard_limit=self.bounce_limit(spec.get("hard_limit", 3), "bounces.hard_limit"),
+            soft_limit=self.bounce_limit(spec.get("soft_limit", 10), "bounces.soft_limit"),
         )
 
     def csv_format(self, raw: Any, key: str) -> CsvFormat:
@@ -704,7 +872,8 @@ class _Validator:
                 raise self.fail(f"{key}.mailings", "required for a doi-dispatch job")
             values["mailings"] = self.local_path(spec["mailings"], f"{key}.mailings")
             if spec.get("rate") is not None:
-                values["rate"] = self.number(spec["rate"], f"{key}.rate", minimum=0.001)
+                low, high = RATE_RANGE
+                values["rate"] = self.number(spec["rate"], f"{key}.rate", minimum=low, maximum=high)
             if smtp is None:
                 raise self.fail("smtp", f"required by the doi-dispatch job '{name}'")
         return JobConfig(**values)
@@ -844,6 +1013,58 @@ class _Validator:
                 raise self.fail(f"{fkey}[{i}]", f"'{field_name}' is not a field name")
             names.append(field_name)
         return tuple(names)
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes url unusable for an HTTP request, in words that quote none of it."""
+    import unicodedata
+    from urllib.parse import urlsplit
+
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in url):
+        return "it contains a space or a control character"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "it is malformed (check the [ ] around an IPv6 address)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "the scheme must be http or https"
+    host, port = _split_host_port(parts.netloc.rpartition("@")[2])
+    if not host:
+        return "it has no host"
+    if not _valid_host(host):
+        return "the host is not a valid host name or IP address"
+    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
+def _split_host_port(hostport: str) -> tuple[str, str]:
+    """`host:port`, `[v6]:port` → (host, port); port is "" when absent."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        host, rest = hostport[: end + 1], hostport[end + 1 :]
+        return host, rest[1:] if rest.startswith(":") else rest
+    host, _, port = hostport.partition(":")
+    return host, port
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("["):
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return host.endswith("]")
+    # A DNS name (international names too) or an IPv4 address: no other characters.
+    return all(ch.isalnum() or ch in "-._" for ch in host) and not host.startswith((".", "-"))
+
+
+def _short(value: Any) -> str:
+    """A number for a message; one pasted with hundreds of digits is not quoted in full."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 20 else f"a number of {len(text)} digits"
 
 
 def _kind(value: Any) -> str:

@@ -258,3 +258,308 @@ def test_config_is_found_through_the_environment(ws: Workspace, tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 2
+
+
+# --------------------------------------------------------------------------- hostile config files
+
+
+def _problem(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    """The message loading the config fails with (`validate` shows the same first line)."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), env=env or ENV)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    return message.removeprefix(f"{path}: ")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://u:p4ss@127.0.0.1:80a/hook", "the port must be a number from 1 to 65535"),
+        ("https://u:p4ss@127.0.0.1:99999/hook", "the port must be a number from 1 to 65535"),
+        ("https://hooks.example.com:0/hook", "the port must be a number from 1 to 65535"),
+        ("https://u:p4ss/hook", "the port must be a number from 1 to 65535"),  # no host: no echo
+        ("ftp://hooks.example.com/hook", "the scheme must be http or https"),
+        ("hooks.example.com/hook", "the scheme must be http or https"),
+        ("https:///hook", "it has no host"),
+        ("https://u:p4ss@/hook", "it has no host"),
+        ("https://hooks example.com/hook", "it contains a space or a control character"),
+        ("https://hooks.example.com/ho\x7fok", "it contains a space or a control character"),
+        ("https://hooks.example.com/\u200bhook", "it contains a space or a control character"),
+        ("https://[::1/hook", "it is malformed (check the [ ] around an IPv6 address)"),
+        ("https://hooks<x>.example.com/", "the host is not a valid host name or IP address"),
+    ],
+)
+def test_webhook_url_is_checked_in_full_without_quoting_it(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    text = SPEC_EXAMPLE.replace("https://hooks.example.com/campaign", json.dumps(url))
+    message = _problem(tmp_path, text)
+    assert message == f"At 'notify.webhook': expected an http:// or https:// URL: {problem}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://u:p4ss@127.0.0.1:8080/hook",
+        "HTTP://hooks.example.com/hook?token=1#x",
+        "https://[::1]:8443/hook",
+        "https://bücher.example/hook",
+        "https://hooks.example.com:/hook",
+    ],
+)
+def test_good_webhook_urls_pass(tmp_path: Path, url: str) -> None:
+    text = SPEC_EXAMPLE.replace("https://hooks.example.com/campaign", json.dumps(url))
+    assert config.load(str(write(tmp_path, text)), env=ENV).notify.webhook == url
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("store: a.db\n[1, 2]: {a: 1}\n", "line 2: a key at the top level is a list"),
+        ("? {a: 1}\n: x\n", "line 1: a key at the top level is a mapping"),
+        (
+            "jobs:\n  ? {a: 1}\n  : {type: recipient-export}\n",
+            "At 'jobs': line 2: a key is a mapping",
+        ),
+        ("servers:\n  [1, 2]: {type: local}\n", "At 'servers': line 2: a key is a list"),
+        ("smtp:\n  [host]: h\n", "At 'smtp': line 2: a key is a list"),
+        (
+            "jobs:\n  x:\n    columns: {[E-Mail]: email}\n",
+            "At 'jobs.x.columns': line 3: a key is a list",
+        ),
+        (
+            "jobs:\n  x:\n    fields: [a, {? [b]: c}]\n",
+            "At 'jobs.x.fields[1]': line 3: a key is a list",
+        ),
+        ("k: &k [1]\njobs: {*k : x}\n", "At 'jobs': line 1: a key is a list"),  # through an alias
+    ],
+)
+def test_a_list_or_mapping_as_key_is_one_config_error_at_any_depth(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    assert _problem(tmp_path, text) == (
+        f"{problem}; keys must be names or plain values (quote the key if it is meant as text)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "where", "kind"),
+    [
+        ("jobs:\n  2024: {type: recipient-export}\n", "jobs.2024", "int"),
+        ("jobs:\n  yes: {type: recipient-export}\n", "jobs.True", "true/false"),
+        ("jobs:\n  ~: {type: recipient-export}\n", "jobs.None", "nothing"),
+        ("servers:\n  2026-01-01: {type: local, path: x}\n", "servers.2026-01-01", "date"),
+        ("servers:\n  .nan: {type: local, path: x}\n", "servers.nan", "float"),
+    ],
+)
+def test_a_name_that_yaml_reads_as_no_text_must_be_quoted(
+    tmp_path: Path, names: str, where: str, kind: str
+) -> None:
+    message = _problem(tmp_path, names)
+    assert message == f"At '{where}': a name must be text, got {kind}; put it in quotes"
+
+
+TIMEOUT = "out of range (0.1..3600)"
+FINITE = "expected a finite number, got"
+NUMBER_CASES = [
+    # (text in SPEC_EXAMPLE, its replacement, key path, problem)
+    ("timeout: 30", "timeout: .nan", "servers.campaign.timeout", f"{FINITE} nan"),
+    ("timeout: 30", "timeout: .inf", "servers.campaign.timeout", f"{FINITE} inf"),
+    ("timeout: 30", "timeout: -.inf", "servers.campaign.timeout", f"{FINITE} -inf"),
+    ("timeout: 30", "timeout: 1.0e999", "servers.campaign.timeout", f"{FINITE} inf"),
+    ("timeout: 30", "timeout: '${T}'", "servers.campaign.timeout", f"{FINITE} nan"),
+    ("timeout: 30", "timeout: 0", "servers.campaign.timeout", f"0 is {TIMEOUT}"),
+    ("timeout: 30", "timeout: 3601", "servers.campaign.timeout", f"3601 is {TIMEOUT}"),
+    (
+        "timeout: 30",
+        "timeout: 1" + "0" * 40,
+        "servers.campaign.timeout",
+        f"a number of 41 digits is {TIMEOUT}",
+    ),
+    ("  from: campaign", "  timeout: .nan\n  from: campaign", "smtp.timeout", f"{FINITE} nan"),
+    (
+        "  webhook: https",
+        "  webhook_timeout: .inf\n  webhook: https",
+        "notify.webhook_timeout",
+        f"{FINITE} inf",
+    ),
+    (
+        "  webhook: https",
+        "  webhook_timeout: 0.01\n  webhook: https",
+        "notify.webhook_timeout",
+        f"0.01 is {TIMEOUT}",
+    ),
+    ("retries: 3", "retries: 21", "servers.campaign.retries", "21 is out of range (0..20)"),
+    (
+        "    port: 22",
+        "    port: 65536",
+        "servers.campaign.port",
+        "65536 is out of range (1..65535)",
+    ),
+    ("    port: 22", "    port: '²'", "servers.campaign.port", "expected a whole number, got text"),
+    ("  port: 25", "  port: .nan", "smtp.port", "expected a whole number, got float"),
+    ("hard_limit: 3", "hard_limit: 0", "bounces.hard_limit", "0 is out of range (1..1000)"),
+    ("soft_limit: 10", "soft_limit: 1001", "bounces.soft_limit", "1001 is out of range (1..1000)"),
+    (
+        "soft_limit: 10",
+        "soft_limit: .inf",
+        "bounces.soft_limit",
+        "expected a whole number, got float",
+    ),
+    (
+        "mailings: mailings/newsletter",
+        "mailings: m\n    rate: .nan",
+        "jobs.welcome.rate",
+        f"{FINITE} nan",
+    ),
+    (
+        "mailings: mailings/newsletter",
+        "mailings: m\n    rate: 1001",
+        "jobs.welcome.rate",
+        "1001 is out of range (0.001..1000)",
+    ),
+    (
+        "mailings: mailings/newsletter",
+        "mailings: m\n    rate: yes",
+        "jobs.welcome.rate",
+        "expected a number, got true/false",
+    ),
+    (
+        "max_rejects: 1%",
+        "max_rejects: .nan",
+        "jobs.newsletter-import.max_rejects",
+        "expected a count or a percentage like 1%, got nan",
+    ),
+    (
+        "max_rejects: 1%",
+        "max_rejects: 1" + "0" * 400,
+        "jobs.newsletter-import.max_rejects",
+        "a count must be at most 1000000000 (or a percentage)",
+    ),
+    (
+        "max_removals: 10%",
+        "max_removals: 2000000000",
+        "jobs.newsletter-import.max_removals",
+        "a count must be at most 1000000000 (or a percentage)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "key", "problem"), NUMBER_CASES)
+def test_every_number_is_finite_and_in_its_range(
+    tmp_path: Path, old: str, new: str, key: str, problem: str
+) -> None:
+    assert old in SPEC_EXAMPLE
+    text = SPEC_EXAMPLE.replace(old, new)
+    assert _problem(tmp_path, text, env={**ENV, "T": "nan"}) == f"At '{key}': {problem}"
+
+
+def test_a_value_yaml_cannot_build_is_a_config_error(tmp_path: Path) -> None:
+    for value, kind in (
+        ("2024-13-45", "date"),
+        ("!!int x", "whole number"),
+        ("!!float x", "number"),
+    ):
+        assert _problem(tmp_path, f"store: a.db\nretention: {value}\n") == (
+            f"line 2: not a valid {kind}; quote the value if it is meant as text"
+        )
+
+
+def _alias_bomb(levels: int) -> str:
+    """The 'billion laughs': each level a list of nine aliases of the level before."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefghijklmno", "bcdefghijklmnop"[: levels - 1], strict=False):
+        lines.append(f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+ALIAS_BOMB = (
+    "{}: YAML aliases (*name) would expand this file by more than 100000 values, the limit; "
+    "use fewer or smaller aliases, or write the repeated parts out"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (_alias_bomb(6), ALIAS_BOMB.format("FILE")),
+        (
+            # Few values, much text: a long string repeated through aliases.
+            f"s: &s '{'x' * 100_000}'\nl: &l [{','.join(['*s'] * 101)}]\nm: [*l, *l, *l, *l]\n",
+            ALIAS_BOMB.format("FILE").replace("100000 values", "10000000 characters"),
+        ),
+        (
+            "a: &a [*a]\n",
+            "FILE: line 1: this value contains an alias to itself; an alias may only repeat a "
+            "value, not refer to the one it is part of",
+        ),
+        (
+            "a: &a {b: [1, *a]}\n",
+            "FILE: line 1: this value contains an alias to itself; an alias may only repeat a "
+            "value, not refer to the one it is part of",
+        ),
+        (
+            "a: " + "[" * 101 + "]" * 101 + "\n",
+            "FILE: the file nests more than 100 levels deep (aliases expanded); flatten it",
+        ),
+        (
+            "a: &a " + "[" * 60 + "]" * 60 + "\nb: " + "[" * 50 + "*a" + "]" * 50 + "\n",
+            "FILE: the file nests more than 100 levels deep (aliases expanded); flatten it",
+        ),
+    ],
+)
+def test_aliases_and_nesting_are_bounded(tmp_path: Path, text: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), env={})
+    assert str(caught.value) == problem.replace("FILE", str(path))
+    assert config.problems(str(path)) == [str(caught.value)]
+
+
+def test_ordinary_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    text = SPEC_EXAMPLE.replace(
+        "  inbox:\n    type: local\n    path: /srv/campaign/inbox\n",
+        "  inbox: &local\n    type: local\n    path: /srv/campaign/inbox\n"
+        "  outbox:\n    <<: *local\n    path: /srv/campaign/outbox\n",
+    )
+    loaded = config.load(str(write(tmp_path, text)), env=ENV)
+    assert loaded.servers["outbox"].path == Path("/srv/campaign/outbox")
+    assert loaded.servers["outbox"].type == "local"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        # ws.run's timeout (120 s) bounds this case; before the bound it took minutes and GBs.
+        (_alias_bomb(9), ALIAS_BOMB.format("FILE")),
+        (
+            "store: store.db\njobs:\n  ? {a: 1}\n  : {type: recipient-export}\n",
+            "FILE: At 'jobs': line 3: a key is a mapping; keys must be names or plain values "
+            "(quote the key if it is meant as text)",
+        ),
+        (
+            'store: store.db\nnotify: {webhook: "https://u:p4ss@127.0.0.1:80a/hook"}\n',
+            "FILE: At 'notify.webhook': expected an http:// or https:// URL: "
+            "the port must be a number from 1 to 65535",
+        ),
+    ],
+    ids=["alias-bomb", "mapping-as-key", "webhook-port"],
+)
+def test_every_command_refuses_a_hostile_config_in_one_line(
+    ws: Workspace, text: str, problem: str
+) -> None:
+    ws.write_config(text=text)
+    message = problem.replace("FILE", str(ws.config))
+    done = ws.run("validate")
+    assert (done.returncode, done.stdout, done.stderr) == (2, message + "\n", "")
+    done = ws.run("check")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        f"campaign-sync: error: {message}\n",
+    )
+    done = ws.run("--json", "list-jobs")
+    assert done.returncode == 2
+    assert json.loads(done.stdout) == {"error": message, "exit_code": 2}
