@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from types import TracebackType
 
-from .config import SmtpConfig
+from .config import SmtpConfig, is_loopback
 from .errors import MailError
 
 __all__ = [
@@ -92,7 +92,8 @@ class SmtpSession:
 
     Connecting, TLS and AUTH happen on enter; failures there raise MailError. STARTTLS is never
     skipped silently: if it is configured and the server does not offer it, that is an error,
-    because the next step may be sending the password.
+    because the next step may be sending the password. The password is only sent over TLS,
+    or to this machine itself when `allow_plaintext_auth` says so.
     """
 
     def __init__(self, smtp: SmtpConfig, *, ssl_context: ssl.SSLContext | None = None):
@@ -165,11 +166,33 @@ class SmtpSession:
             conn.starttls(context=self._context())
             conn.ehlo()  # capabilities (AUTH, SMTPUTF8) may differ after TLS
         if self.smtp.user:
+            encrypted = self._check_auth_is_private(conn)
             if not conn.has_extn("auth"):
-                tls = self.smtp.ssl or self.smtp.starttls
-                hint = "" if tls else " (many servers offer it only over TLS)"
+                hint = "" if encrypted else " (many servers offer it only over TLS)"
                 raise self._error(f"a user is configured but the server offers no AUTH{hint}")
             conn.login(self.smtp.user, self.smtp.password or "")
+
+    def _check_auth_is_private(self, conn: smtplib.SMTP) -> bool:
+        """Whether the session is encrypted; raise before AUTH when it is not and may not be.
+
+        Validation already refuses such a config; this looks at the socket itself, so a
+        config built another way, or a `localhost` that resolves elsewhere, cannot leak it.
+        """
+        if isinstance(conn.sock, ssl.SSLSocket):
+            return True
+        if not self.smtp.allow_plaintext_auth:
+            raise self._error(
+                "not sending the password over a connection without TLS: set starttls: true "
+                "(or ssl: true) in the smtp block; for a relay on this machine, "
+                "allow_plaintext_auth: true"
+            )
+        peer = _peer_address(conn)
+        if not is_loopback(peer):
+            raise self._error(
+                f"not sending the password without TLS to {peer}: allow_plaintext_auth is "
+                "only for a relay on this machine; set starttls: true (or ssl: true)"
+            )
+        return False
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -401,3 +424,11 @@ def _describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return f"the server closed the connection ({exc})" if str(exc) else "disconnected"
     return str(exc) or type(exc).__name__
+
+
+def _peer_address(conn: smtplib.SMTP) -> str:
+    """The address the socket is really connected to (not the configured name)."""
+    try:
+        return str(conn.sock.getpeername()[0])
+    except (OSError, AttributeError, IndexError):
+        return "an unknown address"

@@ -104,3 +104,35 @@ def test_a_store_that_cannot_be_opened_still_sends_the_failure_notice(
     notice = smtp.messages[0]
     assert notice.message["Subject"].startswith("[campaign-sync] newsletter-import FAILED")
     assert "file is not a database" in notice.text
+
+
+PLAINTEXT_AUTH = (
+    "At 'smtp.starttls': required when smtp.user is set, or the password would be sent "
+    "unencrypted: set starttls: true (or ssl: true for port 465); for a relay on this "
+    "machine, allow_plaintext_auth: true"
+)
+
+
+def test_smtp_login_without_tls_needs_the_loopback_opt_in(ws: Workspace) -> None:
+    auth = {"mailer": "mail-pass-0042"}
+    env = {"SMTP_PASSWORD": "mail-pass-0042"}
+    with SmtpTestServer(auth=auth, auth_require_tls=False) as server:
+        configure(ws, server.host, server.port)
+        ws.write_config(
+            text=ws.config.read_text().replace("  password:", "  user: mailer\n  password:")
+        )
+        ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+        validated = ws.run("validate", env=env)
+        refused = ws.run("import", "newsletter-import", "--date", "2026-11-01", env=env)
+        assert server.auth_commands == []
+        ws.write_config(
+            text=ws.config.read_text().replace("  user:", "  allow_plaintext_auth: true\n  user:")
+        )
+        done = ws.run("import", "newsletter-import", "--date", "2026-11-01", env=env)
+        assert server.auth_commands == [False]
+        [notice] = server.messages
+    assert (validated.returncode, validated.stdout) == (2, f"{ws.config}: {PLAINTEXT_AUTH}\n")
+    assert refused.returncode == 2
+    assert refused.stderr == f"campaign-sync: error: {ws.config}: {PLAINTEXT_AUTH}\n"
+    assert done.returncode == 0, done.stderr
+    assert notice.authenticated_as == "mailer"

@@ -565,3 +565,21 @@ def test_result_dataclass_untouched_except_warnings(
     before = dataclasses.asdict(result)
     notify(config, make_job(), result)
     assert dataclasses.asdict(result) == before
+
+
+def test_notice_never_sends_the_password_without_tls(tmp_path: Path) -> None:
+    # A config built without validation (which refuses this): the mail code refuses too.
+    auth = {"mailer": SMTP_PASSWORD}
+    with SmtpTestServer(auth=auth, auth_require_tls=False) as server:
+        smtp = smtp_for(server, user="mailer", password=SMTP_PASSWORD)
+        result = import_result(warnings=[])
+        notify(make_config(tmp_path, smtp=smtp), make_job(), result)
+        assert server.auth_commands == []
+        assert server.messages == []
+    assert result.status == "succeeded"
+    assert result.warnings == [
+        "notification mail to newsletter-team@example.com, crm-ops@example.com not sent: "
+        f"SMTP server {server.host}:{server.port}: not sending the password over a connection "
+        "without TLS: set starttls: true (or ssl: true) in the smtp block; for a relay on this "
+        "machine, allow_plaintext_auth: true"
+    ]

@@ -124,6 +124,7 @@ servers:
 smtp:
   host: {smtp.host}
   port: {smtp.port}
+  allow_plaintext_auth: true   # the test server is on loopback
   user: mailer
   password: ${{SMTP_PASS}}
   from: sync@example.com
