@@ -212,8 +212,11 @@ def load(explicit: str | None = None, *, env: dict[str, str] | None = None) -> C
     return _Validator(path).config(raw)
 
 
-def problems(explicit: str | None = None) -> list[str]:
-    """Every problem of the config file, each naming its location; empty when it is valid."""
+def problems(explicit: str | None = None, *, warnings: list[str] | None = None) -> list[str]:
+    """Every problem of the config file, each naming its location; empty when it is valid.
+
+    `warnings`, when given, receives what is allowed but unwise (a weak secret).
+    """
     path = locate(explicit)
     try:
         raw = _read_yaml(path)
@@ -223,9 +226,14 @@ def problems(explicit: str | None = None) -> list[str]:
     interpolated = _interpolate_collecting(raw, str(path), found)
     validator = _Validator(path, collect=True)
     try:
-        validator.config(interpolated)
+        loaded = validator.config(interpolated)
     except ConfigError as exc:
         found.append(str(exc))
+    else:
+        if warnings is not None:
+            from .redact import weak_secret_warnings
+
+            warnings += weak_secret_warnings(loaded)
     assert validator.collected is not None
     return found + validator.collected
 

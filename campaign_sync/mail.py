@@ -24,6 +24,7 @@ from types import TracebackType
 
 from .config import SmtpConfig, is_loopback
 from .errors import MailError
+from .redact import Scrubber
 
 __all__ = [
     "DeliveryUnknown",
@@ -303,8 +304,7 @@ class SmtpSession:
     def _scrub(self, text: str) -> str:
         # The password is never put into a message on purpose; this guards against a server
         # echoing it back in a reply we quote.
-        secret = self.smtp.password
-        return text.replace(secret, "***") if secret else text
+        return Scrubber([self.smtp.password])(text)
 
 
 def build_text_message(

@@ -233,10 +233,19 @@ def test_validate_reports_every_problem_of_a_section_not_only_its_first(ws: Work
     assert ws.run("list-jobs").stderr.startswith(f"campaign-sync: error: {ws.config}: At 'bogus'")
 
 
-def test_validate_ok_and_json(ws: Workspace) -> None:
+def assert_valid_json(ws: Workspace, warnings: list[str]) -> None:
     done = ws.run("--json", "validate")
     assert done.returncode == 0
-    assert json.loads(done.stdout) == {"config": str(ws.config), "valid": True, "problems": []}
+    assert json.loads(done.stdout) == {
+        "config": str(ws.config),
+        "valid": True,
+        "problems": [],
+        "warnings": warnings,
+    }
+
+
+def test_validate_ok_and_json(ws: Workspace) -> None:
+    assert_valid_json(ws, [])
 
 
 def test_config_error_exits_2_without_traceback(ws: Workspace) -> None:
@@ -348,3 +357,33 @@ def test_smtp_auth_settings_that_keep_the_password_private(tmp_path: Path, lines
 )
 def test_is_loopback(host: str, expected: bool) -> None:
     assert config.is_loopback(host) is expected
+
+
+# --------------------------------------------------------------------------- weak secrets
+
+WEAK = (
+    "{path}: At '{key}': weak secret (fewer than 8 characters): too short to be masked in "
+    "output, so it is not; use a longer one"
+)
+
+
+def test_validate_warns_about_weak_secrets_and_still_exits_0(ws: Workspace) -> None:
+    text = ws.config.read_text().replace(
+        "    type: local\n    path: inbox\n",
+        "    type: local\n    path: inbox\n"
+        "  partner: {type: ssh, host: h.example.net, password: '2026',\n"
+        "            key_passphrase: pass-long-enough}\n",
+    )
+    text += (
+        "smtp:\n  host: localhost\n  user: mailer\n  password: e\n  allow_plaintext_auth: true\n"
+        "notify:\n  webhook: https://ops:p@hooks.example.com/x\n"
+    )
+    ws.write_config(text=text)
+    expected = [
+        WEAK.format(path=ws.config, key=key)
+        for key in ("smtp.password", "servers.partner.password", "notify.webhook")
+    ]
+    done = ws.run("validate")
+    assert (done.returncode, done.stdout) == (0, f"{ws.config}: OK\n")
+    assert done.stderr.splitlines() == [f"campaign-sync: warning: {w}" for w in expected]
+    assert_valid_json(ws, expected)

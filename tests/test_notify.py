@@ -23,7 +23,7 @@ from campaign_sync.config import (
     SmtpConfig,
 )
 from campaign_sync.notify import body, notify, recipients, should_notify, subject
-from campaign_sync.redact import Scrubber
+from campaign_sync.redact import MIN_SECRET_LENGTH, Scrubber
 from campaign_sync.result import FileInfo, RunResult
 
 SENDER = "campaign-sync@example.com"
@@ -536,7 +536,10 @@ def test_untrusted_certificate_is_a_warning_and_no_password_is_sent(
 
 @given(
     st.text(),
-    st.lists(st.text(alphabet=st.characters(blacklist_characters="*"), min_size=1), max_size=4),
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_characters="*"), min_size=MIN_SECRET_LENGTH),
+        max_size=4,
+    ),
 )
 def test_scrubber_leaves_no_secret(text: str, secrets: list[str]) -> None:
     # Build a text that certainly contains the secrets, around arbitrary other text.
@@ -547,8 +550,12 @@ def test_scrubber_leaves_no_secret(text: str, secrets: list[str]) -> None:
 
 
 def test_scrubber_covers_nested_json() -> None:
-    scrub = Scrubber(["hunter2"])
-    data = {"error": "pw hunter2", "counts": {"read": 1}, "first_rejects": [{"r": "hunter2!"}]}
+    scrub = Scrubber(["hunter2-x"])
+    data = {
+        "error": "pw hunter2-x",
+        "counts": {"read": 1},
+        "first_rejects": [{"r": "hunter2-x!"}],
+    }
     assert scrub.data(data) == {
         "error": "pw ***",
         "counts": {"read": 1},
@@ -565,6 +572,32 @@ def test_result_dataclass_untouched_except_warnings(
     before = dataclasses.asdict(result)
     notify(config, make_job(), result)
     assert dataclasses.asdict(result) == before
+
+
+def test_short_secrets_are_not_masked_and_leave_text_intact() -> None:
+    # Masking `e` or `2026` would garble every word and date, and give the secret away.
+    text = (
+        "webhook rejected: read 2026 rows of /import/newsletter_20261127.csv on 2026-11-27, "
+        "sha256 e3b0c442"
+    )
+    assert Scrubber(["e", "2026", "x" * (MIN_SECRET_LENGTH - 1)])(text) == text
+    assert Scrubber(["20261127"])(text) == text.replace("20261127", "***")  # long enough
+
+
+def test_notice_with_short_secrets_is_sent_unaltered(
+    tmp_path: Path, smtp_server: SmtpTestServer, webhook: WebhookTestServer
+) -> None:
+    smtp = smtp_for(smtp_server, password="e")
+    config = dataclasses.replace(
+        make_config(tmp_path, smtp=smtp, webhook=webhook.url.replace("//", "//ops:2026@")),
+        servers={"box": ServerConfig(name="box", type="ssh", password="1127")},
+    )
+    result = import_result(warnings=[])
+    notify(config, make_job(), result)
+    [received] = smtp_server.messages
+    assert received.text == body(make_job(), result)
+    assert received.message["Subject"] == subject(result)
+    assert webhook.requests[0].json == result.as_dict()
 
 
 def test_notice_never_sends_the_password_without_tls(tmp_path: Path) -> None:
