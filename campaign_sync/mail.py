@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import smtplib
-import socket
 import ssl
 from dataclasses import dataclass, field
 from email.headerregistry import Address, Group
@@ -24,6 +23,7 @@ from types import TracebackType
 
 from .config import SmtpConfig, is_loopback
 from .errors import MailError
+from .neterrors import describe
 from .redact import Scrubber
 
 __all__ = [
@@ -140,8 +140,9 @@ class SmtpSession:
             raise self._error(f"the server refused the session: {_reply(exc)}") from None
         except ssl.SSLCertVerificationError as exc:
             self._abandon()
-            raise self._error(f"TLS certificate not trusted: {exc.verify_message}") from None
-        except (smtplib.SMTPException, OSError) as exc:
+            raise self._error(describe(exc, self.smtp.timeout)) from None
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            # ValueError: a host name IDNA refuses, a setting the socket refuses.
             if conn is None:
                 raise self._error(f"cannot connect: {_describe(exc, self.smtp.timeout)}") from None
             self._abandon()
@@ -171,7 +172,14 @@ class SmtpSession:
             if not conn.has_extn("auth"):
                 hint = "" if encrypted else " (many servers offer it only over TLS)"
                 raise self._error(f"a user is configured but the server offers no AUTH{hint}")
-            conn.login(self.smtp.user, self.smtp.password or "")
+            password = self.smtp.password or ""
+            if not (self.smtp.user + password).isascii():
+                # smtplib encodes every AUTH mechanism as ASCII and would fail mid-login.
+                raise self._error(
+                    "cannot log in: smtp.user or smtp.password has non-ASCII characters, "
+                    "which this SMTP client cannot send"
+                )
+            conn.login(self.smtp.user, password)
 
     def _check_auth_is_private(self, conn: smtplib.SMTP) -> bool:
         """Whether the session is encrypted; raise before AUTH when it is not and may not be.
@@ -415,15 +423,9 @@ def _text(reply: bytes | str) -> str:
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host ({exc.strerror or exc})"
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" not in str(exc):
         return f"the server closed the connection ({exc})" if str(exc) else "disconnected"
-    return str(exc) or type(exc).__name__
+    return describe(exc, timeout)
 
 
 def _peer_address(conn: smtplib.SMTP) -> str:

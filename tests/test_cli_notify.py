@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -104,6 +105,30 @@ def test_a_store_that_cannot_be_opened_still_sends_the_failure_notice(
     notice = smtp.messages[0]
     assert notice.message["Subject"].startswith("[campaign-sync] newsletter-import FAILED")
     assert "file is not a database" in notice.text
+
+
+def test_a_failing_webhook_is_one_warning_line_and_the_run_stands(
+    ws: Workspace, smtp: SmtpTestServer
+) -> None:
+    # https to a plain-HTTP server: the TLS handshake fails after the import committed. The
+    # URL's password `p` is too short to mask: it must not garble the line (`htt***s://`).
+    with WebhookTestServer() as hook:
+        configure(ws, smtp.host, smtp.port, hook.url.replace("http://", "https://ops:p@"))
+        ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+        done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+        assert hook.requests == []
+    assert done.returncode == 0
+    run = json.loads(done.stdout)
+    assert (run["status"], run["error"]) == ("succeeded", None)
+    [warning] = run["warnings"]
+    assert re.fullmatch(
+        r"webhook notification to https://127\.0\.0\.1:\d+ failed: TLS failed \([a-z ]+\)",
+        warning,
+    ), warning
+    assert done.stderr == f"campaign-sync: WARNING: {warning}\n"
+    assert ws.query("SELECT status, warnings FROM runs") == [("succeeded", json.dumps([warning]))]
+    assert len(ws.recipients()) == 3
+    assert len(smtp.messages) == 1  # the mail notice went out all the same
 
 
 PLAINTEXT_AUTH = (

@@ -250,6 +250,19 @@ def test_wrong_password_is_a_mail_error_without_the_password(
     assert set(tls_server.auth_attempts) == {"mailer"}  # smtplib tries PLAIN, then LOGIN
 
 
+def test_non_ascii_credentials_are_a_clear_mail_error(
+    tls_server: SmtpTestServer, tls_files: TlsFiles
+) -> None:
+    config = smtp_config(tls_server, starttls=True, user="mailer", password="Pässwort-lang-42")
+    with pytest.raises(MailError) as caught:
+        connect(config, tls_files.client_context())
+    assert str(caught.value) == (
+        f"SMTP server {tls_server.host}:{tls_server.port}: cannot log in: smtp.user or "
+        "smtp.password has non-ASCII characters, which this SMTP client cannot send"
+    )
+    assert tls_server.auth_commands == []
+
+
 def test_starttls_required_but_not_offered(smtp_server: SmtpTestServer) -> None:
     with pytest.raises(MailError, match="STARTTLS is configured but the server does not offer"):
         connect(smtp_config(smtp_server, starttls=True))

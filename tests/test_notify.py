@@ -600,6 +600,90 @@ def test_notice_with_short_secrets_is_sent_unaltered(
     assert webhook.requests[0].json == result.as_dict()
 
 
+# ------------------------------------------------------------------ any failure is one warning
+
+
+def _notify_webhook_only(tmp_path: Path, url: str, timeout: float = 5.0) -> RunResult:
+    """Notify by webhook alone; check that nothing but the warnings changed."""
+    config = make_config(tmp_path, to=(), webhook=url, webhook_timeout=timeout)
+    result = import_result(warnings=[])
+    before = dataclasses.asdict(result)
+    notify(config, make_job(notify=()), result)
+    assert {**dataclasses.asdict(result), "warnings": []} == before
+    return result
+
+
+BAD_URL = "notify.webhook is not a URL that can be used; check it with `campaign-sync validate`"
+
+
+@pytest.mark.parametrize(
+    ("url", "warning"),
+    [
+        (
+            "https://u:p@127.0.0.1:80a/hook",
+            "https://127.0.0.1:80a failed: the port '80a' in notify.webhook is not a number "
+            "from 1 to 65535",
+        ),
+        (
+            "https://u:p@127.0.0.1:99999/hook",
+            "https://127.0.0.1:99999 failed: the port '99999' in notify.webhook is not a number "
+            "from 1 to 65535",
+        ),
+        (
+            "http://127.0.0.1:0/hook?token=T0k3n",
+            "http://127.0.0.1:0 failed: the port '0' in notify.webhook is not a number "
+            "from 1 to 65535",
+        ),
+        (
+            "http://[::1/hook",
+            "http://[::1 failed: the host '[::1' in notify.webhook is not valid",
+        ),
+        ("http://a..b/hook", f"http://a..b failed: {BAD_URL}"),
+        (
+            "ftp://files.example.com/x",
+            "ftp://files.example.com failed: notify.webhook must be an http:// or https:// URL",
+        ),
+    ],
+)
+def test_a_webhook_url_that_cannot_be_used_is_one_warning(
+    tmp_path: Path, url: str, warning: str
+) -> None:
+    # validate refuses such URLs; at run time they still must not break a run that succeeded.
+    result = _notify_webhook_only(tmp_path, url)
+    assert result.warnings == [f"webhook notification to {warning}"]
+
+
+def test_webhook_failures_are_described_in_our_words(
+    tmp_path: Path, webhook: WebhookTestServer
+) -> None:
+    port = webhook.url.split("/")[2]
+    tls = _notify_webhook_only(tmp_path, webhook.url.replace("http://", "https://"))
+    assert tls.warnings == [
+        f"webhook notification to https://{port} failed: TLS failed (wrong version number)"
+    ]
+    webhook.mode = "garbage"
+    garbage = _notify_webhook_only(tmp_path, webhook.url)
+    assert garbage.warnings == [
+        f"webhook notification to http://{port} failed: the server's answer is not valid HTTP"
+    ]
+    nan = _notify_webhook_only(tmp_path, webhook.url, timeout=float("nan"))
+    assert nan.warnings == [
+        f"webhook notification to http://{port} failed: notify.webhook_timeout nan is not a "
+        "usable number of seconds"
+    ]
+
+
+def test_smtp_host_that_is_not_a_host_name_is_one_warning(tmp_path: Path) -> None:
+    config = make_config(tmp_path, smtp=SmtpConfig(host="a..b", sender=SENDER, timeout=5.0))
+    result = import_result(warnings=[])
+    notify(config, make_job(), result)
+    assert result.status == "succeeded"
+    assert result.warnings == [
+        "notification mail to newsletter-team@example.com, crm-ops@example.com not sent: "
+        "SMTP server a..b:25: cannot connect: the host name is not valid"
+    ]
+
+
 def test_notice_never_sends_the_password_without_tls(tmp_path: Path) -> None:
     # A config built without validation (which refuses this): the mail code refuses too.
     auth = {"mailer": SMTP_PASSWORD}
