@@ -96,6 +96,8 @@ class SmtpConfig:
     password: str | None = field(default=None, repr=False)
     sender: str = "campaign-sync@localhost"
     timeout: float = 30.0
+    # AUTH without TLS, for a relay on this machine only (checked again on the socket).
+    allow_plaintext_auth: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,8 +218,11 @@ def load(explicit: str | None = None, *, env: dict[str, str] | None = None) -> C
     return _Validator(path).config(raw)
 
 
-def problems(explicit: str | None = None) -> list[str]:
-    """Every problem of the config file, each naming its location; empty when it is valid."""
+def problems(explicit: str | None = None, *, warnings: list[str] | None = None) -> list[str]:
+    """Every problem of the config file, each naming its location; empty when it is valid.
+
+    `warnings`, when given, receives what is allowed but unwise (a weak secret).
+    """
     path = locate(explicit)
     try:
         raw = _read_yaml(path)
@@ -227,9 +232,14 @@ def problems(explicit: str | None = None) -> list[str]:
     interpolated = _interpolate_collecting(raw, str(path), found)
     validator = _Validator(path, collect=True)
     try:
-        validator.config(interpolated)
+        loaded = validator.config(interpolated)
     except ConfigError as exc:
         found.append(str(exc))
+    else:
+        if warnings is not None:
+            from .redact import weak_secret_warnings
+
+            warnings += weak_secret_warnings(loaded)
     assert validator.collected is not None
     return found + validator.collected
 
@@ -761,12 +771,22 @@ class _Validator:
         spec = self.mapping(
             raw,
             "smtp",
-            ("host", "port", "starttls", "ssl", "user", "password", "from", "timeout"),
+            (
+                "host",
+                "port",
+                "starttls",
+                "ssl",
+                "user",
+                "password",
+                "from",
+                "timeout",
+                "allow_plaintext_auth",
+            ),
         )
         sender = self.string(spec.get("from", "campaign-sync@localhost"), "smtp.from")
         if "@" not in sender:
             raise self.fail("smtp.from", f"'{sender}' is not an email address")
-        return SmtpConfig(
+        smtp = SmtpConfig(
             host=self.string(spec.get("host", "localhost"), "smtp.host"),
             port=self.integer(spec.get("port", 25), "smtp.port", minimum=1, maximum=65535),
             starttls=self.boolean(spec.get("starttls", False), "smtp.starttls"),
@@ -775,7 +795,33 @@ class _Validator:
             password=self.secret(spec.get("password"), "smtp.password"),
             sender=sender,
             timeout=self.timeout(spec.get("timeout", 30), "smtp.timeout"),
+            allow_plaintext_auth=self.boolean(
+                spec.get("allow_plaintext_auth", False), "smtp.allow_plaintext_auth"
+            ),
         )
+        self.smtp_auth_encrypted(smtp)
+        return smtp
+
+    def smtp_auth_encrypted(self, smtp: SmtpConfig) -> None:
+        """A password never crosses the network unencrypted: AUTH needs STARTTLS or SSL,
+        except towards a relay on this machine when the operator opted in."""
+        if smtp.allow_plaintext_auth and not is_loopback(smtp.host):
+            self.note(
+                self.fail(
+                    "smtp.allow_plaintext_auth",
+                    f"only for a relay on this machine (localhost, 127.0.0.1, ::1), not "
+                    f"'{smtp.host}'; use starttls: true (or ssl: true) instead",
+                )
+            )
+        elif smtp.user and not (smtp.starttls or smtp.ssl or smtp.allow_plaintext_auth):
+            self.note(
+                self.fail(
+                    "smtp.starttls",
+                    "required when smtp.user is set, or the password would be sent "
+                    "unencrypted: set starttls: true (or ssl: true for port 465); for a relay "
+                    "on this machine, allow_plaintext_auth: true",
+                )
+            )
 
     def notify(self, raw: Any) -> NotifyConfig:
         spec = self.mapping(raw, "notify", ("to", "webhook", "webhook_timeout"))
@@ -1065,6 +1111,21 @@ def _short(value: Any) -> str:
     """A number for a message; one pasted with hundreds of digits is not quoted in full."""
     text = f"{value:g}" if isinstance(value, float) else str(value)
     return text if len(text) <= 20 else f"a number of {len(text)} digits"
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1, also IPv4-mapped)."""
+    import ipaddress
+
+    name = host.strip().rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def _kind(value: Any) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import smtplib
-import socket
 import ssl
 from dataclasses import dataclass, field
 from email.headerregistry import Address, Group
@@ -22,8 +21,10 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from types import TracebackType
 
-from .config import SmtpConfig
+from .config import SmtpConfig, is_loopback
 from .errors import MailError
+from .neterrors import describe
+from .redact import Scrubber
 
 __all__ = [
     "DeliveryUnknown",
@@ -92,7 +93,8 @@ class SmtpSession:
 
     Connecting, TLS and AUTH happen on enter; failures there raise MailError. STARTTLS is never
     skipped silently: if it is configured and the server does not offer it, that is an error,
-    because the next step may be sending the password.
+    because the next step may be sending the password. The password is only sent over TLS,
+    or to this machine itself when `allow_plaintext_auth` says so.
     """
 
     def __init__(self, smtp: SmtpConfig, *, ssl_context: ssl.SSLContext | None = None):
@@ -138,8 +140,9 @@ class SmtpSession:
             raise self._error(f"the server refused the session: {_reply(exc)}") from None
         except ssl.SSLCertVerificationError as exc:
             self._abandon()
-            raise self._error(f"TLS certificate not trusted: {exc.verify_message}") from None
-        except (smtplib.SMTPException, OSError) as exc:
+            raise self._error(describe(exc, self.smtp.timeout)) from None
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            # ValueError: a host name IDNA refuses, a setting the socket refuses.
             if conn is None:
                 raise self._error(f"cannot connect: {_describe(exc, self.smtp.timeout)}") from None
             self._abandon()
@@ -165,11 +168,40 @@ class SmtpSession:
             conn.starttls(context=self._context())
             conn.ehlo()  # capabilities (AUTH, SMTPUTF8) may differ after TLS
         if self.smtp.user:
+            encrypted = self._check_auth_is_private(conn)
             if not conn.has_extn("auth"):
-                tls = self.smtp.ssl or self.smtp.starttls
-                hint = "" if tls else " (many servers offer it only over TLS)"
+                hint = "" if encrypted else " (many servers offer it only over TLS)"
                 raise self._error(f"a user is configured but the server offers no AUTH{hint}")
-            conn.login(self.smtp.user, self.smtp.password or "")
+            password = self.smtp.password or ""
+            if not (self.smtp.user + password).isascii():
+                # smtplib encodes every AUTH mechanism as ASCII and would fail mid-login.
+                raise self._error(
+                    "cannot log in: smtp.user or smtp.password has non-ASCII characters, "
+                    "which this SMTP client cannot send"
+                )
+            conn.login(self.smtp.user, password)
+
+    def _check_auth_is_private(self, conn: smtplib.SMTP) -> bool:
+        """Whether the session is encrypted; raise before AUTH when it is not and may not be.
+
+        Validation already refuses such a config; this looks at the socket itself, so a
+        config built another way, or a `localhost` that resolves elsewhere, cannot leak it.
+        """
+        if isinstance(conn.sock, ssl.SSLSocket):
+            return True
+        if not self.smtp.allow_plaintext_auth:
+            raise self._error(
+                "not sending the password over a connection without TLS: set starttls: true "
+                "(or ssl: true) in the smtp block; for a relay on this machine, "
+                "allow_plaintext_auth: true"
+            )
+        peer = _peer_address(conn)
+        if not is_loopback(peer):
+            raise self._error(
+                f"not sending the password without TLS to {peer}: allow_plaintext_auth is "
+                "only for a relay on this machine; set starttls: true (or ssl: true)"
+            )
+        return False
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -280,8 +312,7 @@ class SmtpSession:
     def _scrub(self, text: str) -> str:
         # The password is never put into a message on purpose; this guards against a server
         # echoing it back in a reply we quote.
-        secret = self.smtp.password
-        return text.replace(secret, "***") if secret else text
+        return Scrubber([self.smtp.password])(text)
 
 
 def build_text_message(
@@ -392,12 +423,14 @@ def _text(reply: bytes | str) -> str:
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host ({exc.strerror or exc})"
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" not in str(exc):
         return f"the server closed the connection ({exc})" if str(exc) else "disconnected"
-    return str(exc) or type(exc).__name__
+    return describe(exc, timeout)
+
+
+def _peer_address(conn: smtplib.SMTP) -> str:
+    """The address the socket is really connected to (not the configured name)."""
+    try:
+        return str(conn.sock.getpeername()[0])
+    except (OSError, AttributeError, IndexError):
+        return "an unknown address"

@@ -2,8 +2,9 @@
 
 A notice is sent after every import (whatever its status) and after any failed run of any
 job (`should_notify`). Notifying is best effort by contract: a server that refuses, fails or
-hangs becomes a warning in the log and in the run result, never an exception, and never
-changes the run's status. A dry run sends nothing.
+hangs, a webhook URL that cannot be used, even a bug, becomes one warning line in the log and
+in the run result, never an exception, and never changes the run's status or exit code. A
+dry run sends nothing.
 
 No secret may appear in a notice. None is ever put into one on purpose; as a second line of
 defence every text that leaves (subject, body, JSON, warnings) is scrubbed of the configured
@@ -13,11 +14,14 @@ secret values, because an error message quoting a server's reply could carry one
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .config import Config, JobConfig, NotifyConfig
-from .redact import Scrubber
+from .errors import one_line
+from .redact import Scrubber, split_url
 from .result import RunResult
 
 SUBJECT_PREFIX = "[campaign-sync]"
@@ -81,11 +85,14 @@ def notify(
         return
     scrub = Scrubber.from_config(config)
     warn = _warner(result, log, scrub)
-    # Mail first: its warnings then travel in the webhook's JSON too.
+    # Mail first: its warnings then travel in the webhook's JSON too. Each channel on its
+    # own, so that one failing, however oddly, neither stops the other nor the run.
     try:
         _mail_notice(config, job, result, scrub, warn, log)
     except Exception as exc:  # noqa: BLE001 - best effort by contract, see module doc
-        warn(f"notification mail failed unexpectedly: {type(exc).__name__}: {exc}")
+        text = " ".join(str(exc).split())
+        detail = f" ({_clip(text, 200)})" if text else ""
+        warn(f"notification mail not sent: unexpected {type(exc).__name__}{detail}")
     if config.notify.webhook:
         _webhook_notice(config.notify, result, scrub, warn, log)
 
@@ -100,14 +107,16 @@ def _webhook_notice(
     except WebhookError as exc:
         warn(f"webhook notification to {where} failed: {exc}")
     except Exception as exc:  # noqa: BLE001 - best effort by contract
-        warn(f"webhook notification to {where} failed unexpectedly: {type(exc).__name__}: {exc}")
+        # Named, not quoted: a library's text could carry the URL's path or query (a token).
+        warn(f"webhook notification to {where} failed: unexpected {type(exc).__name__}")
     else:
         log.info("run result posted to the webhook at %s", where)
 
 
 def _warner(result: RunResult, log: logging.Logger, scrub: Scrubber) -> Warn:
     def warn(message: str) -> None:
-        message = scrub(message)
+        # One line, whatever a server or library put into it.
+        message = one_line(" ".join(scrub(message).split()))
         result.warnings.append(message)
         log.warning(message)
 
@@ -290,25 +299,44 @@ class WebhookError(Exception):
     """The webhook did not take the notice; the message says why (no URL secrets in it)."""
 
 
-def _split_credentials(url: str) -> tuple[str, str | None]:
-    """`https://user:pw@host/path` → the URL without them, and a Basic Authorization header.
+# host[:port] of a URL; the host a name, an IPv4 address or a bracketed IPv6 address.
+_HOST_PORT = re.compile(r"(?P<host>\[[^\]]+\]|[^:\[\]]+)(?::(?P<port>[^:]*))?")
+_BAD_URL = "notify.webhook is not a URL that can be used; check it with `campaign-sync validate`"
 
-    urllib would take 'user:pw@host' for the host name; the credentials belong in a header.
+
+@dataclass(frozen=True)
+class _Webhook:
+    url: str  # what is POSTed to: the configured URL without its user info
+    authorization: str | None  # Basic credentials from the user info, if any
+
+
+def _parse_webhook(url: str) -> _Webhook:
+    """Check the URL as the request will use it and move its credentials into a header.
+
+    urllib would take 'user:pw@host' for the host name, and it reports a bad port or host
+    with a ValueError in its own words; here each problem is a WebhookError in ours. Plain
+    string work, split the way urllib splits URLs.
     """
     import base64
-    from urllib.parse import unquote, urlsplit, urlunsplit
+    from urllib.parse import unquote
 
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 literal
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    user = unquote(parts.username or "")
-    password = unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
+    scheme, userinfo, host_port, tail = split_url(url)
+    if scheme.lower() not in ("http", "https"):
+        raise WebhookError("notify.webhook must be an http:// or https:// URL")
+    match = _HOST_PORT.fullmatch(host_port)
+    if match is None:
+        raise WebhookError(f"the host '{_clip(host_port, 80)}' in notify.webhook is not valid")
+    port = match["port"]
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise WebhookError(
+            f"the port '{_clip(port, 20)}' in notify.webhook is not a number from 1 to 65535"
+        )
+    authorization = None
+    if userinfo is not None:
+        user, _, password = userinfo.partition(":")
+        token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+        authorization = f"Basic {token}"
+    return _Webhook(f"{scheme}://{host_port}{tail}", authorization)
 
 
 def _refusing_redirects() -> type:
@@ -322,22 +350,27 @@ def _refusing_redirects() -> type:
 
 
 def _post_webhook(url: str, timeout: float, result: RunResult, scrub: Scrubber) -> None:
+    import http.client
     import json
     import urllib.error
     import urllib.request
 
+    from .neterrors import describe
+
+    webhook = _parse_webhook(url)
+    if not 0 < timeout < float("inf"):  # NaN too: the socket would refuse it
+        raise WebhookError(f"notify.webhook_timeout {timeout} is not a usable number of seconds")
     payload = json.dumps(scrub.data(result.as_dict()), ensure_ascii=False).encode("utf-8")
-    url, authorization = _split_credentials(url)
     headers = {"Content-Type": "application/json", "User-Agent": "campaign-sync"}
-    if authorization:
-        headers["Authorization"] = authorization
-    request = urllib.request.Request(url, data=payload, method="POST", headers=headers)
+    if webhook.authorization:
+        headers["Authorization"] = webhook.authorization
     # No redirects: urllib would turn the POST into a bodiless GET and carry the
     # Authorization header to wherever the Location points.
     opener = urllib.request.build_opener(_refusing_redirects())
     # The timeout applies to the connect and to each wait for data: a server that accepts
     # and never answers costs `timeout`, not the run.
     try:
+        request = urllib.request.Request(webhook.url, data=payload, method="POST", headers=headers)
         with opener.open(request, timeout=timeout) as response:
             response.read(65536)
     except urllib.error.HTTPError as exc:
@@ -347,24 +380,26 @@ def _post_webhook(url: str, timeout: float, result: RunResult, scrub: Scrubber) 
                 "to the address that accepts the POST"
             ) from None
         raise WebhookError(f"HTTP {exc.code} {exc.reason}") from None
-    except TimeoutError:  # socket.timeout is an alias of it since 3.10
-        raise WebhookError(f"no answer within {timeout:g} s") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
-        if isinstance(reason, TimeoutError):
-            raise WebhookError(f"no answer within {timeout:g} s") from None
-        raise WebhookError(str(reason)) from None
-    except OSError as exc:  # reset or closed mid-answer
-        raise WebhookError(str(exc) or type(exc).__name__) from None
+        if isinstance(reason, BaseException):
+            raise WebhookError(describe(reason, timeout)) from None
+        raise WebhookError(f"the request could not be made ({reason})") from None
+    except http.client.RemoteDisconnected:
+        raise WebhookError("the server closed the connection without answering") from None
+    except http.client.HTTPException:
+        raise WebhookError("the server's answer is not valid HTTP") from None
+    except OSError as exc:  # a timeout, a reset or close mid-answer
+        raise WebhookError(describe(exc, timeout)) from None
+    except ValueError:
+        # Not quoted: urllib's wording would carry the URL's path or query, maybe a token.
+        raise WebhookError(_BAD_URL) from None
 
 
 def _safe_url(url: str) -> str:
-    """scheme://host[:port]: the path, query or user info of a webhook may be a token."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
-
-
-# --------------------------------------------------------------------------- secrets
+    """scheme://host[:port] as written: the path, query or user info of a webhook may be a
+    token. String work only, so that even a malformed URL can be named in a warning."""
+    scheme, _userinfo, host_port, _tail = split_url(url)
+    if not scheme or not host_port:
+        return "notify.webhook"
+    return _clip(f"{scheme.lower()}://{host_port}", 120)

@@ -289,9 +289,13 @@ def validate(settings: Settings) -> None:
     from campaign_sync import config as config_module
 
     path = config_module.locate(settings.config_path)
-    found = config_module.problems(str(path))
+    warnings: list[str] = []
+    found = config_module.problems(str(path), warnings=warnings)
+    for warning in warnings:  # allowed, so not a problem: stderr, and the exit code stays
+        click.echo(f"campaign-sync: warning: {warning}", err=True)
     if settings.as_json:
-        output.emit_json({"config": str(path), "valid": not found, "problems": found})
+        document = {"config": str(path), "valid": not found, "problems": found}
+        output.emit_json({**document, "warnings": warnings})
     else:
         for problem in found:
             click.echo(problem)

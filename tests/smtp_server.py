@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 LOOPBACK = "127.0.0.1"
 
@@ -204,6 +204,9 @@ class SmtpTestServer:
         self.drop_after_data = False
         self.auth = dict(auth or {})
         self.auth_attempts: list[str] = []  # user names tried, successful or not
+        # One entry per AUTH command that arrived, whatever its mechanism or outcome: whether
+        # the session was under TLS at that moment.
+        self.auth_commands: list[bool] = []
         self._handler = _Handler(self)
         self._tls = tls
         self._implicit_tls = implicit_tls
@@ -253,8 +256,8 @@ class SmtpTestServer:
         # A port picked free can be taken before aiosmtpd binds it; try a few.
         for attempt in range(5):
             self.port = free_port()
-            controller = Controller(
-                self._handler, hostname=self.host, port=self.port, ready_timeout=5, **kwargs
+            controller = _RecordingController(
+                self, self._handler, hostname=self.host, port=self.port, ready_timeout=5, **kwargs
             )
             try:
                 controller.start()
@@ -286,6 +289,28 @@ class SmtpTestServer:
         self.auth_attempts.append(user)
         ok = self.auth.get(user) == auth_data.password.decode("utf-8", "replace")
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's server, noting every AUTH command before it is handled."""
+
+    def __init__(self, owner: SmtpTestServer, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._owner = owner
+
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command method
+        assert self.session is not None
+        self._owner.auth_commands.append(self.session.ssl is not None)
+        await super().smtp_AUTH(arg)
+
+
+class _RecordingController(Controller):
+    def __init__(self, owner: SmtpTestServer, *args: Any, **kwargs: Any):
+        self._owner = owner
+        super().__init__(*args, **kwargs)
+
+    def factory(self) -> SMTP:
+        return _RecordingSMTP(self._owner, self.handler, **self.SMTP_kwargs)
 
 
 # --------------------------------------------------------------------------- failing peers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -104,3 +105,59 @@ def test_a_store_that_cannot_be_opened_still_sends_the_failure_notice(
     notice = smtp.messages[0]
     assert notice.message["Subject"].startswith("[campaign-sync] newsletter-import FAILED")
     assert "file is not a database" in notice.text
+
+
+def test_a_failing_webhook_is_one_warning_line_and_the_run_stands(
+    ws: Workspace, smtp: SmtpTestServer
+) -> None:
+    # https to a plain-HTTP server: the TLS handshake fails after the import committed. The
+    # URL's password `p` is too short to mask: it must not garble the line (`htt***s://`).
+    with WebhookTestServer() as hook:
+        configure(ws, smtp.host, smtp.port, hook.url.replace("http://", "https://ops:p@"))
+        ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+        done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+        assert hook.requests == []
+    assert done.returncode == 0
+    run = json.loads(done.stdout)
+    assert (run["status"], run["error"]) == ("succeeded", None)
+    [warning] = run["warnings"]
+    assert re.fullmatch(
+        r"webhook notification to https://127\.0\.0\.1:\d+ failed: TLS failed \([a-z ]+\)",
+        warning,
+    ), warning
+    assert done.stderr == f"campaign-sync: WARNING: {warning}\n"
+    assert ws.query("SELECT status, warnings FROM runs") == [("succeeded", json.dumps([warning]))]
+    assert len(ws.recipients()) == 3
+    assert len(smtp.messages) == 1  # the mail notice went out all the same
+
+
+PLAINTEXT_AUTH = (
+    "At 'smtp.starttls': required when smtp.user is set, or the password would be sent "
+    "unencrypted: set starttls: true (or ssl: true for port 465); for a relay on this "
+    "machine, allow_plaintext_auth: true"
+)
+
+
+def test_smtp_login_without_tls_needs_the_loopback_opt_in(ws: Workspace) -> None:
+    auth = {"mailer": "mail-pass-0042"}
+    env = {"SMTP_PASSWORD": "mail-pass-0042"}
+    with SmtpTestServer(auth=auth, auth_require_tls=False) as server:
+        configure(ws, server.host, server.port)
+        ws.write_config(
+            text=ws.config.read_text().replace("  password:", "  user: mailer\n  password:")
+        )
+        ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+        validated = ws.run("validate", env=env)
+        refused = ws.run("import", "newsletter-import", "--date", "2026-11-01", env=env)
+        assert server.auth_commands == []
+        ws.write_config(
+            text=ws.config.read_text().replace("  user:", "  allow_plaintext_auth: true\n  user:")
+        )
+        done = ws.run("import", "newsletter-import", "--date", "2026-11-01", env=env)
+        assert server.auth_commands == [False]
+        [notice] = server.messages
+    assert (validated.returncode, validated.stdout) == (2, f"{ws.config}: {PLAINTEXT_AUTH}\n")
+    assert refused.returncode == 2
+    assert refused.stderr == f"campaign-sync: error: {ws.config}: {PLAINTEXT_AUTH}\n"
+    assert done.returncode == 0, done.stderr
+    assert notice.authenticated_as == "mailer"

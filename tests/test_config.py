@@ -35,6 +35,7 @@ smtp:
   host: localhost
   port: 25
   starttls: false
+  allow_plaintext_auth: true
   user: mailer
   password: ${SMTP_PASSWORD}
   from: campaign-sync@example.com
@@ -232,10 +233,19 @@ def test_validate_reports_every_problem_of_a_section_not_only_its_first(ws: Work
     assert ws.run("list-jobs").stderr.startswith(f"campaign-sync: error: {ws.config}: At 'bogus'")
 
 
-def test_validate_ok_and_json(ws: Workspace) -> None:
+def assert_valid_json(ws: Workspace, warnings: list[str]) -> None:
     done = ws.run("--json", "validate")
     assert done.returncode == 0
-    assert json.loads(done.stdout) == {"config": str(ws.config), "valid": True, "problems": []}
+    assert json.loads(done.stdout) == {
+        "config": str(ws.config),
+        "valid": True,
+        "problems": [],
+        "warnings": warnings,
+    }
+
+
+def test_validate_ok_and_json(ws: Workspace) -> None:
+    assert_valid_json(ws, [])
 
 
 def test_config_error_exits_2_without_traceback(ws: Workspace) -> None:
@@ -563,3 +573,122 @@ def test_every_command_refuses_a_hostile_config_in_one_line(
     done = ws.run("--json", "list-jobs")
     assert done.returncode == 2
     assert json.loads(done.stdout) == {"error": message, "exit_code": 2}
+
+
+# --------------------------------------------------------------------------- SMTP AUTH and TLS
+
+SMTP_NO_TLS = (
+    "At 'smtp.starttls': required when smtp.user is set, or the password would be sent "
+    "unencrypted: set starttls: true (or ssl: true for port 465); for a relay on this "
+    "machine, allow_plaintext_auth: true"
+)
+
+
+def smtp_block(tmp_path: Path, lines: str) -> Path:
+    return write(tmp_path, f"smtp:\n  from: a@example.com\n{lines}jobs: {{}}\n")
+
+
+def test_spec_example_without_the_opt_in_is_refused(tmp_path: Path) -> None:
+    # The specification's example logs in to localhost:25 without TLS: that needs the opt-in.
+    path = write(tmp_path, SPEC_EXAMPLE.replace("  allow_plaintext_auth: true\n", ""))
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), env=ENV)
+    assert str(caught.value) == f"{path}: {SMTP_NO_TLS}"
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        ("  host: mail.example.com\n  user: mailer\n  password: long-enough-1\n", SMTP_NO_TLS),
+        ("  host: mail.example.com\n  user: mailer\n", SMTP_NO_TLS),  # AUTH, empty password
+        (
+            "  host: mail.example.com\n  user: mailer\n  allow_plaintext_auth: true\n",
+            "At 'smtp.allow_plaintext_auth': only for a relay on this machine (localhost, "
+            "127.0.0.1, ::1), not 'mail.example.com'; use starttls: true (or ssl: true) instead",
+        ),
+        (
+            "  host: 10.0.0.1\n  starttls: true\n  allow_plaintext_auth: true\n",
+            "At 'smtp.allow_plaintext_auth': only for a relay on this machine (localhost, "
+            "127.0.0.1, ::1), not '10.0.0.1'; use starttls: true (or ssl: true) instead",
+        ),
+        ("  user: mailer\n  allow_plaintext_auth: maybe\n", "expected true or false"),
+    ],
+)
+def test_smtp_auth_without_tls_is_refused(tmp_path: Path, lines: str, problem: str) -> None:
+    path = smtp_block(tmp_path, lines)
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), env={})
+    assert str(caught.value).startswith(f"{path}: At 'smtp.")
+    assert problem in str(caught.value)
+    assert config.problems(str(path)) == [str(caught.value)]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        "  host: mail.example.com\n  starttls: true\n  user: mailer\n",
+        "  host: mail.example.com\n  port: 465\n  ssl: true\n  user: mailer\n",
+        "  host: localhost\n  user: mailer\n  allow_plaintext_auth: true\n",
+        "  host: 127.0.0.1\n  user: mailer\n  allow_plaintext_auth: yes\n",
+        "  host: 127.8.9.10\n  user: mailer\n  allow_plaintext_auth: true\n",
+        "  host: '::1'\n  user: mailer\n  allow_plaintext_auth: true\n",
+        "  host: mail.example.com\n",  # no user: no AUTH, nothing to protect
+    ],
+)
+def test_smtp_auth_settings_that_keep_the_password_private(tmp_path: Path, lines: str) -> None:
+    path = smtp_block(tmp_path, lines)
+    assert config.problems(str(path)) == []
+    loaded = config.load(str(path), env={})
+    assert loaded.smtp is not None
+    assert loaded.smtp.allow_plaintext_auth == ("allow_plaintext_auth" in lines)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("127.0.0.1", True),
+        ("127.255.0.9", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("::ffff:127.0.0.1", True),
+        ("localhost.example.com", False),
+        ("10.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("0.0.0.0", False),
+        ("mail.example.com", False),
+    ],
+)
+def test_is_loopback(host: str, expected: bool) -> None:
+    assert config.is_loopback(host) is expected
+
+
+# --------------------------------------------------------------------------- weak secrets
+
+WEAK = (
+    "{path}: At '{key}': weak secret (fewer than 8 characters): too short to be masked in "
+    "output, so it is not; use a longer one"
+)
+
+
+def test_validate_warns_about_weak_secrets_and_still_exits_0(ws: Workspace) -> None:
+    text = ws.config.read_text().replace(
+        "    type: local\n    path: inbox\n",
+        "    type: local\n    path: inbox\n"
+        "  partner: {type: ssh, host: h.example.net, password: '2026',\n"
+        "            key_passphrase: pass-long-enough}\n",
+    )
+    text += (
+        "smtp:\n  host: localhost\n  user: mailer\n  password: e\n  allow_plaintext_auth: true\n"
+        "notify:\n  webhook: https://ops:p@hooks.example.com/x\n"
+    )
+    ws.write_config(text=text)
+    expected = [
+        WEAK.format(path=ws.config, key=key)
+        for key in ("smtp.password", "servers.partner.password", "notify.webhook")
+    ]
+    done = ws.run("validate")
+    assert (done.returncode, done.stdout) == (0, f"{ws.config}: OK\n")
+    assert done.stderr.splitlines() == [f"campaign-sync: warning: {w}" for w in expected]
+    assert_valid_json(ws, expected)

@@ -401,6 +401,30 @@ def test_connection_failure_fails_the_run_and_claims_nobody(
     assert received(smtp) == Counter({"anna@example.com": 1})
 
 
+def test_no_password_without_tls_fails_the_run_and_claims_nobody(tmp_path: Path) -> None:
+    # validate refuses this config; a config built around it meets the mail code's refusal.
+    import dataclasses
+
+    with SmtpTestServer(auth={"mailer": "pw-long-enough"}, auth_require_tls=False) as server:
+        ws = Dispatch(tmp_path, server.host, server.port)
+        ws.write_config()
+        ws.mailing()
+        ws.seed({"anna@example.com": NEW_DOI})
+        config = config_module.load(str(ws.config_path))
+        assert config.smtp is not None
+        smtp = dataclasses.replace(config.smtp, user="mailer", password="pw-long-enough")
+        config = dataclasses.replace(config, smtp=smtp)
+        result = run_job(config, "welcome", "dispatch", RunOptions())
+        assert server.auth_commands == [] and server.messages == []
+    assert (result.status, result.exit_code) == ("failed", 1)
+    assert result.error == (
+        f"SMTP server {server.host}:{server.port}: not sending the password over a connection "
+        "without TLS: set starttls: true (or ssl: true) in the smtp block; for a relay on this "
+        "machine, allow_plaintext_auth: true"
+    )
+    assert ws.sends() == {}
+
+
 def test_session_lost_after_data_is_unknown_and_not_resent(
     ws: Dispatch, smtp: SmtpTestServer
 ) -> None:

@@ -209,6 +209,7 @@ def test_starttls_and_auth(tls_server: SmtpTestServer, tls_files: TlsFiles) -> N
     [received] = tls_server.messages
     assert received.tls
     assert received.authenticated_as == "mailer"
+    assert tls_server.auth_commands == [True]  # AUTH came after STARTTLS
 
 
 def test_starttls_verifies_certificates_by_default(tls_server: SmtpTestServer) -> None:
@@ -249,18 +250,66 @@ def test_wrong_password_is_a_mail_error_without_the_password(
     assert set(tls_server.auth_attempts) == {"mailer"}  # smtplib tries PLAIN, then LOGIN
 
 
+def test_non_ascii_credentials_are_a_clear_mail_error(
+    tls_server: SmtpTestServer, tls_files: TlsFiles
+) -> None:
+    config = smtp_config(tls_server, starttls=True, user="mailer", password="Pässwort-lang-42")
+    with pytest.raises(MailError) as caught:
+        connect(config, tls_files.client_context())
+    assert str(caught.value) == (
+        f"SMTP server {tls_server.host}:{tls_server.port}: cannot log in: smtp.user or "
+        "smtp.password has non-ASCII characters, which this SMTP client cannot send"
+    )
+    assert tls_server.auth_commands == []
+
+
 def test_starttls_required_but_not_offered(smtp_server: SmtpTestServer) -> None:
     with pytest.raises(MailError, match="STARTTLS is configured but the server does not offer"):
         connect(smtp_config(smtp_server, starttls=True))
 
 
-def test_no_auth_in_the_clear(tls_server: SmtpTestServer) -> None:
-    # The server offers AUTH only after STARTTLS; without starttls we must stop, not fall back.
-    config = smtp_config(tls_server, user="mailer", password=PASSWORD)
-    with pytest.raises(MailError, match="offers no AUTH.*TLS") as caught, SmtpSession(config):
-        pass
-    assert PASSWORD not in str(caught.value)
-    assert tls_server.auth_attempts == []
+NO_PLAINTEXT_AUTH = (
+    "SMTP server {where}: not sending the password over a connection without TLS: set "
+    "starttls: true (or ssl: true) in the smtp block; for a relay on this machine, "
+    "allow_plaintext_auth: true"
+)
+
+
+@pytest.mark.parametrize("server_requires_tls", [True, False], ids=["tls-only", "any"])
+def test_no_auth_command_without_tls(tls_files: TlsFiles, server_requires_tls: bool) -> None:
+    # Neither starttls nor ssl: whether or not the server would take AUTH in the clear, the
+    # password must not go out, and the session fails before any AUTH command.
+    auth = {"mailer": PASSWORD}
+    with SmtpTestServer(tls=tls_files, auth=auth, auth_require_tls=server_requires_tls) as server:
+        config = smtp_config(server, user="mailer", password=PASSWORD)
+        with pytest.raises(MailError) as caught:
+            connect(config)
+        assert str(caught.value) == NO_PLAINTEXT_AUTH.format(where=f"{server.host}:{server.port}")
+        assert server.auth_commands == []
+        assert server.auth_attempts == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_plaintext_auth_to_a_loopback_relay_when_opted_in(host: str) -> None:
+    auth = {"mailer": PASSWORD}
+    with SmtpTestServer(auth=auth, auth_require_tls=False) as server:
+        config = smtp_config(
+            server, host=host, user="mailer", password=PASSWORD, allow_plaintext_auth=True
+        )
+        with SmtpSession(config) as session:
+            session.send(message(), ["a@example.com"])
+    assert server.auth_commands == [False]  # one AUTH, in the clear, as the operator chose
+    [received] = server.messages
+    assert received.authenticated_as == "mailer" and not received.tls
+
+
+def test_opt_in_does_not_stop_starttls(tls_server: SmtpTestServer, tls_files: TlsFiles) -> None:
+    config = smtp_config(
+        tls_server, starttls=True, user="mailer", password=PASSWORD, allow_plaintext_auth=True
+    )
+    with SmtpSession(config, ssl_context=tls_files.client_context()) as session:
+        session.send(message(), ["a@example.com"])
+    assert tls_server.auth_commands == [True]
 
 
 # --------------------------------------------------------------------------- failures

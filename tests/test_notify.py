@@ -23,7 +23,7 @@ from campaign_sync.config import (
     SmtpConfig,
 )
 from campaign_sync.notify import body, notify, recipients, should_notify, subject
-from campaign_sync.redact import Scrubber
+from campaign_sync.redact import MIN_SECRET_LENGTH, Scrubber
 from campaign_sync.result import FileInfo, RunResult
 
 SENDER = "campaign-sync@example.com"
@@ -536,7 +536,10 @@ def test_untrusted_certificate_is_a_warning_and_no_password_is_sent(
 
 @given(
     st.text(),
-    st.lists(st.text(alphabet=st.characters(blacklist_characters="*"), min_size=1), max_size=4),
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_characters="*"), min_size=MIN_SECRET_LENGTH),
+        max_size=4,
+    ),
 )
 def test_scrubber_leaves_no_secret(text: str, secrets: list[str]) -> None:
     # Build a text that certainly contains the secrets, around arbitrary other text.
@@ -547,8 +550,12 @@ def test_scrubber_leaves_no_secret(text: str, secrets: list[str]) -> None:
 
 
 def test_scrubber_covers_nested_json() -> None:
-    scrub = Scrubber(["hunter2"])
-    data = {"error": "pw hunter2", "counts": {"read": 1}, "first_rejects": [{"r": "hunter2!"}]}
+    scrub = Scrubber(["hunter2-x"])
+    data = {
+        "error": "pw hunter2-x",
+        "counts": {"read": 1},
+        "first_rejects": [{"r": "hunter2-x!"}],
+    }
     assert scrub.data(data) == {
         "error": "pw ***",
         "counts": {"read": 1},
@@ -565,3 +572,131 @@ def test_result_dataclass_untouched_except_warnings(
     before = dataclasses.asdict(result)
     notify(config, make_job(), result)
     assert dataclasses.asdict(result) == before
+
+
+def test_short_secrets_are_not_masked_and_leave_text_intact() -> None:
+    # Masking `e` or `2026` would garble every word and date, and give the secret away.
+    text = (
+        "webhook rejected: read 2026 rows of /import/newsletter_20261127.csv on 2026-11-27, "
+        "sha256 e3b0c442"
+    )
+    assert Scrubber(["e", "2026", "x" * (MIN_SECRET_LENGTH - 1)])(text) == text
+    assert Scrubber(["20261127"])(text) == text.replace("20261127", "***")  # long enough
+
+
+def test_notice_with_short_secrets_is_sent_unaltered(
+    tmp_path: Path, smtp_server: SmtpTestServer, webhook: WebhookTestServer
+) -> None:
+    smtp = smtp_for(smtp_server, password="e")
+    config = dataclasses.replace(
+        make_config(tmp_path, smtp=smtp, webhook=webhook.url.replace("//", "//ops:2026@")),
+        servers={"box": ServerConfig(name="box", type="ssh", password="1127")},
+    )
+    result = import_result(warnings=[])
+    notify(config, make_job(), result)
+    [received] = smtp_server.messages
+    assert received.text == body(make_job(), result)
+    assert received.message["Subject"] == subject(result)
+    assert webhook.requests[0].json == result.as_dict()
+
+
+# ------------------------------------------------------------------ any failure is one warning
+
+
+def _notify_webhook_only(tmp_path: Path, url: str, timeout: float = 5.0) -> RunResult:
+    """Notify by webhook alone; check that nothing but the warnings changed."""
+    config = make_config(tmp_path, to=(), webhook=url, webhook_timeout=timeout)
+    result = import_result(warnings=[])
+    before = dataclasses.asdict(result)
+    notify(config, make_job(notify=()), result)
+    assert {**dataclasses.asdict(result), "warnings": []} == before
+    return result
+
+
+BAD_URL = "notify.webhook is not a URL that can be used; check it with `campaign-sync validate`"
+
+
+@pytest.mark.parametrize(
+    ("url", "warning"),
+    [
+        (
+            "https://u:p@127.0.0.1:80a/hook",
+            "https://127.0.0.1:80a failed: the port '80a' in notify.webhook is not a number "
+            "from 1 to 65535",
+        ),
+        (
+            "https://u:p@127.0.0.1:99999/hook",
+            "https://127.0.0.1:99999 failed: the port '99999' in notify.webhook is not a number "
+            "from 1 to 65535",
+        ),
+        (
+            "http://127.0.0.1:0/hook?token=T0k3n",
+            "http://127.0.0.1:0 failed: the port '0' in notify.webhook is not a number "
+            "from 1 to 65535",
+        ),
+        (
+            "http://[::1/hook",
+            "http://[::1 failed: the host '[::1' in notify.webhook is not valid",
+        ),
+        ("http://a..b/hook", f"http://a..b failed: {BAD_URL}"),
+        (
+            "ftp://files.example.com/x",
+            "ftp://files.example.com failed: notify.webhook must be an http:// or https:// URL",
+        ),
+    ],
+)
+def test_a_webhook_url_that_cannot_be_used_is_one_warning(
+    tmp_path: Path, url: str, warning: str
+) -> None:
+    # validate refuses such URLs; at run time they still must not break a run that succeeded.
+    result = _notify_webhook_only(tmp_path, url)
+    assert result.warnings == [f"webhook notification to {warning}"]
+
+
+def test_webhook_failures_are_described_in_our_words(
+    tmp_path: Path, webhook: WebhookTestServer
+) -> None:
+    port = webhook.url.split("/")[2]
+    tls = _notify_webhook_only(tmp_path, webhook.url.replace("http://", "https://"))
+    assert tls.warnings == [
+        f"webhook notification to https://{port} failed: TLS failed (wrong version number)"
+    ]
+    webhook.mode = "garbage"
+    garbage = _notify_webhook_only(tmp_path, webhook.url)
+    assert garbage.warnings == [
+        f"webhook notification to http://{port} failed: the server's answer is not valid HTTP"
+    ]
+    nan = _notify_webhook_only(tmp_path, webhook.url, timeout=float("nan"))
+    assert nan.warnings == [
+        f"webhook notification to http://{port} failed: notify.webhook_timeout nan is not a "
+        "usable number of seconds"
+    ]
+
+
+def test_smtp_host_that_is_not_a_host_name_is_one_warning(tmp_path: Path) -> None:
+    config = make_config(tmp_path, smtp=SmtpConfig(host="a..b", sender=SENDER, timeout=5.0))
+    result = import_result(warnings=[])
+    notify(config, make_job(), result)
+    assert result.status == "succeeded"
+    assert result.warnings == [
+        "notification mail to newsletter-team@example.com, crm-ops@example.com not sent: "
+        "SMTP server a..b:25: cannot connect: the host name is not valid"
+    ]
+
+
+def test_notice_never_sends_the_password_without_tls(tmp_path: Path) -> None:
+    # A config built without validation (which refuses this): the mail code refuses too.
+    auth = {"mailer": SMTP_PASSWORD}
+    with SmtpTestServer(auth=auth, auth_require_tls=False) as server:
+        smtp = smtp_for(server, user="mailer", password=SMTP_PASSWORD)
+        result = import_result(warnings=[])
+        notify(make_config(tmp_path, smtp=smtp), make_job(), result)
+        assert server.auth_commands == []
+        assert server.messages == []
+    assert result.status == "succeeded"
+    assert result.warnings == [
+        "notification mail to newsletter-team@example.com, crm-ops@example.com not sent: "
+        f"SMTP server {server.host}:{server.port}: not sending the password over a connection "
+        "without TLS: set starttls: true (or ssl: true) in the smtp block; for a relay on this "
+        "machine, allow_plaintext_auth: true"
+    ]

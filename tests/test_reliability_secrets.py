@@ -10,10 +10,16 @@ an export, a dispatch and every status command, at the most verbose log level.
 Channels scanned: stdout, stderr, JSON documents, the log file, the notices as the SMTP server
 received them, webhook bodies and paths, rejects files, staging files, the exported file and
 the store (database, WAL).
+
+Secrets too short to be masked safely (`e`, `2026`, `1`) are left alone: a second test runs
+with such secrets and checks that no channel shows `***` and that paths, dates and counts
+come out whole.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,15 +97,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         yield running
 
 
+STORE_AND_LOG = "store: store.db\nwork_dir: var\nlog_file: var/campaign-sync.log\n"
+
+
+def _notices(smtp: SmtpTestServer, hook: str) -> str:
+    """The smtp and notify blocks: AUTH with ${SMTP_PASS} in the clear (loopback), a webhook."""
+    return f"""\
+smtp:
+  host: {smtp.host}
+  port: {smtp.port}
+  allow_plaintext_auth: true   # the test server is on loopback
+  user: mailer
+  password: ${{SMTP_PASS}}
+  from: sync@example.com
+  timeout: 5
+notify:
+  to: [ops@example.com]
+  webhook: {hook}
+  webhook_timeout: 5
+"""
+
+
 def _config(root: Path, server: Sshd, key: Path, smtp: SmtpTestServer, hook: str) -> Path:
     remote = root / "remote"
     path = root / "campaign-sync.yaml"
     path.write_text(
         f"""\
-store: store.db
-work_dir: var
-log_file: var/campaign-sync.log
-timezone: Europe/Berlin
+{STORE_AND_LOG}timezone: Europe/Berlin
 servers:
   partner:
     type: ssh
@@ -121,18 +145,7 @@ servers:
     known_hosts: {server.known_hosts}
     timeout: 5
     retries: 0
-smtp:
-  host: {smtp.host}
-  port: {smtp.port}
-  user: mailer
-  password: ${{SMTP_PASS}}
-  from: sync@example.com
-  timeout: 5
-notify:
-  to: [ops@example.com]
-  webhook: {hook}
-  webhook_timeout: 5
-jobs:
+{_notices(smtp, hook)}jobs:
   partner-import:
     type: recipient-import
     list: newsletter
@@ -261,3 +274,98 @@ def test_webhook_with_credentials_in_the_url_is_posted_with_basic_auth(tmp_path:
         [request] = hook.requests
         expected = base64.b64encode(f"ops:{HOOK_TOKEN}".encode()).decode()
         assert request.headers["authorization"] == f"Basic {expected}"
+
+
+SHORT_CSV = "email;first_name\neve@example.com;Eve\nnot-an-address;Broken\nben@example.com;Ben\n"
+# Each shorter than redact.MIN_SECRET_LENGTH and found everywhere in ordinary output: a
+# letter of most words, the year in every date, a digit of the counts.
+SHORT_SMTP, SHORT_SSH, SHORT_HOOK = "e", "2026", "1"
+
+
+def _short_secret_config(root: Path, smtp: SmtpTestServer, hook: str) -> Path:
+    (root / "inbox" / "in-2026").mkdir(parents=True)
+    (root / "inbox" / "in-2026" / "list_20261127.csv").write_text(SHORT_CSV, encoding="utf-8")
+    (root / "inbox" / "bad.csv").write_text("email\nnot-an-address\n", encoding="utf-8")
+    path = root / "campaign-sync.yaml"
+    path.write_text(
+        f"""\
+{STORE_AND_LOG}servers:
+  inbox: {{type: local, path: inbox}}
+  spare: {{type: ssh, host: 127.0.0.1, user: nobody, password: "${{SSH_PASS}}"}}
+{_notices(smtp, hook)}jobs:
+  short-import:
+    type: recipient-import
+    list: newsletter
+    source: {{server: inbox, path: /in-2026/list_20261127.csv}}
+    format: {{delimiter: ";"}}
+    max_rejects: 50%
+  bad-import:
+    type: recipient-import
+    list: newsletter
+    source: {{server: inbox, path: /bad.csv}}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_short_secrets_leave_paths_dates_and_counts_intact(tmp_path: Path) -> None:
+    env = {"SMTP_PASS": SHORT_SMTP, "SSH_PASS": SHORT_SSH}
+    scan = Scanner()
+    smtp = SmtpTestServer(auth={"mailer": SHORT_SMTP}, auth_require_tls=False)
+    with smtp, WebhookTestServer() as hook:
+        url = hook.url.replace("http://", f"http://ops:{SHORT_HOOK}@")
+        config = _short_secret_config(tmp_path, smtp, url)
+        validated = run_cli(config, "validate", env=env)
+        ok = run_cli(config, "-vv", "--json", "import", "short-import", env=env)
+        failed = run_cli(config, "-vv", "--json", "import", "bad-import", env=env)
+        for label, done in (("validate", validated), ("ok", ok), ("failed", failed)):
+            scan.add_proc(label, done)
+        notices = {m.message["Subject"]: m.text for m in smtp.messages}
+        bodies = [request.json for request in hook.requests]
+        for message in smtp.messages:
+            scan.add("notice", message.data)
+        for request in hook.requests:
+            scan.add("webhook body", request.body)
+    scan.add_tree("work_dir", tmp_path / "var")
+    scan.add("store.db", (tmp_path / "store.db").read_bytes())
+
+    # validate: weak, not wrong
+    weak = "weak secret (fewer than 8 characters): too short to be masked in output"
+    assert (validated.returncode, validated.stdout) == (0, f"{config}: OK\n")
+    assert [line.split("'")[1] for line in validated.stderr.splitlines() if weak in line] == [
+        "smtp.password",
+        "servers.spare.password",
+        "notify.webhook",
+    ]
+    # the import: its path, counts and dates whole in the JSON, the notice and the webhook
+    assert ok.returncode == 0, ok.stderr
+    run = json.loads(ok.stdout)
+    assert run["file"]["path"] == "/in-2026/list_20261127.csv"
+    counts = run["counts"]
+    assert (counts["read"], counts["inserted"], counts["rejected"]) == (3, 2, 1)
+    assert run["warnings"] == [] and smtp.auth_commands == [False, False]
+    text = notices["[campaign-sync] short-import succeeded: 2 inserted, 1 rejected"]
+    assert "File:      /in-2026/list_20261127.csv\n" in text
+    assert f"Started:   {run['started']}\n" in text
+    assert "  rejected                          1\n" in text
+    assert "  line 3: missing @ — row=['not-an-address', 'Broken']\n" in text
+    assert bodies[0] == run
+    # the failed run: its error the same in JSON, notice, webhook and the store
+    assert failed.returncode == 1
+    error = json.loads(failed.stdout)["error"]
+    rejects = next((tmp_path / "var" / "rejects").glob("bad-import-*.csv"))
+    assert error == (
+        "1 of 1 rows were rejected, more than the limit 10%; nothing was applied (max_rejects; "
+        f"the reasons are in {rejects})"
+    )
+    assert f"campaign-sync: error: {error}\n" in failed.stderr
+    [failure] = [t for subj, t in notices.items() if subj.startswith("[campaign-sync] bad-import")]
+    assert f"\nError:\n  {error}\n" in failure
+    assert bodies[1]["error"] == error
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        stored = conn.execute("SELECT error FROM runs WHERE job = 'bad-import'").fetchone()[0]
+    assert stored == error
+    masked = [label for label, data in scan.channels.items() if b"***" in data]
+    print(f"short secrets: {len(scan.channels)} channels scanned, none masked")
+    assert masked == []

@@ -7,6 +7,7 @@
     hook.mode = "500"    # answer 500 Internal Server Error
     hook.mode = "hang"   # read the request, never answer (until the server stops)
     hook.mode = "redirect"  # 302 to /elsewhere on the same server (recorded there if followed)
+    hook.mode = "garbage"  # answer with a line that is not HTTP, then close
 
 Listens on 127.0.0.1 on a free port; each request is handled in its own daemon thread.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MODES = ("ok", "500", "hang", "redirect")
+MODES = ("ok", "500", "hang", "redirect", "garbage")
 
 
 @dataclass
@@ -72,6 +73,10 @@ class WebhookTestServer:
                 )
                 if owner.mode == "hang":
                     owner._release.wait()
+                    return
+                if owner.mode == "garbage":
+                    self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+                    self.close_connection = True
                     return
                 if owner.mode == "redirect" and self.path != "/elsewhere":
                     self.send_response(302)
