@@ -1,7 +1,8 @@
 """What is configured, running, due and failing: the data behind list-jobs, lists and check.
 
-Read-only apart from marking dead runs `interrupted`, and light: it must not import
-transfer or mail code, so that monitoring stays fast.
+Read-only, also when a run has died (runs.py shows its row as `interrupted` without
+writing), so that a status command answers at once even while a run holds the store's
+write lock. Light: it must not import transfer or mail code, so that monitoring stays fast.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ def open_store(config: Config) -> sqlite3.Connection | None:
     """The store, or None when no job has run yet (status commands create nothing)."""
     if "://" not in config.store and not Path(config.store).exists():
         return None
-    conn = store.connect(config.store)
-    runs.mark_interrupted(conn)
-    return conn
+    return store.connect(config.store)
 
 
 def job_states(
@@ -152,8 +151,10 @@ def problems(states: list[dict[str, Any]]) -> list[str]:
     for state in states:
         last = state["last_run"] or {}
         if state["state"] == "failing":
+            # A dead run shown as interrupted has no end time yet: its start stands in.
+            when = last.get("finished") or last.get("started")
             found.append(
-                f"{state['name']}: last run {last.get('status')} at {last.get('finished')}: "
+                f"{state['name']}: last run {last.get('status')} at {when}: "
                 f"{last.get('error') or 'no error recorded'}"
             )
         elif state["state"] == "overdue":

@@ -108,8 +108,8 @@ def _copy_store(src: Path, dest_dir: Path) -> None:
 def _last_run(config: Path, job: str, started_after: int) -> str | None:
     """The status `history` reports for the newest run of `job` with an id above `started_after`.
 
-    Going through the command (not SQL) checks what an operator sees: the look itself marks
-    a dead run interrupted.
+    Going through the command (not SQL) checks what an operator sees: a dead run reads
+    interrupted (the look writes nothing).
     """
     done = run_cli(config, "--json", "history", job, "--limit", "1")
     assert done.returncode == EXIT_OK, done.stderr
