@@ -144,7 +144,7 @@ def _run_locked(
         if not options.dry_run:
             result.run_id = runs.start(conn, job.name, job.type, started)
     except sqlite3.Error as exc:  # locked past the busy timeout, read-only, disk full
-        raise StoreError(f"cannot record the run in the store {config.store}: {exc}") from None
+        raise store.failure("cannot record the run in the store", config.store, exc) from None
     if workdir.clear_staging(config.work_dir, job.name):
         log.info("%s: removed staging files left by an interrupted run", job.name)
     ctx = RunContext(config, job, options, conn, result)

@@ -343,12 +343,11 @@ def check(settings: Settings) -> None:
     from campaign_sync import status
 
     config = settings.config(log_file_required=False)
-    states = status.job_states(config, status.open_store(config))
-    found = status.unusable_paths(config) + status.problems(states)
+    found = status.check_problems(config)
     if settings.as_json:
         output.emit_json({"ok": not found, "problems": found})
     else:
         click.echo(
-            "\n".join(found) if found else f"OK: {len(states)} jobs, none overdue or failing"
+            "\n".join(found) if found else f"OK: {len(config.jobs)} jobs, none overdue or failing"
         )
     sys.exit(EXIT_FAILED if found else 0)

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +179,50 @@ def recipient_digest(db: Path, list_name: str = "newsletter") -> tuple[int, str]
 
 def run_statuses(db: Path, job: str) -> list[str]:
     return [status for (status,) in query(db, "SELECT status FROM runs WHERE job = ?", (job,))]
+
+
+# --------------------------------------------------------------------------- a disk that fails
+
+
+@contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` as a fresh tmpfs of `size` (e.g. "600k"): a disk that really fills up.
+    Needs root (skips otherwise); always unmounted afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _mount_or_skip(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)])
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, timeout=60)
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """A folder (bind-mounted onto itself, read-only) or a file (immutable, chattr +i) that
+    nobody can write, root included. Skips where that cannot be done; always undone."""
+    if path.is_dir():
+        _mount_or_skip(["mount", "--bind", str(path), str(path)])
+        try:
+            _mount_or_skip(["mount", "-o", "remount,bind,ro", str(path)])
+            yield
+        finally:
+            subprocess.run(["umount", str(path)], check=True, timeout=60)
+        return
+    _mount_or_skip(["chattr", "+i", str(path)])
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True, timeout=60)
+
+
+def _mount_or_skip(argv: list[str]) -> None:
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip(f"`{argv[0]}` needs root")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        pytest.skip(f"`{' '.join(argv)}` is not possible here: {done.stderr.strip()}")
 
 
 # --------------------------------------------------------------------------- inputs

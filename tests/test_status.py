@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import SAMPLE, Workspace
+from faults import read_only
 
 
 def utc(days_ago: float) -> str:
@@ -285,3 +287,22 @@ def test_status_commands_read_a_dead_run_while_another_process_holds_the_write_l
     assert ws.query("SELECT status, error FROM runs WHERE pid = ?", (DEAD_PID,)) == [
         ("interrupted", dead)
     ]
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_check_names_a_store_that_runs_cannot_write(ws: Workspace, what: str) -> None:
+    """A store on a read-only file system, or a store file nobody may write: every run would
+    fail before it is recorded, so check says so (exit 1, as for its other problems)."""
+    ws.write_config(text=ws.config.read_text().replace("store: store.db", "store: data/store.db"))
+    prepared(ws)
+    data = ws.root / "data"
+    with read_only(data if what == "folder" else data / "store.db"):
+        done = ws.run("--json", "check")
+        plain = ws.run("check")
+    problem = {
+        "folder": f"store: {data} is on a read-only file system; runs cannot start",
+        "file": f"store: {data}/store.db is not writable for this user; runs cannot start",
+    }[what]
+    assert (done.returncode, done.stderr) == (1, "")
+    assert json.loads(done.stdout) == {"ok": False, "problems": [problem]}
+    assert (plain.returncode, plain.stdout) == (1, f"{problem}\n")
