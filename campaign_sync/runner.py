@@ -16,7 +16,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -162,6 +162,13 @@ def _run_locked(
     except OSError as exc:
         # The machine, not the data: a full disk, a permission, a vanished folder.
         _fail(result, _os_error(exc), EXIT_FAILED)
+    except sqlite3.Error as exc:
+        # The store refused a write (a full disk or an I/O error at the COMMIT, a lock held
+        # past the busy timeout): nothing of the failed transaction was kept.
+        _rollback(conn)
+        problem = store.failure("cannot write to the store", config.store, exc)
+        _fail(result, str(problem), EXIT_FAILED)
+        _unfinish(result)
     except KeyboardInterrupt:
         # Ctrl-C, or SIGTERM from cron's `timeout`: open transactions are rolled back by now.
         _interrupted(ctx)
@@ -178,8 +185,7 @@ def _interrupted(ctx: RunContext) -> None:
     """Record an interrupt as what it interrupted: before the commit nothing changed; after
     it (archiving the remote file, notices) the run stands and only its tail is missing."""
     result, conn = ctx.result, ctx.conn
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
+    _rollback(conn)
     committed = (
         result.run_id is not None
         and conn.execute(
@@ -199,8 +205,21 @@ def _interrupted(ctx: RunContext) -> None:
         reason = "interrupted; the run was rolled back and recorded"
     _fail(result, reason, EXIT_FAILED)
     result.status = "interrupted"
-    # A finish set inside the transaction the interrupt rolled back did not happen.
+    _unfinish(result)
+
+
+def _unfinish(result: RunResult) -> None:
+    """Forget a finish set inside a transaction that was then rolled back: it did not
+    happen, and _close must record the run's real end."""
     result.finished = result.duration_seconds = None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a transaction an error or interrupt left open. SQLite may already have rolled it
+    back itself (after a failed COMMIT, say), which is just as good."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _os_error(exc: OSError) -> str:
@@ -256,9 +275,18 @@ def _summary(result: RunResult) -> str:
 
 
 def _record(ctx: RunContext) -> None:
-    if ctx.result.run_id is not None:
+    """Write the run's outcome. When the store refuses even that (the disk is still full),
+    the run says so; its `running` row is then marked by the next run."""
+    result = ctx.result
+    if result.run_id is None:
+        return
+    try:
         with store.transaction(ctx.conn):
-            runs.finish(ctx.conn, ctx.result)
+            runs.finish(ctx.conn, result)
+    except sqlite3.Error as exc:
+        problem = store.failure("cannot record the run in the store", ctx.config.store, exc)
+        result.warnings.append(str(problem))
+        log.warning("%s", problem)
 
 
 def _scrub(config: Config, result: RunResult) -> None:

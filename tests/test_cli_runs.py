@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE, Workspace
-from faults import query, read_only
+from faults import integrity, query, read_only, small_disk
 from webhook_server import WebhookTestServer
 
 TODAY = datetime.datetime.now(datetime.timezone.utc).astimezone().strftime("%Y%m%d")
@@ -701,3 +701,36 @@ def test_a_store_that_is_no_store_is_exit_2_for_every_command(
     assert (done.returncode, done.stderr) == (2, f"campaign-sync: error: {error}\n")
     assert json.loads(done.stdout) == {"error": error, "exit_code": 2}
     assert ws.store.read_bytes() == GARBAGE
+
+
+def test_a_full_disk_at_the_commit_is_a_failed_run_with_one_line_and_a_notice(
+    ws: Workspace,
+) -> None:
+    """The store's disk fills up as the import commits: a failed run, recorded as such (not
+    left to read `interrupted` later), a notice, the store as before."""
+    disk = ws.root / "disk"
+    db = disk / "store.db"
+    rows = "".join(f"user{n}@example.com;Vorname {n};Nachname {n};\n" for n in range(20_000))
+    with WebhookTestServer() as hook, small_disk(disk, "600k"):
+        _with_webhook(ws, hook.url, str(db))
+        drop_for(ws, "20261101", SAMPLE)
+        assert ws.run("import", "newsletter-import", "--date", "2026-11-01").returncode == 0
+        before = query(db, "SELECT email, status, fields FROM recipients ORDER BY email")
+        drop_for(ws, "20261102", "E-Mail;Vorname;Nachname;DOI\n" + rows)  # ~2 MB of pages
+        done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-02")
+        history = json.loads(ws.run("--json", "history").stdout)
+        assert integrity(db) == "ok"
+        after = query(db, "SELECT email, status, fields FROM recipients ORDER BY email")
+        notices = [request.json for request in hook.requests]
+    error = (
+        f"cannot write to the store {db}: the disk is full; free space there and run the job again"
+    )
+    assert (done.returncode, done.stderr) == (1, f"campaign-sync: error: {error}\n")
+    run = json.loads(done.stdout)
+    assert (run["status"], run["error"], run["warnings"]) == ("failed", error, [])
+    assert after == before
+    assert [(r["status"], r["error"]) for r in history] == [("failed", error), ("succeeded", None)]
+    assert [(n["status"], n["error"]) for n in notices] == [
+        ("succeeded", None),
+        ("failed", error),
+    ]
