@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import runs, store, workdir
+from . import interrupts, runs, store, workdir
 from .config import Config, JobConfig
 from .errors import (
     EXIT_FAILED,
@@ -87,11 +87,12 @@ def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunRes
     if options.output is not None:
         _check_output(options.output)
     with _notified_if_it_cannot_start(config, job, options), runs.job_lock(config.work_dir, name):
-        conn = store.connect(_store_location(config, options))
+        with interrupts.interruptible():  # waiting out a busy store can be stopped
+            conn = store.connect(_store_location(config, options))
         try:
             return _run_locked(config, job, options, conn)
         finally:
-            conn.close()
+            conn.close()  # outside interruptible(): a signal here is only noted
 
 
 def _store_location(config: Config, options: RunOptions) -> str:
@@ -117,10 +118,7 @@ def _notified_if_it_cannot_start(
         _fail(result, str(exc), exc.exit_code)
         result.finished = result.started
         _scrub(config, result)
-        from .notify import notify, should_notify
-
-        if should_notify(job, result):
-            notify(config, job, result, log=log)
+        _notify(config, job, result)
         raise
 
 
@@ -136,13 +134,14 @@ def _run_locked(
     config: Config, job: JobConfig, options: RunOptions, conn: sqlite3.Connection
 ) -> RunResult:
     try:
-        runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
-        started = store.now()
-        result = RunResult(
-            job=job.name, job_type=job.type, started=started, dry_run=options.dry_run
-        )
-        if not options.dry_run:
-            result.run_id = runs.start(conn, job.name, job.type, started)
+        with interrupts.interruptible():
+            runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
+            started = store.now()
+            result = RunResult(
+                job=job.name, job_type=job.type, started=started, dry_run=options.dry_run
+            )
+            if not options.dry_run:
+                result.run_id = runs.start(conn, job.name, job.type, started)
     except sqlite3.Error as exc:  # locked past the busy timeout, read-only, disk full
         raise store.failure("cannot record the run in the store", config.store, exc) from None
     if workdir.clear_staging(config.work_dir, job.name):
@@ -151,12 +150,13 @@ def _run_locked(
     clock = time.monotonic()
     log.info("%s: started%s", job.name, _run_label(result))
     try:
-        if job.kind == "import":
-            _import(ctx)
-        elif job.kind == "export":
-            _export(ctx)
-        else:
-            _dispatch(ctx)
+        with interrupts.interruptible():  # windows 2 and 4 of interrupts.py
+            if job.kind == "import":
+                _import(ctx)
+            elif job.kind == "export":
+                _export(ctx)
+            else:
+                _dispatch(ctx)
     except CampaignSyncError as exc:
         _fail(result, str(exc), exc.exit_code)
     except OSError as exc:
@@ -170,7 +170,8 @@ def _run_locked(
         _fail(result, str(problem), EXIT_FAILED)
         _unfinish(result)
     except KeyboardInterrupt:
-        # Ctrl-C, or SIGTERM from cron's `timeout`: open transactions are rolled back by now.
+        # Ctrl-C, or SIGTERM from cron's `timeout`: the store says whether it came before
+        # the commit or after it.
         _interrupted(ctx)
     except BaseException as exc:
         # A bug: record it, then let it propagate with its traceback.
@@ -182,8 +183,9 @@ def _run_locked(
 
 
 def _interrupted(ctx: RunContext) -> None:
-    """Record an interrupt as what it interrupted: before the commit nothing changed; after
-    it (archiving the remote file, notices) the run stands and only its tail is missing."""
+    """Report an interrupt as what the store holds, wherever it landed: a run whose row says
+    `succeeded` had its commit return and stands (only its tail, archiving the remote file,
+    is missing); anything else was rolled back and is recorded `interrupted`."""
     result, conn = ctx.result, ctx.conn
     _rollback(conn)
     committed = (
@@ -242,16 +244,15 @@ def _close(ctx: RunContext, clock: float) -> None:
         result.finished = store.now()
         result.duration_seconds = round(time.monotonic() - clock, 3)
         _record(ctx)
-    from .notify import notify, should_notify
-
-    if should_notify(ctx.job, result):
-        warned = len(result.warnings)
-        try:
-            notify(ctx.config, ctx.job, result, log=log)
-        except KeyboardInterrupt:  # the run itself is recorded; only its notice is cut short
-            result.warnings.append("interrupted while the notices were being sent")
-        if len(result.warnings) != warned:
-            _record(ctx)  # keep the notice's warnings with the run
+    warned = len(result.warnings)
+    if not _notify(ctx.config, ctx.job, result):
+        # The run itself is recorded; only its notice was cut short.
+        result.warnings.append("interrupted while the notices were being sent")
+    late = interrupts.late()
+    if late:
+        result.warnings.append(late)
+    if len(result.warnings) != warned:
+        _record(ctx)  # keep the notice's warnings with the run
     # INFO: a record for the log file; the CLI itself reports a failure on stderr.
     log.info(
         "%s: %s%s in %.2f s%s",
@@ -261,6 +262,21 @@ def _close(ctx: RunContext, clock: float) -> None:
         result.duration_seconds or 0.0,
         _summary(result),
     )
+
+
+def _notify(config: Config, job: JobConfig, result: RunResult) -> bool:
+    """Send the run's notices if it calls for any; False if a signal stopped them (a hanging
+    mail server must not keep a stopped job alive)."""
+    from .notify import notify, should_notify
+
+    if not should_notify(job, result):
+        return True
+    try:
+        with interrupts.interruptible():
+            notify(config, job, result, log=log)
+    except KeyboardInterrupt:
+        return False
+    return True
 
 
 def _run_label(result: RunResult) -> str:
