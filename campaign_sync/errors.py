@@ -70,7 +70,14 @@ class HostKeyError(TransferError):
 
 
 class StoreError(CampaignSyncError):
-    """The store cannot be opened or is of an unknown schema version."""
+    """The store failed a run: locked past the busy timeout, a full disk, an I/O error."""
+
+
+class StoreUnusable(StoreError):
+    """The store cannot be used at all (not a store, unreadable, read-only, newer schema):
+    like an unusable path in the config, nothing ran (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class MailError(CampaignSyncError):

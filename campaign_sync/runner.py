@@ -16,12 +16,12 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import runs, store, workdir
+from . import interrupts, runs, store, workdir
 from .config import Config, JobConfig
 from .errors import (
     EXIT_FAILED,
@@ -87,11 +87,12 @@ def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunRes
     if options.output is not None:
         _check_output(options.output)
     with _notified_if_it_cannot_start(config, job, options), runs.job_lock(config.work_dir, name):
-        conn = store.connect(_store_location(config, options))
+        with interrupts.interruptible():  # waiting out a busy store can be stopped
+            conn = store.connect(_store_location(config, options))
         try:
             return _run_locked(config, job, options, conn)
         finally:
-            conn.close()
+            conn.close()  # outside interruptible(): a signal here is only noted
 
 
 def _store_location(config: Config, options: RunOptions) -> str:
@@ -117,10 +118,7 @@ def _notified_if_it_cannot_start(
         _fail(result, str(exc), exc.exit_code)
         result.finished = result.started
         _scrub(config, result)
-        from .notify import notify, should_notify
-
-        if should_notify(job, result):
-            notify(config, job, result, log=log)
+        _notify(config, job, result)
         raise
 
 
@@ -136,34 +134,44 @@ def _run_locked(
     config: Config, job: JobConfig, options: RunOptions, conn: sqlite3.Connection
 ) -> RunResult:
     try:
-        runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
-        started = store.now()
-        result = RunResult(
-            job=job.name, job_type=job.type, started=started, dry_run=options.dry_run
-        )
-        if not options.dry_run:
-            result.run_id = runs.start(conn, job.name, job.type, started)
+        with interrupts.interruptible():
+            runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
+            started = store.now()
+            result = RunResult(
+                job=job.name, job_type=job.type, started=started, dry_run=options.dry_run
+            )
+            if not options.dry_run:
+                result.run_id = runs.start(conn, job.name, job.type, started)
     except sqlite3.Error as exc:  # locked past the busy timeout, read-only, disk full
-        raise StoreError(f"cannot record the run in the store {config.store}: {exc}") from None
+        raise store.failure("cannot record the run in the store", config.store, exc) from None
     if workdir.clear_staging(config.work_dir, job.name):
         log.info("%s: removed staging files left by an interrupted run", job.name)
     ctx = RunContext(config, job, options, conn, result)
     clock = time.monotonic()
     log.info("%s: started%s", job.name, _run_label(result))
     try:
-        if job.kind == "import":
-            _import(ctx)
-        elif job.kind == "export":
-            _export(ctx)
-        else:
-            _dispatch(ctx)
+        with interrupts.interruptible():  # windows 2 and 4 of interrupts.py
+            if job.kind == "import":
+                _import(ctx)
+            elif job.kind == "export":
+                _export(ctx)
+            else:
+                _dispatch(ctx)
     except CampaignSyncError as exc:
         _fail(result, str(exc), exc.exit_code)
     except OSError as exc:
         # The machine, not the data: a full disk, a permission, a vanished folder.
         _fail(result, _os_error(exc), EXIT_FAILED)
+    except sqlite3.Error as exc:
+        # The store refused a write (a full disk or an I/O error at the COMMIT, a lock held
+        # past the busy timeout): nothing of the failed transaction was kept.
+        _rollback(conn)
+        problem = store.failure("cannot write to the store", config.store, exc)
+        _fail(result, str(problem), EXIT_FAILED)
+        _unfinish(result)
     except KeyboardInterrupt:
-        # Ctrl-C, or SIGTERM from cron's `timeout`: open transactions are rolled back by now.
+        # Ctrl-C, or SIGTERM from cron's `timeout`: the store says whether it came before
+        # the commit or after it.
         _interrupted(ctx)
     except BaseException as exc:
         # A bug: record it, then let it propagate with its traceback.
@@ -175,11 +183,11 @@ def _run_locked(
 
 
 def _interrupted(ctx: RunContext) -> None:
-    """Record an interrupt as what it interrupted: before the commit nothing changed; after
-    it (archiving the remote file, notices) the run stands and only its tail is missing."""
+    """Report an interrupt as what the store holds, wherever it landed: a run whose row says
+    `succeeded` had its commit return and stands (only its tail, archiving the remote file,
+    is missing); anything else was rolled back and is recorded `interrupted`."""
     result, conn = ctx.result, ctx.conn
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
+    _rollback(conn)
     committed = (
         result.run_id is not None
         and conn.execute(
@@ -199,8 +207,21 @@ def _interrupted(ctx: RunContext) -> None:
         reason = "interrupted; the run was rolled back and recorded"
     _fail(result, reason, EXIT_FAILED)
     result.status = "interrupted"
-    # A finish set inside the transaction the interrupt rolled back did not happen.
+    _unfinish(result)
+
+
+def _unfinish(result: RunResult) -> None:
+    """Forget a finish set inside a transaction that was then rolled back: it did not
+    happen, and _close must record the run's real end."""
     result.finished = result.duration_seconds = None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a transaction an error or interrupt left open. SQLite may already have rolled it
+    back itself (after a failed COMMIT, say), which is just as good."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _os_error(exc: OSError) -> str:
@@ -223,16 +244,15 @@ def _close(ctx: RunContext, clock: float) -> None:
         result.finished = store.now()
         result.duration_seconds = round(time.monotonic() - clock, 3)
         _record(ctx)
-    from .notify import notify, should_notify
-
-    if should_notify(ctx.job, result):
-        warned = len(result.warnings)
-        try:
-            notify(ctx.config, ctx.job, result, log=log)
-        except KeyboardInterrupt:  # the run itself is recorded; only its notice is cut short
-            result.warnings.append("interrupted while the notices were being sent")
-        if len(result.warnings) != warned:
-            _record(ctx)  # keep the notice's warnings with the run
+    warned = len(result.warnings)
+    if not _notify(ctx.config, ctx.job, result):
+        # The run itself is recorded; only its notice was cut short.
+        result.warnings.append("interrupted while the notices were being sent")
+    late = interrupts.late()
+    if late:
+        result.warnings.append(late)
+    if len(result.warnings) != warned:
+        _record(ctx)  # keep the notice's warnings with the run
     # INFO: a record for the log file; the CLI itself reports a failure on stderr.
     log.info(
         "%s: %s%s in %.2f s%s",
@@ -242,6 +262,21 @@ def _close(ctx: RunContext, clock: float) -> None:
         result.duration_seconds or 0.0,
         _summary(result),
     )
+
+
+def _notify(config: Config, job: JobConfig, result: RunResult) -> bool:
+    """Send the run's notices if it calls for any; False if a signal stopped them (a hanging
+    mail server must not keep a stopped job alive)."""
+    from .notify import notify, should_notify
+
+    if not should_notify(job, result):
+        return True
+    try:
+        with interrupts.interruptible():
+            notify(config, job, result, log=log)
+    except KeyboardInterrupt:
+        return False
+    return True
 
 
 def _run_label(result: RunResult) -> str:
@@ -256,9 +291,18 @@ def _summary(result: RunResult) -> str:
 
 
 def _record(ctx: RunContext) -> None:
-    if ctx.result.run_id is not None:
+    """Write the run's outcome. When the store refuses even that (the disk is still full),
+    the run says so; its `running` row is then marked by the next run."""
+    result = ctx.result
+    if result.run_id is None:
+        return
+    try:
         with store.transaction(ctx.conn):
-            runs.finish(ctx.conn, ctx.result)
+            runs.finish(ctx.conn, result)
+    except sqlite3.Error as exc:
+        problem = store.failure("cannot record the run in the store", ctx.config.store, exc)
+        result.warnings.append(str(problem))
+        log.warning("%s", problem)
 
 
 def _scrub(config: Config, result: RunResult) -> None:

@@ -2,9 +2,10 @@
 
 A run is recorded as `running` (committed at once, so status commands see it), then
 finished in the same transaction as the data it changed. A process that died leaves a
-`running` row behind; it is marked `interrupted` by the next look that can prove the
-process is gone (the pid no longer exists on this host, or the job's lock is free
-because we hold it ourselves).
+`running` row behind. Status commands only read: they show such a row as `interrupted`
+when its pid no longer exists on this host, and never wait for the store's write lock to
+say so. The next run of any job writes it (`mark_interrupted`), and for its own job it
+needs no pid: it holds the job's lock, so no other run of the job is alive.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 from . import store
 from .errors import ConfigError, JobLocked
 from .result import FileInfo, RunResult
+
+DEAD_RUN_ERROR = "the process ended before the run finished"
 
 
 @contextmanager
@@ -104,9 +107,7 @@ def mark_interrupted(conn: sqlite3.Connection, job: str | None = None) -> None:
     ).fetchall()
     here = socket.gethostname()
     dead = [
-        run_id
-        for run_id, run_job, pid, host in rows
-        if run_job == job or (host == here and not process_alive(pid))
+        run_id for run_id, run_job, pid, host in rows if run_job == job or _gone(pid, host, here)
     ]
     if not dead:
         return
@@ -114,10 +115,14 @@ def mark_interrupted(conn: sqlite3.Connection, job: str | None = None) -> None:
     with store.transaction(conn):
         conn.executemany(
             "UPDATE runs SET status = 'interrupted', finished = ?, "
-            "error = coalesce(error, 'the process ended before the run finished') "
-            "WHERE id = ? AND status = 'running'",
-            [(finished, run_id) for run_id in dead],
+            "error = coalesce(error, ?) WHERE id = ? AND status = 'running'",
+            [(finished, DEAD_RUN_ERROR, run_id) for run_id in dead],
         )
+
+
+def _gone(pid: int | None, host: str | None, here: str) -> bool:
+    """Whether a run's process is known to be gone (only a pid on this host can be checked)."""
+    return host == here and not process_alive(pid)
 
 
 def process_alive(pid: int | None) -> bool:
@@ -179,7 +184,7 @@ def latest_per_job(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
 
 def running(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     found = _select(conn, "SELECT * FROM runs WHERE status = 'running' ORDER BY id")
-    return {record["job"]: record for record in found}
+    return {record["job"]: record for record in found if record["status"] == "running"}
 
 
 def _select(
@@ -187,7 +192,17 @@ def _select(
 ) -> list[dict[str, Any]]:
     cursor = conn.cursor()
     cursor.row_factory = sqlite3.Row
-    return [_as_dict(row) for row in cursor.execute(query, params).fetchall()]
+    here = socket.gethostname()
+    return [_as_seen(_as_dict(row), here) for row in cursor.execute(query, params).fetchall()]
+
+
+def _as_seen(record: dict[str, Any], here: str) -> dict[str, Any]:
+    """A run as it is: a `running` row whose process is gone reads `interrupted`, as the
+    next run will record it (reading it so takes no write, so no wait for a busy store)."""
+    if record["status"] == "running" and _gone(record["pid"], record["host"], here):
+        record["status"] = "interrupted"
+        record["error"] = record["error"] or DEAD_RUN_ERROR
+    return record
 
 
 def _as_dict(raw: sqlite3.Row) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """What is configured, running, due and failing: the data behind list-jobs, lists and check.
 
-Read-only apart from marking dead runs `interrupted`, and light: it must not import
-transfer or mail code, so that monitoring stays fast.
+Read-only, also when a run has died (runs.py shows its row as `interrupted` without
+writing), so that a status command answers at once even while a run holds the store's
+write lock. Light: it must not import transfer or mail code, so that monitoring stays fast.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import runs, store
 from .config import Config, JobConfig
+from .errors import StoreError
 from .schedule import is_overdue, parse, zone
 
 
@@ -21,9 +23,7 @@ def open_store(config: Config) -> sqlite3.Connection | None:
     """The store, or None when no job has run yet (status commands create nothing)."""
     if "://" not in config.store and not Path(config.store).exists():
         return None
-    conn = store.connect(config.store)
-    runs.mark_interrupted(conn)
-    return conn
+    return store.connect(config.store)
 
 
 def job_states(
@@ -146,14 +146,30 @@ def _moment(stamp: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(stamp)
 
 
+def check_problems(config: Config) -> list[str]:
+    """Everything `check` alerts on: places runs cannot write, then overdue or failing jobs.
+    A store that runs cannot write may not be readable either (a read-only folder leaves
+    SQLite no room for its -shm file): then its line says enough and the jobs go unread."""
+    found = unusable_paths(config)
+    try:
+        conn = open_store(config)
+    except StoreError:
+        if any(problem.startswith("store: ") for problem in found):
+            return found
+        raise
+    return found + problems(job_states(config, conn))
+
+
 def problems(states: list[dict[str, Any]]) -> list[str]:
     """One line per job that monitoring should alert on."""
     found = []
     for state in states:
         last = state["last_run"] or {}
         if state["state"] == "failing":
+            # A dead run shown as interrupted has no end time yet: its start stands in.
+            when = last.get("finished") or last.get("started")
             found.append(
-                f"{state['name']}: last run {last.get('status')} at {last.get('finished')}: "
+                f"{state['name']}: last run {last.get('status')} at {when}: "
                 f"{last.get('error') or 'no error recorded'}"
             )
         elif state["state"] == "overdue":
@@ -172,9 +188,21 @@ def unusable_paths(config: Config) -> list[str]:
         problem = _unwritable(folder)
         if problem:
             found.append(f"{key}: {folder} {problem}; runs cannot start")
+        elif key == "store":
+            found += _unwritable_store_files(Path(config.store))
     if config.log_file is not None and config.log_file.is_dir():
         found.append(f"log_file: {config.log_file} is a folder; runs cannot start")
     return found
+
+
+def _unwritable_store_files(path: Path) -> list[str]:
+    """The store file and its -wal/-shm companions, where they exist and this user could
+    not write them: every run would fail at its first write, before it is recorded."""
+    return [
+        f"store: {file} {_not_writable(file)}; runs cannot start"
+        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+        if file.is_file() and not os.access(file, os.W_OK)
+    ]
 
 
 def _unwritable(folder: Path) -> str | None:
@@ -187,8 +215,16 @@ def _unwritable(folder: Path) -> str | None:
     if not existing.is_dir():
         return f"cannot be made: {existing} is not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
-        return f"is not writable ({existing})"
+        where = "" if existing == folder else f" ({existing})"
+        return _not_writable(existing) + where
     return None
+
+
+def _not_writable(path: Path) -> str:
+    """Why this user cannot write `path`, as far as can be told without trying."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return "is on a read-only file system"
+    return "is not writable for this user"
 
 
 def list_counts(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, StoreError, StoreUnusable
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -209,8 +209,66 @@ def connect(location: str, *, create: bool = True) -> sqlite3.Connection:
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB, bounded whatever the list size
         _migrate(conn, path)
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open store {path}: {exc}") from None
+        raise failure("cannot open the store", path, exc) from None
     return conn
+
+
+# What an SQLite error means to the operator, by its primary result code: the reason in our
+# words, what to do, and whether the store is unusable as configured (exit 2, like a bad path)
+# or only this run failed (exit 1). Python 3.10 gives no code: its message is matched instead.
+_USER = "the user the jobs run as"
+_MEANINGS: dict[int, tuple[str, str, bool]] = {
+    5: (
+        "another process held its write lock past the busy timeout ({seconds:g} s)",
+        "find it with `fuser {path}` (often an open sqlite3 shell) and run the job again",
+        False,
+    ),
+    8: (
+        "it is read-only for this user",
+        f"make the file, its folder and any -wal/-shm files beside it writable for {_USER}",
+        True,
+    ),
+    10: ("reading or writing the disk failed (I/O error)", "check the disk", False),
+    11: ("the file is damaged", "restore the store from a backup", True),
+    13: ("the disk is full", "free space there and run the job again", False),
+    14: (
+        "the file cannot be opened",
+        f"make it and its folder readable and writable for {_USER}",
+        True,
+    ),
+    23: ("access was refused", f"make the file readable and writable for {_USER}", True),
+    26: (
+        "the file is not a campaign-sync store (not an SQLite database)",
+        "set `store` to the store's file",
+        True,
+    ),
+}
+_MEANINGS[6] = _MEANINGS[5]  # SQLITE_LOCKED: the same to an operator as SQLITE_BUSY
+_MEANINGS[3] = _MEANINGS[23]  # SQLITE_PERM
+_CODES_BY_TEXT = {
+    "database is locked": 5,
+    "attempt to write a readonly database": 8,
+    "disk I/O error": 10,
+    "database disk image is malformed": 11,
+    "database or disk is full": 13,
+    "unable to open database file": 14,
+    "file is not a database": 26,
+}
+
+
+def failure(doing: str, location: str | Path, exc: sqlite3.Error) -> StoreError:
+    """The one-line error for `exc`, met while `doing` something with the store at
+    `location`: what failed, where, why in plain words, and what to do."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    code = _CODES_BY_TEXT.get(str(exc), -1) if code is None else code & 0xFF
+    meaning = _MEANINGS.get(code)
+    if meaning is None:  # a bug rather than the machine: name the code, not a sentence
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        return StoreError(f"{doing} {location}: unexpected SQLite error {name}")
+    reason, action, unusable = meaning
+    fill = {"seconds": BUSY_TIMEOUT_MS / 1000, "path": location}
+    message = f"{doing} {location}: {reason.format(**fill)}; {action.format(**fill)}"
+    return StoreUnusable(message) if unusable else StoreError(message)
 
 
 def _create_private(path: Path) -> None:
@@ -246,7 +304,7 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise StoreError(
+        raise StoreUnusable(
             f"store {path} has schema version {version}, newer than this campaign-sync "
             f"understands ({SCHEMA_VERSION}); upgrade campaign-sync"
         )

@@ -7,7 +7,6 @@ turns them into one clear line and the exit code SPEC gives.
 from __future__ import annotations
 
 import datetime
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -99,7 +98,9 @@ def engine_call(function: F) -> F:
         except CampaignSyncError as exc:
             fail(settings, str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            fail(settings, "interrupted; the run was rolled back and recorded", EXIT_FAILED)
+            # A run decides its own report from the store (see campaign_sync.interrupts);
+            # what reaches here stopped before any run was recorded, or a status command.
+            fail(settings, "interrupted before anything was changed", EXIT_FAILED)
 
     wrapper.__name__ = function.__name__
     wrapper.__doc__ = function.__doc__
@@ -164,19 +165,22 @@ def _parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def _run(settings: Settings, name: str, kind: str, **options: Any) -> None:
+    from campaign_sync import interrupts
     from campaign_sync.runner import RunOptions, run_job
 
     config = settings.config()
     progress = not (settings.as_json or settings.quiet)
-    # cron and `timeout` stop jobs with SIGTERM: roll back and record it like Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # cron and `timeout` stop jobs with SIGTERM: handled like Ctrl-C, where a run can stop.
+    interrupts.install()
     result = run_job(config, name, kind, RunOptions(progress=progress, **options))
+    late = interrupts.late()  # e.g. while the store was being closed
+    if late:
+        result.warnings.append(late)
     output.show_run(result, settings.as_json, quiet=settings.quiet)
+    late = interrupts.late()  # while the result was being printed: it is out, say so aside
+    if late:
+        click.echo(f"campaign-sync: warning: {late}", err=True)
     sys.exit(result.exit_code)
-
-
-def _interrupt(_signum: int, _frame: Any) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 @main.command("import")
@@ -347,12 +351,11 @@ def check(settings: Settings) -> None:
     from campaign_sync import status
 
     config = settings.config(log_file_required=False)
-    states = status.job_states(config, status.open_store(config))
-    found = status.unusable_paths(config) + status.problems(states)
+    found = status.check_problems(config)
     if settings.as_json:
         output.emit_json({"ok": not found, "problems": found})
     else:
         click.echo(
-            "\n".join(found) if found else f"OK: {len(states)} jobs, none overdue or failing"
+            "\n".join(found) if found else f"OK: {len(config.jobs)} jobs, none overdue or failing"
         )
     sys.exit(EXIT_FAILED if found else 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -86,8 +87,14 @@ class Workspace:
         return path
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        """Run the CLI in-process, the way sqlite-utils tests do."""
-        return CliRunner().invoke(main, ["--config", str(self.config), *args], env=env)
+        """Run the CLI in-process, the way sqlite-utils tests do. A run installs its own
+        SIGINT/SIGTERM handlers; pytest gets its own back, so Ctrl-C still stops it."""
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return CliRunner().invoke(main, ["--config", str(self.config), *args], env=env)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
 
     def run(
         self, *args: str, env: dict[str, str] | None = None, **kw: Any

@@ -18,7 +18,8 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,19 @@ def shim_dir() -> Path:
     return _SHIM
 
 
-def cli_argv(*args: str) -> list[str]:
-    """argv that runs this tree's `campaign-sync` with `args`, as cron would run the script."""
+def cli_argv(*args: str, signal_at: str | None = None) -> list[str]:
+    """argv that runs this tree's `campaign-sync` with `args`, as cron would run the script;
+    with `signal_at`, the child sends itself SIGTERM at that point (see arm_signal)."""
+    arm = (
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import faults; faults.arm_signal({signal_at!r}); "
+        if signal_at
+        else ""
+    )
     code = (
         f"import sys; sys.path.insert(0, {str(shim_dir())!r}); "
         "sys.argv[0] = 'campaign-sync'; "
-        "from campaign_sync_cli.main import main; main()"
+        f"{arm}from campaign_sync_cli.main import main; main()"
     )
     return [sys.executable, "-c", code, *args]
 
@@ -67,9 +75,10 @@ def run_cli(
     env: dict[str, str] | None = None,
     timeout: float = 120,
     stdin: bytes | None = None,
+    signal_at: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cli_argv("--config", str(config), *args),
+        cli_argv("--config", str(config), *args, signal_at=signal_at),
         capture_output=True,
         text=True,
         env=child_env(env),
@@ -102,6 +111,88 @@ def json_out(proc: subprocess.CompletedProcess[str]) -> Any:
             f"stdout is not one JSON document (exit {proc.returncode}):\n"
             f"{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
         ) from None
+
+
+# --------------------------------------------------------------------------- a signal at a point
+
+
+# Where a run can be told to stop, in the order it passes them. Each is a real moment of a
+# real run; the signal is raised in the process itself (signal.raise_signal runs the handler
+# before it returns), so it lands exactly there, every time.
+SIGNAL_POINTS = (
+    "start",  # recording the run as `running`
+    "before-commit",  # the import's data and its `succeeded` record written, not committed
+    "after-commit",  # that COMMIT has just returned
+    "after-action",  # archiving or deleting the source file
+    "finishing",  # recording the outcome and logging it
+    "notice",  # sending the notices
+    "close",  # closing the store's connection
+    "output",  # printing the result
+)
+
+
+def arm_signal(point: str) -> None:
+    """In a child about to run the CLI: SIGTERM itself once, at `point` of SIGNAL_POINTS."""
+    assert point in SIGNAL_POINTS, point
+    fired: list[str] = []
+
+    def fire(at: str) -> None:
+        if at == point and not fired:
+            fired.append(at)
+            signal.raise_signal(signal.SIGTERM)
+
+    _signal_at_commit(fire)
+    from campaign_sync_cli import output
+
+    from campaign_sync import notify, runner, runs
+
+    for module, name, at in (
+        (runs, "start", "start"),
+        (runner, "_after", "after-action"),
+        (runner, "_close", "finishing"),
+        (notify, "notify", "notice"),
+        (output, "show_run", "output"),
+    ):
+        _signal_on_entry(module, name, lambda at=at: fire(at))
+
+
+def _signal_on_entry(module: Any, name: str, fire: Any) -> None:
+    original = getattr(module, name)
+
+    def entered(*args: Any, **kwargs: Any) -> Any:
+        fire()
+        return original(*args, **kwargs)
+
+    setattr(module, name, entered)
+
+
+def _signal_at_commit(fire: Any) -> None:
+    """Connections that signal around the COMMIT that makes a run `succeeded`, and in close."""
+
+    class Connection(sqlite3.Connection):
+        finishing = False  # the open transaction records a succeeded run
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql.startswith("UPDATE runs SET status = ?") and args[0][0] == "succeeded":
+                self.finishing = True
+            if sql != "COMMIT" or not self.finishing:
+                return super().execute(sql, *args)
+            fire("before-commit")
+            cursor = super().execute(sql, *args)
+            self.finishing = False
+            fire("after-commit")
+            return cursor
+
+        def close(self) -> None:
+            fire("close")
+            super().close()
+
+    connect = sqlite3.connect
+
+    def connect_signalling(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return connect(*args, factory=Connection, **kwargs)
+
+    sqlite3.connect = connect_signalling  # type: ignore[assignment]
 
 
 # --------------------------------------------------------------------------- kill mid-run
@@ -215,6 +306,50 @@ def recipient_digest(db: Path, list_name: str = "newsletter") -> tuple[int, str]
 
 def run_statuses(db: Path, job: str) -> list[str]:
     return [status for (status,) in query(db, "SELECT status FROM runs WHERE job = ?", (job,))]
+
+
+# --------------------------------------------------------------------------- a disk that fails
+
+
+@contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` as a fresh tmpfs of `size` (e.g. "600k"): a disk that really fills up.
+    Needs root (skips otherwise); always unmounted afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _mount_or_skip(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)])
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, timeout=60)
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """A folder (bind-mounted onto itself, read-only) or a file (immutable, chattr +i) that
+    nobody can write, root included. Skips where that cannot be done; always undone."""
+    if path.is_dir():
+        _mount_or_skip(["mount", "--bind", str(path), str(path)])
+        try:
+            _mount_or_skip(["mount", "-o", "remount,bind,ro", str(path)])
+            yield
+        finally:
+            subprocess.run(["umount", str(path)], check=True, timeout=60)
+        return
+    _mount_or_skip(["chattr", "+i", str(path)])
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True, timeout=60)
+
+
+def _mount_or_skip(argv: list[str]) -> None:
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip(f"`{argv[0]}` needs root")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        pytest.skip(f"`{' '.join(argv)}` is not possible here: {done.stderr.strip()}")
 
 
 # --------------------------------------------------------------------------- inputs

@@ -99,12 +99,15 @@ def test_a_store_that_cannot_be_opened_still_sends_the_failure_notice(
     ws.store.write_bytes(b"not a database at all " * 100)
     ws.drop("/import/newsletter_20261101.csv", SAMPLE)
     done = ws.run("import", "newsletter-import", "--date", "2026-11-01")
-    assert done.returncode == 1
-    assert "file is not a database" in done.stderr
+    error = (
+        f"cannot open the store {ws.store}: the file is not a campaign-sync store (not an SQLite "
+        "database); set `store` to the store's file"
+    )
+    assert (done.returncode, done.stderr) == (2, f"campaign-sync: error: {error}\n")
     assert len(smtp.messages) == 1
     notice = smtp.messages[0]
     assert notice.message["Subject"].startswith("[campaign-sync] newsletter-import FAILED")
-    assert "file is not a database" in notice.text
+    assert error in notice.text
 
 
 def test_a_failing_webhook_is_one_warning_line_and_the_run_stands(

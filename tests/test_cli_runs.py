@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE, Workspace
+from faults import integrity, query, read_only, small_disk
+from webhook_server import WebhookTestServer
 
 TODAY = datetime.datetime.now(datetime.timezone.utc).astimezone().strftime("%Y%m%d")
 
@@ -630,5 +632,105 @@ def test_a_store_locked_past_the_busy_timeout_fails_with_one_line_and_a_notice(
         holder.close()
     assert done.exit_code == 1
     error = json.loads(done.stdout)["error"]
-    assert error == f"cannot record the run in the store {ws.store}: database is locked"
+    assert error == (
+        f"cannot record the run in the store {ws.store}: another process held its write lock "
+        f"past the busy timeout (0.2 s); find it with `fuser {ws.store}` (often an open sqlite3 "
+        "shell) and run the job again"
+    )
     assert sent == [error]
+
+
+def _with_webhook(ws: Workspace, url: str, store: str = "store.db") -> None:
+    text = ws.config.read_text().replace("store: store.db", f"store: {store}")
+    ws.write_config(text=text + f"notify:\n  webhook: {url}\n  webhook_timeout: 5\n")
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_a_run_against_a_store_it_cannot_write_is_one_line_exit_2_and_a_notice(
+    ws: Workspace, what: str
+) -> None:
+    with WebhookTestServer() as hook:
+        _with_webhook(ws, hook.url, "data/store.db")
+        drop_for(ws, "20261101", SAMPLE)
+        assert ws.run("import", "newsletter-import", "--date", "2026-11-01").returncode == 0
+        before = query(ws.root / "data" / "store.db", "SELECT * FROM runs")
+        drop_for(ws, "20261102", SAMPLE)
+        data = ws.root / "data"
+        with read_only(data if what == "folder" else data / "store.db"):
+            done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-02")
+        notices = [request.json for request in hook.requests]
+    error = {
+        "folder": f"cannot open the store {data}/store.db: the file cannot be opened; make it "
+        "and its folder readable and writable for the user the jobs run as",
+        "file": f"cannot record the run in the store {data}/store.db: it is read-only for this "
+        "user; make the file, its folder and any -wal/-shm files beside it writable for the "
+        "user the jobs run as",
+    }[what]
+    assert (done.returncode, done.stderr) == (2, f"campaign-sync: error: {error}\n")
+    assert json.loads(done.stdout) == {"error": error, "exit_code": 2}
+    assert [(n["status"], n["error"]) for n in notices[1:]] == [("failed", error)]
+    assert query(data / "store.db", "SELECT * FROM runs") == before
+
+
+GARBAGE = b"not a database at all " * 100
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("import", "newsletter-import", "--date", "2026-11-01"),
+        ("export", "newsletter-export"),
+        ("list-jobs",),
+        ("list-jobs", "--running"),
+        ("history",),
+        ("lists",),
+        ("check",),
+    ],
+    ids=" ".join,
+)
+def test_a_store_that_is_no_store_is_exit_2_for_every_command(
+    ws: Workspace, args: tuple[str, ...]
+) -> None:
+    ws.store.write_bytes(GARBAGE)
+    drop_for(ws, "20261101", SAMPLE)
+    done = ws.run("--json", *args)
+    error = (
+        f"cannot open the store {ws.store}: the file is not a campaign-sync store (not an SQLite "
+        "database); set `store` to the store's file"
+    )
+    assert (done.returncode, done.stderr) == (2, f"campaign-sync: error: {error}\n")
+    assert json.loads(done.stdout) == {"error": error, "exit_code": 2}
+    assert ws.store.read_bytes() == GARBAGE
+
+
+def test_a_full_disk_at_the_commit_is_a_failed_run_with_one_line_and_a_notice(
+    ws: Workspace,
+) -> None:
+    """The store's disk fills up as the import commits: a failed run, recorded as such (not
+    left to read `interrupted` later), a notice, the store as before."""
+    disk = ws.root / "disk"
+    db = disk / "store.db"
+    rows = "".join(f"user{n}@example.com;Vorname {n};Nachname {n};\n" for n in range(20_000))
+    with WebhookTestServer() as hook, small_disk(disk, "600k"):
+        _with_webhook(ws, hook.url, str(db))
+        drop_for(ws, "20261101", SAMPLE)
+        assert ws.run("import", "newsletter-import", "--date", "2026-11-01").returncode == 0
+        before = query(db, "SELECT email, status, fields FROM recipients ORDER BY email")
+        drop_for(ws, "20261102", "E-Mail;Vorname;Nachname;DOI\n" + rows)  # ~2 MB of pages
+        done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-02")
+        history = json.loads(ws.run("--json", "history").stdout)
+        assert integrity(db) == "ok"
+        after = query(db, "SELECT email, status, fields FROM recipients ORDER BY email")
+        notices = [request.json for request in hook.requests]
+    error = (
+        f"cannot write to the store {db}: the disk is full; free space there and run the job again"
+    )
+    assert (done.returncode, done.stderr) == (1, f"campaign-sync: error: {error}\n")
+    run = json.loads(done.stdout)
+    assert (run["status"], run["error"], run["warnings"]) == ("failed", error, [])
+    assert after == before
+    assert [(r["status"], r["error"]) for r in history] == [("failed", error), ("succeeded", None)]
+    assert [(n["status"], n["error"]) for n in notices] == [
+        ("succeeded", None),
+        ("failed", error),
+    ]

@@ -31,8 +31,10 @@ from typing import Any
 
 import pytest
 from faults import (
+    EXIT_FAILED,
     EXIT_OK,
     Kill,
+    assert_no_traceback,
     generate_recipients,
     integrity,
     io_of_run,
@@ -79,6 +81,10 @@ servers:
     type: doi-dispatch
     list: newsletter
     mailings: mailings
+  archived-import:
+    type: recipient-import
+    list: newsletter
+    source: {{server: inbox, path: /import/in.csv, after: archive, archive_dir: /archive}}
 """
 
 
@@ -111,8 +117,8 @@ def _copy_store(src: Path, dest_dir: Path) -> None:
 def _last_run(config: Path, job: str, started_after: int) -> str | None:
     """The status `history` reports for the newest run of `job` with an id above `started_after`.
 
-    Going through the command (not SQL) checks what an operator sees: the look itself marks
-    a dead run interrupted.
+    Going through the command (not SQL) checks what an operator sees: a dead run reads
+    interrupted (the look writes nothing).
     """
     done = run_cli(config, "--json", "history", job, "--limit", "1")
     assert done.returncode == EXIT_OK, done.stderr
@@ -368,6 +374,89 @@ def test_sigterm_during_a_big_export_stops_its_part_process(base: Base, tmp_path
     assert _last_run(config, "list-export", last) == "interrupted"
     assert _export_parts_left(within=5.0) == []
     assert target.read_bytes() == OLD_EXPORT
+
+
+# --------------------------------------------------------------------------- SIGTERM at each point
+
+
+def _archived_import(root: Path, content: str) -> tuple[Path, Path]:
+    """(config, source file) for `archived-import`, with `content` waiting to be imported."""
+    source = root / "inbox" / "import" / "in.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(content)
+    return _config(root, root / "inbox"), source
+
+
+COMMITTED = (
+    "interrupted after the run's changes were committed; what follows the commit "
+    "(archiving or deleting the source file) may not have happened"
+)
+NOTICES = "interrupted while the notices were being sent"
+LATE = "SIGTERM arrived after the run had ended; it stopped nothing"
+ROLLED_BACK = "interrupted; the run was rolled back and recorded"
+
+
+# point (faults.SIGNAL_POINTS), run status, warnings in the JSON and in the store, whether the
+# source was archived, stderr
+SIGNAL_CASES = [
+    ("before-commit", "interrupted", [], [], False, f"campaign-sync: error: {ROLLED_BACK}\n"),
+    ("after-commit", "succeeded", [COMMITTED], [COMMITTED], False, ""),
+    ("after-action", "succeeded", [COMMITTED], [COMMITTED], False, ""),
+    ("finishing", "succeeded", [NOTICES], [NOTICES], True, ""),
+    ("notice", "succeeded", [NOTICES], [NOTICES], True, ""),
+    ("close", "succeeded", [LATE], [], True, ""),
+    ("output", "succeeded", [], [], True, f"campaign-sync: warning: {LATE}\n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("point", "status", "warnings", "recorded_warnings", "archived", "stderr"),
+    SIGNAL_CASES,
+    ids=[case[0] for case in SIGNAL_CASES],
+)
+def test_sigterm_at_each_point_of_an_import_reports_what_the_store_holds(
+    tmp_path: Path,
+    point: str,
+    status: str,
+    warnings: list[str],
+    recorded_warnings: list[str],
+    archived: bool,
+    stderr: str,
+) -> None:
+    """Before the COMMIT returns, a SIGTERM rolls back and the run is `interrupted` (exit 1);
+    after it, wherever it lands, the run is the succeeded run the store holds (exit 0), with
+    a warning, and never a message claiming a rollback."""
+    config, source = _archived_import(
+        tmp_path, "email,first_name\nanna@example.com,Anna\nben@example.com,Ben\n"
+    )
+
+    done = run_cli(config, "--json", "import", "archived-import", signal_at=point)
+
+    assert_no_traceback(done)
+    assert done.returncode == (EXIT_OK if status == "succeeded" else EXIT_FAILED), done.stderr
+    assert done.stderr == stderr
+    run = json_out(done)
+    assert (run["status"], run["warnings"]) == (status, warnings)
+    assert run["error"] == (None if status == "succeeded" else ROLLED_BACK)
+    db = tmp_path / "store.db"
+    assert query(db, "SELECT status, warnings FROM runs") == [
+        (status, json.dumps(recorded_warnings))
+    ]
+    assert query(db, "SELECT count(*) FROM recipients") == [(2 if status == "succeeded" else 0,)]
+    assert (tmp_path / "inbox" / "archive" / "in.csv").exists() is archived
+    assert source.exists() is not archived
+
+
+def test_sigterm_as_a_run_starts_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    config, source = _archived_import(tmp_path, "email\nanna@example.com\n")
+
+    done = run_cli(config, "--json", "import", "archived-import", signal_at="start")
+
+    error = "interrupted before anything was changed"
+    assert (done.returncode, done.stderr) == (EXIT_FAILED, f"campaign-sync: error: {error}\n")
+    assert json_out(done) == {"error": error, "exit_code": EXIT_FAILED}
+    assert query(tmp_path / "store.db", "SELECT count(*) FROM runs") == [(0,)]
+    assert source.exists()
 
 
 # --------------------------------------------------------------------------- dispatch

@@ -5,8 +5,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import subprocess
+import sys
 
+import pytest
 from conftest import SAMPLE, Workspace
+from faults import read_only
 
 
 def utc(days_ago: float) -> str:
@@ -215,3 +219,90 @@ def test_lists_counts_follow_the_unsubscriber_list_as_exports_do(ws: Workspace) 
     assert json.loads(done.stdout) == [
         {"list": "newsletter", "active": 2, "unsubscribed": 1, "blocklisted": 0, "outbounced": 0}
     ]
+
+
+DEAD_PID = 999_999_999  # above any pid_max: no such process
+
+
+def test_status_commands_read_a_dead_run_while_another_process_holds_the_write_lock(
+    ws: Workspace,
+) -> None:
+    """The dead run reads `interrupted` at once: no command waits for the write lock (60 s)
+    to record that; the next run of the job records it."""
+    prepared(ws)
+    started = utc(0.01)
+    record_run(ws, "newsletter-import", "running", started, pid=DEAD_PID, host=os.uname().nodename)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()",
+            str(ws.store),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        answers = {
+            args: subprocess.run(
+                ["campaign-sync", "--config", str(ws.config), "--json", *args],
+                capture_output=True,
+                text=True,
+                timeout=20,  # far below the busy timeout a write would wait for
+            )
+            for args in (
+                ("list-jobs",),
+                ("list-jobs", "--running"),
+                ("check",),
+                ("history",),
+                ("lists",),
+            )
+        }
+    finally:
+        holder.communicate(input="", timeout=20)
+    dead = "the process ended before the run finished"
+    for args, done in answers.items():
+        assert (done.returncode, done.stderr) == ((1 if args == ("check",) else 0), ""), args
+    jobs = {job["name"]: job for job in json.loads(answers[("list-jobs",)].stdout)}
+    last = jobs["newsletter-import"]["last_run"]
+    assert (jobs["newsletter-import"]["state"], last["status"], last["error"]) == (
+        "failing",
+        "interrupted",
+        dead,
+    )
+    assert json.loads(answers[("list-jobs", "--running")].stdout) == []
+    assert json.loads(answers[("check",)].stdout) == {
+        "ok": False,
+        "problems": [f"newsletter-import: last run interrupted at {started}: {dead}"],
+    }
+    assert json.loads(answers[("history",)].stdout)[0]["status"] == "interrupted"
+    assert json.loads(answers[("lists",)].stdout)[0]["active"] == 3
+    # Nothing was written: the next run of the job records the dead run.
+    assert ws.query("SELECT status FROM runs WHERE pid = ?", (DEAD_PID,)) == [("running",)]
+    ws.drop("/import/newsletter_20261102.csv", SAMPLE)
+    assert ws.run("import", "newsletter-import", "--date", "2026-11-02").returncode == 0
+    assert ws.query("SELECT status, error FROM runs WHERE pid = ?", (DEAD_PID,)) == [
+        ("interrupted", dead)
+    ]
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_check_names_a_store_that_runs_cannot_write(ws: Workspace, what: str) -> None:
+    """A store on a read-only file system, or a store file nobody may write: every run would
+    fail before it is recorded, so check says so (exit 1, as for its other problems)."""
+    ws.write_config(text=ws.config.read_text().replace("store: store.db", "store: data/store.db"))
+    prepared(ws)
+    data = ws.root / "data"
+    with read_only(data if what == "folder" else data / "store.db"):
+        done = ws.run("--json", "check")
+        plain = ws.run("check")
+    problem = {
+        "folder": f"store: {data} is on a read-only file system; runs cannot start",
+        "file": f"store: {data}/store.db is not writable for this user; runs cannot start",
+    }[what]
+    assert (done.returncode, done.stderr) == (1, "")
+    assert json.loads(done.stdout) == {"ok": False, "problems": [problem]}
+    assert (plain.returncode, plain.stdout) == (1, f"{problem}\n")

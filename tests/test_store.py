@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from campaign_sync import store
 
 OPEN = """
@@ -241,3 +243,69 @@ def test_a_new_store_and_work_dir_are_private_whatever_the_umask(tmp_path: Path)
     }
     conn.close()
     assert not Path(":memory:").exists()
+
+
+def _write_read_only(path: Path) -> None:
+    store.connect(str(path)).close()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.execute("CREATE TABLE t (x)")
+
+
+def _write_while_locked(path: Path) -> None:
+    holder = store.connect(str(path))
+    holder.execute("BEGIN IMMEDIATE")
+    sqlite3.connect(path, timeout=0).execute("BEGIN IMMEDIATE")
+
+
+def _open_garbage(path: Path) -> None:
+    path.write_bytes(b"not a database at all " * 100)
+    sqlite3.connect(path).execute("PRAGMA user_version")
+
+
+@pytest.mark.parametrize(
+    ("provoke", "reason", "exit_code"),
+    [
+        (
+            _open_garbage,
+            "the file is not a campaign-sync store (not an SQLite database); set `store` to "
+            "the store's file",
+            2,
+        ),
+        (
+            _write_read_only,
+            "it is read-only for this user; make the file, its folder and any -wal/-shm files "
+            "beside it writable for the user the jobs run as",
+            2,
+        ),
+        (
+            _write_while_locked,
+            "another process held its write lock past the busy timeout (60 s); find it with "
+            "`fuser {path}` (often an open sqlite3 shell) and run the job again",
+            1,
+        ),
+    ],
+    ids=["garbage", "read-only", "locked"],
+)
+def test_sqlite_errors_are_one_line_in_our_words_with_the_documented_exit_code(
+    tmp_path: Path,
+    provoke,
+    reason: str,
+    exit_code: int,  # noqa: ANN001 - a function
+) -> None:
+    path = tmp_path / "store.db"
+    with pytest.raises(sqlite3.Error) as raised:
+        provoke(path)
+    problem = store.failure("cannot write to the store", path, raised.value)
+    assert str(problem) == f"cannot write to the store {path}: {reason.format(path=path)}"
+    assert problem.exit_code == exit_code
+
+
+def test_without_an_error_code_sqlite_errors_are_known_by_their_text(tmp_path: Path) -> None:
+    # Python 3.10's sqlite3 errors carry no code: the disk-full text still reads as such.
+    problem = store.failure("x", tmp_path, sqlite3.OperationalError("database or disk is full"))
+    assert (str(problem), problem.exit_code) == (
+        f"x {tmp_path}: the disk is full; free space there and run the job again",
+        1,
+    )
+    unknown = store.failure("x", tmp_path, sqlite3.IntegrityError("UNIQUE constraint failed: t.x"))
+    assert str(unknown) == f"x {tmp_path}: unexpected SQLite error IntegrityError"
