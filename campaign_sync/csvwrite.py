@@ -12,6 +12,11 @@ Two ways in, one output format (RFC 4180 style, ``\\r\\n`` line ends, minimal qu
   module; every other row becomes output by two ``str.replace`` calls over the whole chunk.
 
 Both paths give byte-identical output for the same cells (tests/test_export.py checks it).
+
+Columns named verbatim in the header (addresses, blocklist patterns) are not neutralised:
+a prefixed ``'+1-1@example.com`` is another valid address, and a partner importing the
+file back would get it instead of the real one. They are written as they are as long as
+they look like an address (:data:`_NOT_ADDRESS`), which every checked address does.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -30,6 +36,11 @@ from .errors import InputError
 
 # Cells starting like this would run as a formula in a spreadsheet.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+# What no checked address holds (white space, controls, brackets, commas, semicolons,
+# colons, double quotes): a spreadsheet formula cannot call a function without them. A
+# verbatim cell with one of these (a blocklist pattern can be any text) is neutralised.
+_NOT_ADDRESS = re.compile(r'[\s\x00-\x1f\x7f-\x9f()\[\]<>,;:"]')
 
 # Separators inside a packed chunk. ASCII unit / record separators never occur in addresses,
 # timestamps or statuses; a row whose free-text cells might hold control characters is sent
@@ -56,9 +67,12 @@ _FORMULA_CLASSES = bytes(
 Rows = Sequence[Sequence[str]]
 
 
-def neutralise(cell: str) -> str:
-    """Prefix a formula-like cell with ' so a spreadsheet shows it instead of running it."""
-    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+def neutralise(cell: str, *, address: bool = False) -> str:
+    """Prefix a formula-like cell with ' so a spreadsheet shows it instead of running it;
+    with `address`, a cell that looks like an address stays as it is."""
+    if not cell.startswith(FORMULA_STARTS) or (address and not _NOT_ADDRESS.search(cell)):
+        return cell
+    return "'" + cell
 
 
 def _has_empty_line(packed: str) -> bool:
@@ -116,12 +130,15 @@ class CsvWriter:
         self._utf8 = codecs.lookup(fmt.encoding).name in ("utf-8", "utf-8-sig")
         self._started = False
         self.header: list[str] = []
+        self._verbatim: frozenset[int] = frozenset()  # positions written as they are
         self.rows = 0
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_header(self, names: list[str]) -> None:
+    def write_header(self, names: list[str], *, verbatim: Collection[str] = ()) -> None:
+        """Start the file; the columns named in `verbatim` are never neutralised."""
         self.header = list(names)
+        self._verbatim = frozenset(i for i, name in enumerate(names) if name in verbatim)
         self._emit(self._format(names), lambda: [names], header=True)
         self._started = True
 
@@ -130,7 +147,7 @@ class CsvWriter:
 
     def write_many(self, rows: Iterable[Sequence[object]]) -> None:
         """Write rows of cells (None is empty), neutralising formula-like cells."""
-        batch = [[neutralise(_text(cell)) for cell in row] for row in rows]
+        batch = [self._neutralised([_text(cell) for cell in row]) for row in rows]
         self._emit("".join(self._format(cells) for cells in batch), lambda: batch)
         self.rows += len(batch)
 
@@ -176,7 +193,11 @@ class CsvWriter:
         return line.split(CELL_SEP)
 
     def _format_packed(self, line: str) -> str:
-        return self._format([neutralise(cell) for cell in self._unpack(line)])
+        return self._format(self._neutralised(self._unpack(line)))
+
+    def _neutralised(self, cells: Sequence[str]) -> list[str]:
+        verbatim = self._verbatim
+        return [neutralise(cell, address=i in verbatim) for i, cell in enumerate(cells)]
 
     def _join_fast(self, text: str) -> bytes:
         """Turn a packed chunk into CSV (as UTF-8), formatting only the lines that need care.

@@ -5,6 +5,10 @@ A date without a time zone is read in the config's time zone, and a date written
 `date_format` is written in that zone (format_date), so an exported file reads back in as
 the same moments. ISO exports write the stored text itself: UTC with its offset, which
 reads back exactly whatever the zone.
+
+A partner's date cannot lie ahead of the run that reads it: beyond CLOCK_SKEW it is refused
+like a date that does not parse (a confirmation dated 2099 would otherwise outrank every
+unsubscription recorded before 2099).
 """
 
 from __future__ import annotations
@@ -19,9 +23,34 @@ _UTC = datetime.timezone.utc
 _TO_UTC = methodcaller("astimezone", _UTC)
 _STORED = methodcaller("isoformat", timespec="microseconds")
 
+# How far a partner's date may lie ahead of our clock: machines kept by NTP differ by well
+# under a second, so minutes cover a badly kept clock without letting a date reach beyond
+# the next run. Further ahead it is a wrong date, not a skew.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
 
-def parse_date(text: str, date_format: str | None, tz: datetime.tzinfo) -> str:
-    """`text` as stored UTC ISO text; ValueError with a short reason if it is no date."""
+
+def latest_allowed(now: str) -> str:
+    """The latest stored date a partner file may give to a run that started at `now`."""
+    return _STORED(datetime.datetime.fromisoformat(now) + CLOCK_SKEW)
+
+
+def _future(text: str) -> str:
+    minutes = int(CLOCK_SKEW.total_seconds() // 60)
+    return f"'{text.strip()[:40]}' is in the future (more than {minutes} minutes after this run)"
+
+
+def parse_date(
+    text: str, date_format: str | None, tz: datetime.tzinfo, latest: str | None = None
+) -> str:
+    """`text` as stored UTC ISO text; ValueError with a short reason if it is no date, or
+    if it is later than `latest` (a stored date, see latest_allowed)."""
+    stored = _parse_one(text, date_format, tz)
+    if latest is not None and stored > latest:
+        raise ValueError(_future(text))
+    return stored
+
+
+def _parse_one(text: str, date_format: str | None, tz: datetime.tzinfo) -> str:
     text = text.strip()
     if date_format:
         moment = datetime.datetime.strptime(text, date_format)
@@ -45,15 +74,27 @@ def _careful_iso(text: str) -> datetime.datetime:
 
 
 def parse_dates(
-    texts: list[str], date_format: str | None, tz: datetime.tzinfo
+    texts: list[str], date_format: str | None, tz: datetime.tzinfo, latest: str | None = None
 ) -> tuple[list[str | None], list[tuple[int, str]]]:
     """parse_date() over a column: the stored texts (None for blank cells) and (index,
-    reason) for each cell that is no date (its value is then None).
-
-    ISO dates are parsed in C a column at a time; only a column holding a cell that
-    datetime.fromisoformat() refuses goes cell by cell (through parse_date, so the results
-    and reasons are the same).
+    reason) for each cell that is no date or later than `latest` (its value is then None).
     """
+    out, problems = _parse_column(texts, date_format, tz)
+    if latest is not None:
+        for index, stored in enumerate(out):
+            if stored is not None and stored > latest:
+                out[index] = None
+                problems.append((index, _future(texts[index])))
+        problems.sort()
+    return out, problems
+
+
+def _parse_column(
+    texts: list[str], date_format: str | None, tz: datetime.tzinfo
+) -> tuple[list[str | None], list[tuple[int, str]]]:
+    """ISO dates are parsed in C a column at a time; only a column holding a cell that
+    datetime.fromisoformat() refuses goes cell by cell (through parse_date, so the results
+    and reasons are the same)."""
     out: list[str | None] = [None] * len(texts)
     filled = list(compress(count(), texts))
     if not filled:

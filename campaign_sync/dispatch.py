@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import runs, store
 from .addresses import Blocklist
+from .dates import latest_allowed
 from .errors import InputError, MailError
 from .mailing import Mailing, latest_mailing, new_message_id, personalise
-from .statuses import outbounced_sql
+from .statuses import outbounced_sql, unsubscription_wins
 
 if TYPE_CHECKING:
     from .config import Config, JobConfig, SmtpConfig
@@ -169,12 +170,12 @@ def select_recipients(conn: sqlite3.Connection, config: Config, job: JobConfig) 
     outbounced, bounce_params = outbounced_sql(config.bounces)
     # An unsubscription counts unless the address confirmed double opt-in again after it
     # (an import re-activates such a recipient; the unsubscriber row stays).
+    wins = unsubscription_wins("r.doi_confirmed_at", "u.unsubscribed_at", "?")
     query = f"""
         SELECT r.email, r.fields,
             r.status != 'active' OR EXISTS (
                 SELECT 1 FROM unsubscribers AS u
-                WHERE u.email = r.email AND u.list IN ('', ?)
-                  AND u.unsubscribed_at >= r.doi_confirmed_at) AS unsubscribed,
+                WHERE u.email = r.email AND u.list IN ('', ?) AND {wins}) AS unsubscribed,
             r.email IN ({outbounced}) AS outbounced
         FROM recipients AS r
         WHERE r.list_id = ? AND r.status != 'removed' AND r.doi_confirmed_at > ?
@@ -183,7 +184,7 @@ def select_recipients(conn: sqlite3.Connection, config: Config, job: JobConfig) 
             WHERE s.job = ? AND s.email = r.email AND s.state != 'deferred')
         ORDER BY r.doi_confirmed_at, r.email
     """
-    params = (job.list, *bounce_params, list_id, cutoff, job.name)
+    params = (job.list, latest_allowed(store.now()), *bounce_params, list_id, cutoff, job.name)
     blocklist = Blocklist(row[0] for row in conn.execute("SELECT pattern FROM blocklist"))
     for email, fields, unsubscribed, bounced in conn.execute(query, params).fetchall():
         if unsubscribed or bounced or blocklist.matches(email):

@@ -38,6 +38,10 @@ from .statuses import (
 BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_at")
 DATE_FIELDS = ("doi_confirmed_at", "created_at", "updated_at")
 
+# Columns holding an address (or a blocklist pattern): written exactly as stored, even
+# when they start like a formula (csvwrite.py; the README's export section says why).
+ADDRESS_COLUMNS = ("email", "pattern")
+
 # Rows per fetch (and per packed chunk): per-query overhead vanishes, memory stays flat.
 CHUNK_ROWS = 4000
 # A list this big is read in parts by several connections at once, one per core (at most
@@ -112,7 +116,7 @@ def _write_query(
     conn: sqlite3.Connection, writer: CsvWriter, header: list[str], query: str, params: dict
 ) -> None:
     """Small exports: fetch cells and let the csv module format them."""
-    writer.write_header(header)
+    writer.write_header(header, verbatim=ADDRESS_COLUMNS)
     cursor = conn.execute(query, params)
     while rows := cursor.fetchmany(CHUNK_ROWS):
         writer.write_many(rows)
@@ -192,7 +196,8 @@ def _write_recipients(
     # later file of changes share one layout.
     with_status = job.include == "all" or job.changes_only
     header = [*fields, "status"] if with_status and "status" not in fields else fields
-    writer.write_header(header)
+    # Only the address: a recipient field may be called "pattern" and hold anything.
+    writer.write_header(header, verbatim=("email",))
     if list_id is None:
         return  # the list was never imported into: an empty file with its header
     plan = SqlPlan()

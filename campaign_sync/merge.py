@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from functools import cached_property
 from itertools import chain, compress
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from typing import Any
 from . import addresses, store, workdir
 from .config import FIELD_NAME, JobConfig, Limit
 from .csvread import CsvRows
-from .dates import parse_date, parse_dates
+from .dates import latest_allowed, parse_date, parse_dates
 from .errors import InputError, LimitExceeded
+from .statuses import unsubscription_wins
 
 # Defaults when a job sets no limit: a mostly broken file or a "sync" that empties a list
 # must not go through silently. --force (removals) or an explicit limit overrides.
@@ -59,6 +61,11 @@ class MergeContext:
     rejects: Rejects | None = None
     # The lists the configuration's jobs name (some perhaps not in the store yet).
     configured_lists: frozenset[str] = frozenset()
+
+    @cached_property
+    def latest(self) -> str:
+        """The latest date a partner file may give this run (stored text; dates.CLOCK_SKEW)."""
+        return latest_allowed(self.now)
 
 
 class Rejects:
@@ -341,7 +348,7 @@ def dated(text: str, ctx: MergeContext, what: str) -> str | None:
     if not text.strip():
         return None
     try:
-        return parse_date(text, ctx.job.format.date_format, ctx.tz)
+        return parse_date(text, ctx.job.format.date_format, ctx.tz, ctx.latest)
     except (ValueError, OverflowError) as exc:
         raise RowRejected(f"{what}: {exc}") from None
 
@@ -374,7 +381,13 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
 
     list_id = store.list_id(conn, job.list, create=True)
     assert list_id is not None
-    params = {"list_id": list_id, "list": job.list, "mode": job.mode, "now": ctx.now}
+    params = {
+        "list_id": list_id,
+        "list": job.list,
+        "mode": job.mode,
+        "now": ctx.now,
+        "latest": ctx.latest,
+    }
     # An empty list has nothing to remove and nothing to compare with.
     direct = _can_insert_directly(conn, params)
     classify = _insert_directly if direct else _classify
@@ -531,7 +544,10 @@ class _RecipientStager:
             columns: list[Any] = [emails]
             if self.doi is not None:
                 dois, bad = parse_dates(
-                    list(map(self.doi, good)), self.ctx.job.format.date_format, self.ctx.tz
+                    list(map(self.doi, good)),
+                    self.ctx.job.format.date_format,
+                    self.ctx.tz,
+                    self.ctx.latest,
                 )
                 rejected = {i for i, _ in found}
                 found += [(i, f"doi_confirmed_at: {r}") for i, r in bad if i not in rejected]
@@ -581,11 +597,11 @@ def _json_object(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 # Never re-subscribe: an unsubscription from this list or all lists suppresses the row,
-# unless the row carries a double opt-in confirmation newer than it.
-_UNSUBSCRIBED = """EXISTS (
+# unless the row carries a double opt-in confirmation newer than it (and not in the future).
+_UNSUBSCRIBED = f"""EXISTS (
     SELECT 1 FROM unsubscribers AS u
     WHERE u.email = i.email AND u.list IN ('', :list)
-      AND (i.doi IS NULL OR i.doi <= u.unsubscribed_at))"""
+      AND {unsubscription_wins("i.doi", "u.unsubscribed_at", ":latest")})"""
 
 
 def _action_sql(fields: str) -> str:

@@ -6,7 +6,8 @@ A row without a date means "now" for a new record and "as recorded" for a known 
 A row naming a list that is neither in the store nor named by a configured job is rejected
 (list names are exact: 'Newsletter' is not 'newsletter'); it would never apply to anyone.
 Matching recipients become `unsubscribed` unless they confirmed double opt-in after the
-unsubscription (the same rule that lets such a row re-subscribe them).
+unsubscription (the same rule that lets such a row re-subscribe them): a confirmation dated
+in the future, which an older version may have stored, never keeps anyone subscribed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .merge import (
     tally,
     zero,
 )
+from .statuses import unsubscription_wins
 
 FIELDS = ("email", "list", "date", "reason")
 LISTS_SHOWN = 10  # list names in a reject's reason
@@ -110,17 +112,16 @@ def _apply(ctx: MergeContext) -> None:
 
 def _unsubscribe_recipients(ctx: MergeContext) -> int:
     """Set matching active recipients to unsubscribed; returns how many changed."""
+    wins = unsubscription_wins("recipients.doi_confirmed_at", "u.unsubscribed_at", ":latest")
     cursor = ctx.conn.execute(
-        """
-        UPDATE recipients SET status = 'unsubscribed', updated_at = ?
+        f"""
+        UPDATE recipients SET status = 'unsubscribed', updated_at = :now
         WHERE status = 'active'
           AND email IN (SELECT email FROM incoming)
           AND EXISTS (
             SELECT 1 FROM unsubscribers AS u JOIN lists AS l ON u.list IN ('', l.name)
-            WHERE u.email = recipients.email AND l.id = recipients.list_id
-              AND (recipients.doi_confirmed_at IS NULL
-                   OR recipients.doi_confirmed_at <= u.unsubscribed_at))
+            WHERE u.email = recipients.email AND l.id = recipients.list_id AND {wins})
         """,
-        (ctx.now,),
+        {"now": ctx.now, "latest": ctx.latest},
     )
     return cursor.rowcount

@@ -5,7 +5,7 @@ The first that applies:
 * ``removed``: dropped from the list by a replace import;
 * ``unsubscribed``: the record says so, or the unsubscriber list has the address for this list
   or for all lists, and no double opt-in confirmation is newer than that unsubscription
-  (the rule an import uses to re-activate someone);
+  (the rule an import uses to re-activate someone, unsubscription_wins);
 * ``blocklisted``: the address matches a blocklist pattern;
 * ``outbounced``: at least ``hard_limit`` hard or ``soft_limit`` soft bounces;
 * ``active``: everyone else.
@@ -22,8 +22,23 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from . import store
 from .addresses import Blocklist, normalise, pattern_ends
 from .config import BounceLimits
+from .dates import latest_allowed
+
+
+def unsubscription_wins(confirmed: str, unsubscribed: str, latest: str) -> str:
+    """SQL: the unsubscription dated `unsubscribed` holds against the double opt-in
+    confirmation `confirmed` (SQL expressions of stored dates; `latest` is latest_allowed()
+    of the current run, as SQL).
+
+    Only a confirmation strictly later than the unsubscription lifts it, and only one that
+    has happened: a date after `latest` is none. Imports refuse such dates, but a store that
+    an older version wrote may hold one, and an unsubscription recorded now must not wait
+    for that date to take effect. Imports, exports, `lists` and dispatch all use this rule.
+    """
+    return f"({confirmed} IS NULL OR {confirmed} <= {unsubscribed} OR {confirmed} > {latest})"
 
 
 def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
@@ -71,10 +86,11 @@ def status_checks(conn: sqlite3.Connection, plan: SqlPlan, limits: BounceLimits)
     if has_rows(conn, "unsubscribers"):
         # Same rule as the import's re-activation: a newer DOI confirmation wins. Collected
         # from the (smaller) unsubscriber side once, then one set lookup per row.
+        latest = plan.param("latest", latest_allowed(store.now()))
         select = (
             "SELECT u.email FROM unsubscribers AS u JOIN recipients AS r "
             "ON r.list_id = :list_id AND r.email = u.email WHERE u.list IN ('', :list_name) "
-            "AND (r.doi_confirmed_at IS NULL OR u.unsubscribed_at >= r.doi_confirmed_at)"
+            f"AND {unsubscription_wins('r.doi_confirmed_at', 'u.unsubscribed_at', latest)}"
         )
         temp_set(conn, plan, "cs_unsubscribed", select, plan.params)
         plan.inactive_sets.append("cs_unsubscribed")

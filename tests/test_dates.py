@@ -6,10 +6,17 @@ from __future__ import annotations
 import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from campaign_sync.dates import date_formatter, format_date, parse_date, parse_dates
+from campaign_sync.dates import (
+    date_formatter,
+    format_date,
+    latest_allowed,
+    parse_date,
+    parse_dates,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -35,25 +42,52 @@ CELLS = st.one_of(
 )
 
 
-def one_by_one(texts: list[str], fmt: str | None) -> tuple[list[str | None], list[tuple[int, str]]]:
+# A run that started at noon on 1 June 2025 (UTC) takes dates up to 12:05.
+LATEST = latest_allowed("2025-06-01T12:00:00.000000+00:00")
+
+
+def one_by_one(
+    texts: list[str], fmt: str | None, latest: str | None = None
+) -> tuple[list[str | None], list[tuple[int, str]]]:
     values: list[str | None] = []
     problems = []
     for index, text in enumerate(texts):
         value = None
         if text.strip():
             try:
-                value = parse_date(text, fmt, BERLIN)
+                value = parse_date(text, fmt, BERLIN, latest)
             except (ValueError, OverflowError) as exc:
                 problems.append((index, str(exc)))
         values.append(value)
     return values, problems
 
 
-@given(st.lists(CELLS, max_size=6), st.sampled_from([None, "%Y-%m-%d"]))
-@example(["2025-01-02T03:04:05Z", "", "2025-06-01T12:00"], None)  # all in C
-@example(["2025-01-02T03:04:05Z", "0001-01-01T00:00:00+01:00"], None)
-def test_a_column_parses_like_each_cell(texts: list[str], fmt: str | None) -> None:
-    assert parse_dates(texts, fmt, BERLIN) == one_by_one(texts, fmt)
+@given(
+    st.lists(CELLS, max_size=6),
+    st.sampled_from([None, "%Y-%m-%d"]),
+    st.sampled_from([None, LATEST]),
+)
+@example(["2025-01-02T03:04:05Z", "", "2025-06-01T12:00"], None, None)  # all in C
+@example(["2025-01-02T03:04:05Z", "0001-01-01T00:00:00+01:00"], None, None)
+@example(["2025-06-01T12:05Z", "2025-06-01T12:05:00.000001Z", "2099-01-01"], None, LATEST)
+@example(["2099-01-01", "not a date"], None, LATEST)  # the careful path, cell by cell
+def test_a_column_parses_like_each_cell(
+    texts: list[str], fmt: str | None, latest: str | None
+) -> None:
+    assert parse_dates(texts, fmt, BERLIN, latest) == one_by_one(texts, fmt, latest)
+
+
+@pytest.mark.parametrize("fmt", [None, "%d.%m.%Y %H:%M:%S"])
+def test_a_date_more_than_the_clock_skew_ahead_is_refused(fmt: str | None) -> None:
+    """Five minutes after the run started is the limit, in either kind of column."""
+    spell = "2025-06-01T{}+02:00" if fmt is None else "01.06.2025 {}"  # Berlin: UTC+2
+    limit, beyond = spell.format("14:05:00"), spell.format("14:05:01")
+    assert parse_dates([limit, beyond], fmt, BERLIN, LATEST) == (
+        ["2025-06-01T12:05:00.000000+00:00", None],
+        [(1, f"'{beyond}' is in the future (more than 5 minutes after this run)")],
+    )
+    with pytest.raises(ValueError, match=r"^'01\.01\.2099' is in the future \(more than 5 "):
+        parse_date(" 01.01.2099 ", "%d.%m.%Y", BERLIN, LATEST)
 
 
 def test_stored_form() -> None:

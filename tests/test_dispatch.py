@@ -6,6 +6,7 @@ each test states exactly who is new, who is old and who is excluded.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -325,6 +326,123 @@ def test_exclusions_are_skipped_and_never_sent(ws: Dispatch, smtp: SmtpTestServe
     )
     assert counts(result) == {"sent": 3, "skipped": 5, "bounced": 0, "unknown": 0}
     assert set(ws.sends()) == set(received(smtp))
+
+
+# --------------------------------------------------------------------------- future confirmations
+
+FUTURE_DOI = "2099-01-01T00:00:00.000000+00:00"
+
+
+def with_import_and_export_jobs(ws: Dispatch) -> None:
+    """Add the jobs a partner's files go through, and an active export onto a local folder."""
+    (ws.root / "out").mkdir()
+    extra = (
+        "  rec: {type: recipient-import, list: newsletter, max_rejects: 50%}\n"
+        "  unsub: {type: unsubscriber-import}\n"
+        "  active:\n"
+        "    {type: recipient-export, list: newsletter, fields: [email],"
+        " target: {server: out, path: /active.csv}}\n"
+        "servers:\n  out: {type: local, path: out}\n"
+    )
+    ws.config_path.write_text(ws.config_path.read_text() + extra, encoding="utf-8")
+
+
+def cli(ws: Dispatch, *args: str, file: str | None = None) -> dict[str, Any]:
+    """The installed command with --json, as cron runs it (`file`: the import's content)."""
+    if file is not None:
+        path = ws.root / f"in-{len(list(ws.root.glob('in-*')))}.csv"
+        path.write_text(file, encoding="utf-8")
+        args = (*args, "--file", str(path))
+    done = subprocess.run(
+        ["campaign-sync", "--config", str(ws.config_path), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+def mailed_and_exported(ws: Dispatch) -> tuple[Counter[str], str, Any]:
+    """A dispatch run's counts, the active export and the `lists` figures for newsletter."""
+    dispatched = Counter(cli(ws, "dispatch", "welcome")["counts"])
+    cli(ws, "export", "active")
+    exported = (ws.root / "out" / "active.csv").read_bytes().decode("utf-8")
+    [figures] = [entry for entry in cli(ws, "lists") if entry["list"] == "newsletter"]
+    return dispatched, exported, (figures["active"], figures["unsubscribed"])
+
+
+def test_a_future_confirmation_is_rejected_and_resubscribes_nobody(
+    ws: Dispatch, smtp: SmtpTestServer
+) -> None:
+    """The reported case: after anna unsubscribed, a file confirms her for 2099."""
+    with_import_and_export_jobs(ws)
+    ws.execute("DELETE FROM jobs")
+    cli(ws, "dispatch", "welcome")  # the first run: later confirmations are new
+    cli(ws, "import", "rec", file="email\nanna@example.com\nben@example.com\n")
+    assert (
+        cli(ws, "import", "unsub", file="email\nanna@example.com\n")["counts"]["unsubscribed"] == 1
+    )
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    doc = cli(
+        ws,
+        "import",
+        "rec",
+        file=f"email,doi_confirmed_at\nanna@example.com,2099-01-01\nben@example.com,{now}\n",
+    )
+    assert (doc["counts"]["rejected"], doc["counts"]["updated"]) == (1, 1)
+    assert doc["first_rejects"] == [
+        {
+            "line": 2,
+            "reason": "doi_confirmed_at: '2099-01-01' is in the future "
+            "(more than 5 minutes after this run)",
+            "row": ["anna@example.com", "2099-01-01"],
+        }
+    ]
+    assert ws.query("SELECT email, status, doi_confirmed_at IS NULL FROM recipients") == [
+        ("anna@example.com", "unsubscribed", 1),
+        ("ben@example.com", "active", 0),
+    ]
+    dispatched, exported, figures = mailed_and_exported(ws)
+    assert (dispatched["sent"], dispatched["skipped"]) == (1, 0)
+    assert received(smtp) == Counter({"ben@example.com": 1})
+    assert exported == "email\r\nben@example.com\r\n"
+    assert figures == (1, 1)
+
+
+def test_an_unsubscription_outranks_a_future_confirmation_already_stored(
+    ws: Dispatch, smtp: SmtpTestServer
+) -> None:
+    """A store from an older version: anna unsubscribed, then a file confirmed her for 2099
+    and made her active again. That date is no real moment: her unsubscription on record
+    holds for dispatch, exports and `lists`, and unsubscribing her today marks her record."""
+    with_import_and_export_jobs(ws)
+    ws.execute("DELETE FROM jobs")
+    cli(ws, "dispatch", "welcome")
+    cli(ws, "import", "rec", file="email\nanna@example.com\nben@example.com\n")
+    cli(ws, "import", "unsub", file="email,date\nanna@example.com,2026-01-01\n")
+    ws.execute(
+        "UPDATE recipients SET status = 'active', doi_confirmed_at = ? WHERE email = ?",
+        (FUTURE_DOI, "anna@example.com"),
+    )
+
+    dispatched, exported, figures = mailed_and_exported(ws)
+    assert (dispatched["sent"], dispatched["skipped"]) == (0, 1)
+    assert exported == "email\r\nben@example.com\r\n"
+    assert figures == (1, 1)
+
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    doc = cli(ws, "import", "unsub", file=f"email,date\nanna@example.com,{today}\n")
+    assert (doc["counts"]["updated"], doc["counts"]["unsubscribed"]) == (1, 1)
+    assert ws.query("SELECT status FROM recipients WHERE email = 'anna@example.com'") == [
+        ("unsubscribed",)
+    ]
+    dispatched, exported, figures = mailed_and_exported(ws)
+    assert (dispatched["sent"], dispatched["skipped"]) == (0, 1)
+    assert exported == "email\r\nben@example.com\r\n"
+    assert figures == (1, 1)
+    assert smtp.messages == []
 
 
 # --------------------------------------------------------------------------- SMTP outcomes

@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from props import examples
 
+from campaign_sync import addresses, export, store, workdir
 from campaign_sync import config as config_module
-from campaign_sync import export, store, workdir
 from campaign_sync.config import BounceLimits, CsvFormat, JobConfig, TargetConfig
 from campaign_sync.csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
 from campaign_sync.errors import InputError
@@ -397,17 +397,20 @@ def test_blocklist_export(env: Env):
     seed_list(env)
     env.sql(
         "INSERT INTO blocklist (pattern, reason, created_at, modified_at) "
-        "VALUES ('=cmd@x.de', 'formula, \"quoted\"', ?, ?)",
-        (T2, T3),
+        "VALUES ('=cmd@x.de', '=formula, \"quoted\"', ?, ?), ('=sum(1)', '', ?, ?)",
+        (T2, T3, T2, T3),
     )
     env.add_job(
         "blocklist-export",
         "type: blocklist-export\ntarget: {server: partner, path: /export/blocklist.csv}",
     )
+    # An address-like pattern goes out as it is (see test_addresses_are_written_as_stored_…);
+    # one that could be a function call is neutralised, like the free-text reason.
     assert env.export("blocklist-export", "export/blocklist.csv") == (
         "pattern,reason,created,modified\r\n"
         f"*@spam.example,spam trap,{T1},{T2}\r\n"
-        f'\'=cmd@x.de,"formula, ""quoted""",{T2},{T3}\r\n'
+        f'=cmd@x.de,"\'=formula, ""quoted""",{T2},{T3}\r\n'
+        f"'=sum(1),,{T2},{T3}\r\n"
     )
 
 
@@ -482,6 +485,79 @@ def test_formula_like_cells_are_neutralised_and_quoted_where_needed(env: Env):
         'r6@example.com,"a,b"\r\n'
         'r7@example.com,"say ""hi"""\r\n'
         'r8@example.com,"l1\nl2"\r\n'
+    )
+
+
+# Valid addresses that start like a formula ('@' cannot start one: the local part is empty).
+FORMULA_ADDRESSES = ["+1-1@example.com", "-x@example.com", "=a@example.com"]
+
+
+def test_addresses_are_written_as_stored_and_come_back_the_same(env: Env):
+    """A formula-like address goes out byte for byte ('+1-1@… with a quote would be another
+    valid address); every other cell is still neutralised. The file imports back into a
+    new list as the same addresses."""
+    assert addresses.check("@a@example.com") is not None
+    notes = {"+1-1@example.com": "-1", "-x@example.com": "plain", "=a@example.com": "=a@x.de"}
+    for email, note in notes.items():
+        recipient(env, email, fields={"note": note})
+    recipient(env, "ok@example.com", fields={"note": "+49 30 1234"})
+    env.write("fields: [email, note]")
+    assert env.export() == (
+        "email,note\r\n"
+        "+1-1@example.com,'-1\r\n"
+        "-x@example.com,plain\r\n"
+        "=a@example.com,'=a@x.de\r\n"
+        "ok@example.com,'+49 30 1234\r\n"
+    )
+    env.add_job(
+        "copy-import",
+        "type: recipient-import\nlist: copy\nsource: {server: partner, path: /export/out.csv}",
+    )
+    result = env.run("copy-import", "import")
+    assert result.status == "succeeded", result.error
+    assert (result.counts["inserted"], result.counts["rejected"]) == (4, 0)
+    conn = env.conn()
+    copied = conn.execute(
+        "SELECT email FROM recipients WHERE list_id = ? ORDER BY email",
+        (store.list_id(conn, "copy", create=False),),
+    ).fetchall()
+    conn.close()
+    assert [email for (email,) in copied] == [*FORMULA_ADDRESSES, "ok@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "header", "dates"),
+    [("unsubscriber", "email,list,date,reason", f",,{T1},"), ("blocklist", "", f",,{T1},{T1}")],
+)
+def test_small_exports_write_addresses_as_stored_and_read_back_unchanged(
+    env: Env, kind: str, header: str, dates: str
+):
+    """Unsubscriber and blocklist exports: the address (pattern) column as stored; imported
+    back, every row is an entry the store already has."""
+    for email in FORMULA_ADDRESSES:
+        env.sql("INSERT INTO unsubscribers (email, unsubscribed_at) VALUES (?, ?)", (email, T1))
+        env.sql(
+            "INSERT INTO blocklist (pattern, created_at, modified_at) VALUES (?, ?, ?)",
+            (email, T1, T1),
+        )
+    header = header or "pattern,reason,created,modified"
+    env.add_job(f"{kind}-export", f"type: {kind}-export\ntarget: {{server: partner, path: /x.csv}}")
+    assert env.export(f"{kind}-export", "x.csv") == (
+        f"{header}\r\n" + "".join(f"{email}{dates}\r\n" for email in FORMULA_ADDRESSES)
+    )
+    env.add_job(f"{kind}-import", f"type: {kind}-import\nsource: {{server: partner, path: /x.csv}}")
+    result = env.run(f"{kind}-import", "import")
+    assert result.status == "succeeded", result.error
+    assert (result.counts["unchanged"], result.counts["inserted"]) == (3, 0)
+
+
+def test_bounce_export_writes_addresses_as_stored(env: Env):
+    for email in FORMULA_ADDRESSES:
+        bounce(env, email, "hard", times=2)
+    env.add_job("bounce-export", "type: bounce-export\ntarget: {server: partner, path: /b.csv}")
+    assert env.export("bounce-export", "b.csv") == (
+        "email,hard_bounces,soft_bounces,last_bounce\r\n"
+        + "".join(f"{email},2,0,{T2}\r\n" for email in FORMULA_ADDRESSES)
     )
 
 
@@ -695,13 +771,22 @@ def test_neutralise():
         "",
         "'a",
     ]
+    addresses_and_others = ("+1-1@x.de", "=a.b@bücher.de", "-*@x.de", "=a(1)", "+a b", "\ta")
+    assert [neutralise(c, address=True) for c in addresses_and_others] == [
+        "+1-1@x.de",
+        "=a.b@bücher.de",
+        "-*@x.de",
+        "'=a(1)",
+        "'+a b",
+        "'\ta",
+    ]
 
 
-def _written(tmp_path: Path, fmt: CsvFormat, header: list[str], feed) -> bytes:  # type: ignore[no-untyped-def]
+def _written(tmp_path: Path, fmt: CsvFormat, header: list[str], feed, verbatim=()) -> bytes:  # type: ignore[no-untyped-def]
     path = tmp_path / f"out-{len(list(tmp_path.iterdir()))}.csv"
     path.touch()
     writer = CsvWriter(path, fmt, compress=False)
-    writer.write_header(header)
+    writer.write_header(header, verbatim=verbatim)
     feed(writer)
     writer.close()
     return path.read_bytes()
@@ -717,12 +802,16 @@ cell_text = st.text(alphabet=st.sampled_from(list("ab ,;'\"=+-@\t\r\n\x1d\x1e\x1
         [(",", '"'), (";", "'"), ("\t", '"'), ("§", '"'), ("\x1e", '"'), (",", "\x1f")]
     ),
     encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "cp1252", "utf-16"]),
+    verbatim=st.sampled_from([(), ("a",), ("b",)]),
 )
-def test_packed_and_plain_paths_write_the_same_bytes(tmp_path_factory, rows, dialect, encoding):
-    """The fast packed path agrees with the csv module on any cells, in any encoding."""
+def test_packed_and_plain_paths_write_the_same_bytes(
+    tmp_path_factory, rows, dialect, encoding, verbatim
+):
+    """The fast packed path agrees with the csv module on any cells, in any encoding, with
+    or without a column written verbatim."""
     tmp = tmp_path_factory.mktemp("w")
     fmt = CsvFormat(delimiter=dialect[0], quotechar=dialect[1], encoding=encoding)
-    plain = _written(tmp, fmt, ["a", "b"], lambda w: w.write_many(rows))
+    plain = _written(tmp, fmt, ["a", "b"], lambda w: w.write_many(rows), verbatim)
 
     def packed(writer: CsvWriter) -> None:
         # As SQLite packs them: raw cells, JSON for rows with a separator character.
@@ -734,7 +823,13 @@ def test_packed_and_plain_paths_write_the_same_bytes(tmp_path_factory, rows, dia
         ]
         writer.write_packed(ROW_SEP.join(lines), len(lines))
 
-    assert _written(tmp, fmt, ["a", "b"], packed) == plain
+    assert _written(tmp, fmt, ["a", "b"], packed, verbatim) == plain
+    # A verbatim column reads back as the cells given, unless a cell is no address.
+    text = io.StringIO(plain.decode(encoding), newline="")
+    read = list(csv.reader(text, delimiter=dialect[0], quotechar=dialect[1]))
+    for index in (["a", "b"].index(column) for column in verbatim):
+        expected = [neutralise(row[index], address=True) for row in rows]
+        assert [row[index] for row in read[1:]] == expected
 
 
 def test_encoding_error_in_plain_rows_names_row_and_column(tmp_path: Path):

@@ -155,6 +155,23 @@ def test_unsubscription_older_than_a_double_opt_in_leaves_the_recipient(cs: Work
     ]
 
 
+@pytest.mark.parametrize(
+    ("job", "header", "cells"),
+    [("unsub", "email,date", ""), ("bounce", "email,type,date", "hard,")],
+)
+def test_dates_in_the_future_are_rejected(cs: Workspace, job: str, header: str, cells: str) -> None:
+    """An unsubscription or a bounce dated ahead of the run is a reject, not a record."""
+    future = "2099-01-01T00:00:00Z"
+    code, doc = run(cs, job, f"{header}\na@x.de,{cells}{future}\nb@x.de,{cells}2025-01-01\n")
+    assert code == 0, doc
+    assert counts_of(doc, "inserted", "rejected") == (1, 1)
+    assert [(r["line"], r["reason"]) for r in doc["first_rejects"]] == [
+        (2, f"date: '{future}' is in the future (more than 5 minutes after this run)")
+    ]
+    table = "unsubscribers" if job == "unsub" else "bounces"
+    assert cs.query(f"SELECT email FROM {table}") == [("b@x.de",)]
+
+
 def test_unsubscription_from_an_unknown_list_is_rejected_naming_the_lists(
     cs: Workspace,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
 from pathlib import Path
@@ -192,6 +193,37 @@ def test_rejects_with_reasons_and_file(cs: Workspace) -> None:
         '6,"has 1 fields, the header has 3",short@x.de',
     ]
     assert members(cs)["good@x.de"][0] == "active"
+
+
+FUTURE = "is in the future (more than 5 minutes after this run)"
+
+
+def test_a_confirmation_dated_in_the_future_is_rejected(cs: Workspace) -> None:
+    """Ahead of the run by more than the clock skew: a reject like a date that does not
+    parse, in an ISO column and in a date_format one; a minute ahead is a skew and kept."""
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)
+    content = (
+        "email,doi_confirmed_at\n"
+        "a@x.de,2099-01-01\n"
+        f"b@x.de,{soon.isoformat()}\n"
+        "c@x.de,2025-01-01T10:00:00Z\n"
+    )
+    code, doc = run(cs, "rec", content)
+    assert code == 0, doc
+    assert counts(doc, "read", "inserted", "rejected") == dict(read=3, inserted=2, rejected=1)
+    assert doc["first_rejects"] == [
+        {
+            "line": 2,
+            "reason": f"doi_confirmed_at: '2099-01-01' {FUTURE}",
+            "row": ["a@x.de", "2099-01-01"],
+        }
+    ]
+    code, doc = run(cs, "rec-semi", "E-Mail;DOI\nd@x.de;01.01.2099\ne@x.de;01.01.2025\n")
+    assert code == 0, doc
+    assert [(r["line"], r["reason"]) for r in doc["first_rejects"]] == [
+        (2, f"doi_confirmed_at: '01.01.2099' {FUTURE}")
+    ]
+    assert sorted(members(cs)) == ["b@x.de", "c@x.de", "e@x.de"]
 
 
 def test_max_rejects_fails_with_nothing_applied(cs: Workspace) -> None:
