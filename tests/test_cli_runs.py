@@ -487,7 +487,10 @@ def test_a_machine_problem_during_a_run_is_a_failed_run_not_a_traceback(ws: Work
     assert "Traceback" not in done.stderr
     run = json.loads(done.stdout)
     assert run["status"] == "failed"
-    assert run["error"] == f"File exists: {blocked}"
+    assert run["error"] == (
+        f"work_dir: {blocked} is not a folder; campaign-sync keeps private files only in "
+        "folders of its own: remove it (it is recreated) or set `work_dir` to another folder"
+    )
     assert ws.query("SELECT status, error FROM runs") == [("failed", run["error"])]
 
 

@@ -913,6 +913,46 @@ def test_every_local_operation_refuses_a_linked_folder(tmp_path: Path, operation
     assert (root / "f.csv").read_text() == "ours"
 
 
+# --------------------------------------------------------------------------- work_dir
+
+
+def test_a_link_planted_in_work_dir_is_refused_and_never_followed(linked: Path) -> None:
+    """A staging folder replaced by a link: the run refuses it, and the files of the folder
+    it points to are not taken for a killed run's leftovers and removed."""
+    (linked / "outside" / "linked-import").mkdir()
+    (linked / "outside" / "linked-import" / "keep.txt").write_text("keep")
+    shutil.rmtree(linked / "var" / "staging", ignore_errors=True)
+    (linked / "var" / "staging").symlink_to(linked / "outside")
+    done = _drop_and_import(linked)
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert json_out(done)["error"] == (
+        f"work_dir: {linked}/var/staging is a symbolic link; campaign-sync keeps private files "
+        "only in folders of its own: remove it (it is recreated) or set `work_dir` to another "
+        "folder"
+    )
+    assert (linked / "outside" / "linked-import" / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in (linked / "outside").rglob("*")) == [
+        "keep.txt",
+        "linked-import",
+        "victim",
+    ]
+    assert _emails(linked / "store.db") == ["keep@example.com"]
+
+
+def test_a_work_dir_other_users_can_write_is_refused(linked: Path) -> None:
+    (linked / "var").chmod(0o777)
+    done = _drop_and_import(linked)
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert json_out(done)["error"] == (
+        f"work_dir: {linked}/var can be written by other users, who could swap the private "
+        "files kept there; make it private (chmod 700) or set `work_dir` to another folder"
+    )
+    assert _emails(linked / "store.db") == ["keep@example.com"]
+    (linked / "var").chmod(0o1777)  # sticky, like /tmp: nobody can rename our folders
+    done = run_cli(linked / "campaign-sync.yaml", "--json", "import", "linked-import")
+    assert done.returncode == EXIT_OK, done.stderr
+
+
 def test_archiving_onto_another_file_system_copies_exclusively(tmp_path: Path) -> None:
     """An archive folder that is a mount point: rename cannot cross it, a new file is made."""
     from campaign_sync.config import ServerConfig
