@@ -82,8 +82,8 @@ def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunRes
         raise UsageError(
             f"'{name}' is a {job.type} job; run it with `campaign-sync {job.kind} {name}`"
         )
-    if options.file is not None and not options.file.is_file():
-        raise UsageError(f"--file {options.file}: no such file")
+    if options.file is not None:
+        _check_file(options.file)
     if options.output is not None:
         _check_output(options.output)
     with _notified_if_it_cannot_start(config, job, options), runs.job_lock(config.work_dir, name):
@@ -120,6 +120,16 @@ def _notified_if_it_cannot_start(
         _scrub(config, result)
         _notify(config, job, result)
         raise
+
+
+def _check_file(file: Path) -> None:
+    """Refuse an --file that is no file to read, saying what it is instead."""
+    if file.is_dir():
+        raise UsageError(f"--file {file} is a folder; name the file to import")
+    if not file.exists():
+        raise UsageError(f"--file {file}: no such file")
+    if not file.is_file():
+        raise UsageError(f"--file {file} is not a regular file; name the file to import")
 
 
 def _check_output(output: Path) -> None:

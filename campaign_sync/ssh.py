@@ -140,6 +140,24 @@ def _is_missing(message: str) -> bool:
     return "No such file or directory" in message
 
 
+_DIRECTORY_TARGET = "it is a directory; the target's path must name a file"
+
+
+def _bare_refusal(exc: OSError) -> bool:
+    """Whether `exc` is SFTP's generic "Failure": OpenSSH's sftp server sends it for most
+    errors (a directory, a full disk...), so it says nothing to a reader by itself."""
+    return exc.errno is None and str(exc) == "Failure"
+
+
+def _not_a_file(mode: int | None) -> None:
+    """Refuse what stat shows is not a regular file (scp does the same: "not a regular file")."""
+    if mode is None or stat.S_ISREG(mode):
+        return  # a server that sends no mode: let the read itself tell
+    if stat.S_ISDIR(mode):
+        raise TransferError("it is a directory, not a file")
+    raise TransferError("it is not a regular file")
+
+
 def _one_line(data: bytes) -> str:
     text = data.decode("utf-8", "replace").strip()
     return re.sub(r"\s*\n\s*", " / ", text)[:500]
@@ -162,6 +180,8 @@ def _remote_errors(connected: Callable[[], bool]) -> Iterator[None]:
         if not connected():  # paramiko's "Socket is closed" after the connection died
             raise ConnectionLost(f"connection lost: {exc}") from None
         # SFTP status errors and local file errors: the server (or disk) said no.
+        if _bare_refusal(exc):
+            raise TransferError("the server refused without giving a reason") from None
         raise TransferError(str(exc.strerror or exc)) from None
 
 
@@ -399,7 +419,7 @@ class SshTransfer(Transfer):
 
     def delete(self, path: str) -> None:
         if self.server.protocol == "sftp":
-            self._retrying(f"delete {path}", lambda: self._sftp_client().remove(sftp_path(path)))
+            self._retrying(f"delete {path}", lambda: self._sftp_remove(path))
         else:
             self._retrying(f"delete {path}", lambda: self._run(f"rm -- {remote_arg(path)}"))
 
@@ -748,13 +768,18 @@ class SshTransfer(Transfer):
 
     def _sftp_size(self, path: str) -> int | None:
         try:
-            return self._sftp_client().stat(sftp_path(path)).st_size
+            attributes = self._sftp_client().stat(sftp_path(path))
         except FileNotFoundError:
             return None
+        _not_a_file(attributes.st_mode)
+        return attributes.st_size
 
     def _sftp_fetch(self, path: str, sink: BinaryIO, progress: Progress | None) -> int:
+        sftp = self._sftp_client()
         try:
-            remote = self._sftp_client().open(sftp_path(path), "rb")
+            # Opening a directory works; reading it then fails with a bare "Failure".
+            _not_a_file(sftp.stat(sftp_path(path)).st_mode)
+            remote = sftp.open(sftp_path(path), "rb")
         except FileNotFoundError:
             raise SourceMissing(path) from None
         size = remote.stat().st_size or 0
@@ -776,16 +801,24 @@ class SshTransfer(Transfer):
         size = src.stat().st_size
         sftp = self._sftp_client()
         with open(src, "rb") as reader:
-            remote = sftp.open(sftp_path(path), "wb")
+            remote = self._sftp_create(path)
             remote.MAX_REQUEST_SIZE = self._sftp_request
             remote.set_pipelined(True)  # do not wait for each write's acknowledgement
             done = 0
-            while chunk := reader.read(CHUNK):
-                remote.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, size)
-            remote.close()  # waits for every pending write to be acknowledged
+            try:
+                while chunk := reader.read(CHUNK):
+                    remote.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, size)
+                remote.close()  # waits for every pending write to be acknowledged
+            except OSError as exc:
+                if not _bare_refusal(exc):
+                    raise
+                raise TransferError(
+                    f"the server refused the data of {path} without giving a reason "
+                    "(is its disk full, or the account over its quota?)"
+                ) from None
         written = sftp.stat(sftp_path(path)).st_size
         if written != size:
             # The connection is fine and the server answered: it did not keep the bytes
@@ -793,6 +826,25 @@ class SshTransfer(Transfer):
             raise TransferError(
                 f"the server kept only {written} of {size} bytes of {path} (is its disk full?)"
             )
+
+    def _sftp_create(self, path: str) -> paramiko.SFTPFile:
+        try:
+            return self._sftp_client().open(sftp_path(path), "wb")
+        except FileNotFoundError:  # OpenSSH says so for a missing folder and for a file
+            folder = posixpath.dirname(path) or "."
+            raise TransferError(f"there is no folder {folder} on the server") from None
+        except OSError as exc:
+            if _bare_refusal(exc) and self._is_directory(path):
+                raise TransferError(_DIRECTORY_TARGET) from None
+            raise
+
+    def _sftp_remove(self, path: str) -> None:
+        try:
+            self._sftp_client().remove(sftp_path(path))
+        except OSError as exc:
+            if _bare_refusal(exc) and self._is_directory(path):
+                raise TransferError("it is a directory, not a file") from None
+            raise
 
     def _sftp_archive(self, path: str, names: list[str]) -> str:
         sftp = self._sftp_client()
@@ -827,10 +879,7 @@ class SshTransfer(Transfer):
             raise
         except (TransferError, OSError, paramiko.SSHException) as exc:
             if self._is_directory(path):
-                raise TransferError(
-                    f"cannot upload to {path}: it is a directory; the target's path must name "
-                    f"a file"
-                ) from None
+                raise TransferError(_DIRECTORY_TARGET) from None
             detail = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
             detail = detail or "refused"
             raise TransferError(

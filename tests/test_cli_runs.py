@@ -414,6 +414,26 @@ def test_usage_errors_in_json_mode_print_one_json_document(
     assert not ws.store.exists()
 
 
+def test_import_file_must_be_a_regular_file(ws: Workspace) -> None:
+    fifo = ws.root / "pipe.csv"
+    os.mkfifo(fifo)
+    for path, error in (
+        (ws.root, f"--file {ws.root} is a folder; name the file to import"),
+        (fifo, f"--file {fifo} is not a regular file; name the file to import"),
+        (ws.root / "nope.csv", f"--file {ws.root}/nope.csv: no such file"),
+    ):
+        done = ws.run("--json", "import", "newsletter-import", "--file", str(path))
+        assert done.returncode == 2
+        assert json.loads(done.stdout) == {"error": error, "exit_code": 2}
+        plain = ws.run("import", "newsletter-import", "--file", str(path))
+        assert (plain.returncode, plain.stdout, plain.stderr) == (
+            2,
+            "",
+            f"campaign-sync: error: {error}\n",
+        )
+    assert not ws.store.exists()  # refused before anything ran
+
+
 def test_export_output_must_be_a_file_in_an_existing_folder(ws: Workspace) -> None:
     for output, error in (
         (ws.root, f"--output {ws.root} is a folder; name the file to write"),
@@ -489,7 +509,10 @@ def test_a_machine_problem_during_a_run_is_a_failed_run_not_a_traceback(ws: Work
     assert "Traceback" not in done.stderr
     run = json.loads(done.stdout)
     assert run["status"] == "failed"
-    assert run["error"] == f"File exists: {blocked}"
+    assert run["error"] == (
+        f"work_dir: {blocked} is not a folder; campaign-sync keeps private files only in "
+        "folders of its own: remove it (it is recreated) or set `work_dir` to another folder"
+    )
     assert ws.query("SELECT status, error FROM runs") == [("failed", run["error"])]
 
 

@@ -87,6 +87,30 @@ def test_missing_remote_file_exits_3(ws: Workspace, sshd: Sshd, tmp_path: Path) 
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("protocol", "problem"),
+    [
+        ("sftp", "it is a directory, not a file"),
+        ("scp", "scp: {path}: not a regular file"),  # OpenSSH's scp says so itself
+    ],
+)
+def test_a_source_that_is_a_directory_is_named_as_one(
+    ws: Workspace, sshd: Sshd, tmp_path: Path, protocol: str, problem: str
+) -> None:
+    remote = tmp_path / "remote"
+    source = remote / "in" / "newsletter_20261101.csv.gz"
+    source.mkdir(parents=True)
+    ssh_workspace(ws, sshd, protocol, remote)
+    done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["error"] == (
+        f"server 'partner' ([{sshd.host}]:{sshd.port}): stat {source}: "
+        + problem.format(path=source)
+    )
+    assert ws.query("SELECT status FROM runs") == [("failed",)]
+    assert ws.recipients() == {}
+
+
 def test_unknown_host_key_is_refused_with_its_fingerprint(
     ws: Workspace, sshd: Sshd, tmp_path: Path
 ) -> None:

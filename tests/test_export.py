@@ -718,17 +718,18 @@ def test_upload_is_atomic_and_leaves_no_temp_file(env: Env):
     final.parent.mkdir()
     final.write_bytes(b"previous complete file\r\n")
     seen: list[bytes] = []
-    original = os.replace
+    original = os.rename
 
-    def watching_replace(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Just before the rename the final name still holds the previous complete file.
-        if str(dst) == str(final):
+    def watching_rename(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Just before the rename (relative to the folder's descriptor) the final name still
+        # holds the previous complete file.
+        if dst == final.name and kwargs.get("dst_dir_fd") is not None:
             seen.append(final.read_bytes())
-            assert Path(src).name.startswith(".campaign-sync-")
+            assert src.startswith(".campaign-sync-out.csv.") and src.endswith(".part")
         return original(src, dst, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "replace", watching_replace)
+        patch.setattr(os, "rename", watching_rename)
         assert env.run().status == "succeeded"
     assert seen == [b"previous complete file\r\n"]
     assert final.read_bytes() == b"email\r\nanna@example.com\r\n"

@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -725,3 +727,258 @@ def test_a_secret_of_the_wrong_yaml_type_is_a_configuration_error(
         config_module.load(str(path), env={})
     assert "smtp.password" in str(caught.value)
     assert "S3cret" not in str(caught.value) and "ListSecret" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- planted links
+
+# Whoever can write a local server's folder can plant links there. Nothing campaign-sync
+# reads, writes, moves or deletes may resolve outside that folder, and nothing it creates
+# there or in work_dir may be opened through a name someone else put there.
+
+LINKED_JOBS = """\
+  linked-import:
+    type: recipient-import
+    list: newsletter
+    source: {server: inbox, path: /import/in.csv, after: archive, archive_dir: /done}
+  in-place-export:
+    type: recipient-export
+    list: newsletter
+    target: {server: inbox, path: /export/list.csv, atomic: false}
+    fields: [email, first_name, city, note]
+"""
+SECRET_LINE = "root:*:20228:0:99999:7:::"  # what a link to /etc/shadow would show
+LINK_REFUSED = (
+    "is a symbolic link, and links are never followed on a local server (they could lead "
+    "out of its folder); put the real file or folder there"
+)
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Path:
+    """A local server `inbox` with a store holding keep@example.com, and `outside/victim`,
+    a file of someone else's outside the server's folder."""
+    config = _fresh(tmp_path)
+    config.write_text(CONFIG + LINKED_JOBS, encoding="utf-8")
+    seed = tmp_path / "seed.csv"
+    seed.write_text("email;first_name\nkeep@example.com;Keep\n", encoding="utf-8")
+    assert _import_file(config, "plain-import", seed).returncode == EXIT_OK
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "victim").write_text(SECRET_LINE + "\n")
+    return tmp_path
+
+
+def _drop_and_import(root: Path) -> subprocess.CompletedProcess[str]:
+    """A partner's plain file at /import/in.csv, imported by `linked-import`."""
+    (root / "inbox" / "import").mkdir()
+    (root / "inbox" / "import" / "in.csv").write_text("email\nanna@example.com\n")
+    done = run_cli(root / "campaign-sync.yaml", "--json", "import", "linked-import")
+    assert_no_traceback(done)
+    return done
+
+
+def _outside_untouched(root: Path) -> None:
+    assert sorted(p.name for p in (root / "outside").iterdir()) == ["victim"]
+    assert (root / "outside" / "victim").read_text() == SECRET_LINE + "\n"
+
+
+@pytest.mark.parametrize("job", ["list-export", "in-place-export"])
+def test_an_export_never_writes_through_a_planted_link(linked: Path, job: str) -> None:
+    """The old fixed temporary name, and the final name itself, as links to a victim."""
+    export = linked / "inbox" / "export"
+    export.mkdir()
+    (export / ".campaign-sync-list.csv.part").symlink_to(linked / "outside" / "victim")
+    (export / "list.csv").symlink_to(linked / "outside" / "victim")
+    (export / ".campaign-sync-list.csv.0123456789abcdef.part").write_text("a killed upload")
+    (export / ".campaign-sync-list.csv.gz.0123456789abcdef.part").write_text("another target")
+    done = run_cli(linked / "campaign-sync.yaml", "--json", "export", job)
+    assert_no_traceback(done)
+    assert done.returncode == EXIT_OK, done.stderr
+    _outside_untouched(linked)
+    # The link at the final name is replaced as a link; the temporary names of this target
+    # (killed uploads, or links planted under them) are removed, never followed.
+    target = export / "list.csv"
+    assert not target.is_symlink()
+    assert target.read_bytes() == b"email,first_name,city,note\r\nkeep@example.com,Keep,,\r\n"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # the partner reads it
+    assert sorted(p.name for p in export.iterdir()) == [
+        ".campaign-sync-list.csv.gz.0123456789abcdef.part",
+        "list.csv",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("plant", "where"),
+    [
+        ("import/in.csv", "it"),  # the file itself is a link
+        ("import", "/import"),  # a folder on the way is a link
+    ],
+)
+def test_an_import_never_reads_through_a_planted_link(linked: Path, plant: str, where: str) -> None:
+    (linked / "outside" / "in.csv").write_text("email\nother-partner@example.com\n")
+    target = linked / "outside" / ("in.csv" if plant.endswith(".csv") else "")
+    link = linked / "inbox" / plant
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    before = sorted((linked / "outside").iterdir())
+    done = run_cli(linked / "campaign-sync.yaml", "--json", "import", "linked-import")
+    assert_no_traceback(done)
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert json_out(done)["error"] == (
+        f"cannot read /import/in.csv on server 'inbox': {where} {LINK_REFUSED}"
+    )
+    assert _emails(linked / "store.db") == ["keep@example.com"]
+    assert sorted((linked / "outside").iterdir()) == before  # nothing archived out there
+    assert not (linked / "inbox" / "done").exists()
+    assert not list((linked / "var" / "staging").rglob("*.part*"))
+
+
+def test_a_link_to_a_system_file_never_shows_its_content(linked: Path) -> None:
+    (linked / "inbox" / "import").mkdir()
+    (linked / "inbox" / "import" / "in.csv").symlink_to(linked / "outside" / "victim")
+    done = run_cli(linked / "campaign-sync.yaml", "--json", "import", "linked-import")
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert (
+        json_out(done)["error"]
+        == f"cannot read /import/in.csv on server 'inbox': it {LINK_REFUSED}"
+    )
+    history = run_cli(linked / "campaign-sync.yaml", "check")
+    for output in (done.stdout, done.stderr, history.stdout, history.stderr):
+        assert "root:" not in output
+    _outside_untouched(linked)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda path: path.mkdir(), "it is a directory, not a file"),
+        (os.mkfifo, "it is not a regular file"),  # a FIFO must not hang the run either
+    ],
+    ids=["directory", "fifo"],
+)
+def test_an_import_source_that_is_no_regular_file_is_refused(
+    linked: Path, make: Any, problem: str
+) -> None:
+    (linked / "inbox" / "import").mkdir()
+    make(linked / "inbox" / "import" / "in.csv")
+    done = run_cli(linked / "campaign-sync.yaml", "--json", "import", "linked-import", timeout=30)
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert json_out(done)["error"] == f"cannot read /import/in.csv on server 'inbox': {problem}"
+
+
+def test_archiving_never_moves_a_file_through_a_linked_folder(linked: Path) -> None:
+    (linked / "inbox" / "done").symlink_to(linked / "outside")
+    done = _drop_and_import(linked)
+    assert done.returncode == EXIT_OK, done.stderr  # the import stands; archiving is a warning
+    assert json_out(done)["warnings"] == [
+        "after: archive of /import/in.csv failed: cannot archive /import/in.csv on server "
+        f"'inbox': /done {LINK_REFUSED}"
+    ]
+    assert (linked / "inbox" / "import" / "in.csv").exists()
+    _outside_untouched(linked)
+
+
+@pytest.mark.parametrize("operation", ["size", "fetch", "put", "delete", "archive", "archive to"])
+def test_every_local_operation_refuses_a_linked_folder(tmp_path: Path, operation: str) -> None:
+    """The same refusal for each thing a job can do on a local server, in any folder depth."""
+    from campaign_sync.config import ServerConfig
+    from campaign_sync.errors import TransferError
+    from campaign_sync.transfer import LocalTransfer
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "f.csv").write_text("theirs")
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "b").symlink_to(outside)
+    (root / "f.csv").write_text("ours")
+    staged = tmp_path / "staged"
+    staged.write_text("new")
+    transfer = LocalTransfer(ServerConfig(name="inbox", type="local", path=str(root)))
+    calls = {
+        "size": lambda: transfer.size("/a/b/deep/f.csv"),
+        "fetch": lambda: transfer.fetch("/a/b/deep/f.csv", staged),
+        "put": lambda: transfer.put(staged, "/a/b/deep/f.csv"),
+        "delete": lambda: transfer.delete("/a/b/deep/f.csv"),
+        "archive": lambda: transfer.archive("/a/b/deep/f.csv", "/done"),
+        "archive to": lambda: transfer.archive("/f.csv", "/a/b/deep"),
+    }
+    with pytest.raises(TransferError) as caught:
+        calls[operation]()
+    verb = {"size": "read", "put": "upload", "archive to": "archive"}.get(operation, operation)
+    path = "/f.csv" if operation == "archive to" else "/a/b/deep/f.csv"
+    assert str(caught.value) == f"cannot {verb} {path} on server 'inbox': /a/b {LINK_REFUSED}"
+    assert (outside / "deep" / "f.csv").read_text() == "theirs"
+    assert sorted(p.name for p in outside.rglob("*")) == ["deep", "f.csv"]
+    assert (root / "f.csv").read_text() == "ours"
+
+
+# --------------------------------------------------------------------------- work_dir
+
+
+def test_a_link_planted_in_work_dir_is_refused_and_never_followed(linked: Path) -> None:
+    """A staging folder replaced by a link: the run refuses it, and the files of the folder
+    it points to are not taken for a killed run's leftovers and removed."""
+    (linked / "outside" / "linked-import").mkdir()
+    (linked / "outside" / "linked-import" / "keep.txt").write_text("keep")
+    shutil.rmtree(linked / "var" / "staging", ignore_errors=True)
+    (linked / "var" / "staging").symlink_to(linked / "outside")
+    done = _drop_and_import(linked)
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert json_out(done)["error"] == (
+        f"work_dir: {linked}/var/staging is a symbolic link; campaign-sync keeps private files "
+        "only in folders of its own: remove it (it is recreated) or set `work_dir` to another "
+        "folder"
+    )
+    assert (linked / "outside" / "linked-import" / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in (linked / "outside").rglob("*")) == [
+        "keep.txt",
+        "linked-import",
+        "victim",
+    ]
+    assert _emails(linked / "store.db") == ["keep@example.com"]
+
+
+def test_a_work_dir_other_users_can_write_is_refused(linked: Path) -> None:
+    (linked / "var").chmod(0o777)
+    done = _drop_and_import(linked)
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert json_out(done)["error"] == (
+        f"work_dir: {linked}/var can be written by other users, who could swap the private "
+        "files kept there; make it private (chmod 700) or set `work_dir` to another folder"
+    )
+    assert _emails(linked / "store.db") == ["keep@example.com"]
+    (linked / "var").chmod(0o1777)  # sticky, like /tmp: nobody can rename our folders
+    done = run_cli(linked / "campaign-sync.yaml", "--json", "import", "linked-import")
+    assert done.returncode == EXIT_OK, done.stderr
+
+
+def test_archiving_onto_another_file_system_copies_exclusively(tmp_path: Path) -> None:
+    """An archive folder that is a mount point: rename cannot cross it, a new file is made."""
+    from campaign_sync.config import ServerConfig
+    from campaign_sync.transfer import LocalTransfer
+
+    root = tmp_path / "root"
+    (root / "done").mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("a second file system needs a tmpfs mount, which needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root / "done")],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        (root / "done" / "in.csv").symlink_to(tmp_path / "victim")
+        (root / "in.csv").write_text("email\n")
+        (root / "in.csv").chmod(0o640)
+        transfer = LocalTransfer(ServerConfig(name="inbox", type="local", path=str(root)))
+        moved = transfer.archive("/in.csv", "/done")
+        assert moved.startswith("/done/in.") and moved != "/done/in.csv"
+        archived = root / moved.lstrip("/")
+        assert archived.read_text() == "email\n" and not archived.is_symlink()
+        assert stat.S_IMODE(archived.stat().st_mode) == 0o640
+        assert not (root / "in.csv").exists() and not (tmp_path / "victim").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(root / "done")], check=False)

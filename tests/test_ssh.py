@@ -695,6 +695,39 @@ def test_upload_onto_a_directory_is_refused(server, remote, tmp_path, protocol):
     assert sorted(p.name for p in remote.iterdir()) == ["a-directory"]
 
 
+def test_sftp_refusals_say_what_is_wrong_not_failure(server, remote, tmp_path):
+    """OpenSSH's sftp server answers most errors with a bare "Failure"; each case is named."""
+    local = tmp_path / "local.csv"
+    data_file(local, 100)
+    (remote / "a-directory").mkdir()
+    where = f"server 'test' ([{server.host}]:{server.port})"
+    cases = [
+        (
+            lambda t: t.fetch(f"{remote}/a-directory", staging_file(tmp_path)),
+            f"fetch {remote}/a-directory: it is a directory, not a file",
+        ),
+        (
+            lambda t: t.put(local, f"{remote}/a-directory", atomic=False),
+            f"upload {remote}/a-directory: it is a directory; the target's path must name a file",
+        ),
+        (
+            lambda t: t.put(local, f"{remote}/no-folder/x.csv"),
+            f"upload {remote}/no-folder/x.csv: there is no folder {remote}/no-folder on the server",
+        ),
+        (
+            lambda t: t.delete(f"{remote}/a-directory"),
+            f"delete {remote}/a-directory: it is a directory, not a file",
+        ),
+    ]
+    with SshTransfer(server.server_config(protocol="sftp", retries=0)) as transfer:
+        for call, message in cases:
+            with pytest.raises(TransferError) as caught:
+                call(transfer)
+            assert str(caught.value) == f"{where}: {message}"
+    assert sorted(p.name for p in remote.iterdir()) == ["a-directory"]
+    assert list((remote / "a-directory").iterdir()) == []
+
+
 @pytest.mark.parametrize("protocol", [*PROTOCOLS, "local"])
 def test_archive_never_replaces_an_archived_file(server, remote, tmp_path, protocol):
     done = remote / "done"
