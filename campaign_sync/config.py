@@ -111,6 +111,7 @@ class CsvFormat:
     quotechar: str = '"'
     encoding: str = "utf-8"
     date_format: str | None = None  # strptime format; None means ISO 8601
+    header: bool = True  # imports: false when the file's first line is already data
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def test_unterminated_quote_fails_naming_the_line(ws: Workspace) -> None:
     broken_file_fails_cleanly(
         ws,
         b'E-Mail;Vorname\nanna@example.com;Anna\nbert@example.com;"Bert\n',
-        "line 3: broken CSV structure",
+        "line 3: a quote opened in this row is never closed;",
     )
 
 

@@ -319,16 +319,20 @@ def test_lists_are_separate(cs: Workspace) -> None:
         ),
         (
             b'email,city\nbad,x\nz@x.de,"Ulm\nq@x.de,Bonn\n',
-            "line 3: broken CSV structure (unexpected end of data); check quoting, the "
-            "delimiter, or whether the file was cut off",
+            "line 3: a quote opened in this row is never closed; check the quoting (a quote "
+            "inside a quoted field is written twice), or whether the file was cut off",
         ),
         (
             b"email,city,zip\nbad,x,1\nz@x.de,Ulm,1\nq@x.de,Bo",
             "line 4: the last row is incomplete (2 of 3 fields, no line end); the file looks "
             "truncated",
         ),
+        (
+            b"\xef\xbb\xbf",
+            "in-1.csv: the file is empty (not even a header line); check the partner's export",
+        ),
     ],
-    ids=["undecodable", "no-key-column", "unterminated-quote", "truncated"],
+    ids=["undecodable", "no-key-column", "unterminated-quote", "truncated", "only-a-bom"],
 )
 def test_broken_files_fail_whole_naming_the_line(
     cs: Workspace, content: bytes, message: str
