@@ -26,6 +26,29 @@ JOB_TYPES = IMPORT_TYPES + EXPORT_TYPES + DISPATCH_TYPES
 LIST_JOB_TYPES = ("recipient-import", "recipient-export", "doi-dispatch")
 
 IMPORT_MODES = ("upsert", "add-only", "update-only", "replace")
+# What a file can give each import type. Recipient files take any field name except the ones
+# kept in their own columns or managed by campaign-sync; the other types know their fields.
+RESERVED_FIELDS = ("status", "created_at", "updated_at", "list", "fields")
+FILE_FIELDS = {
+    "blocklist-import": ("pattern", "reason"),
+    "unsubscriber-import": ("email", "list", "date", "reason"),
+    "bounce-import": ("email", "type", "date"),
+}
+# The fields every row needs, from a column or a default; the first identifies the row and
+# comes from the file only.
+REQUIRED_FIELDS = {
+    "recipient-import": ("email",),
+    "blocklist-import": ("pattern",),
+    "unsubscriber-import": ("email",),
+    "bounce-import": ("email", "type"),
+}
+# The field read as a date, per import type.
+DATE_FIELD = {
+    "recipient-import": "doi_confirmed_at",
+    "unsubscriber-import": "date",
+    "bounce-import": "date",
+}
+BOUNCE_TYPES = ("hard", "soft")
 FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -119,6 +142,7 @@ class CsvFormat:
     quotechar: str = '"'
     encoding: str = "utf-8"
     date_format: str | None = None  # strptime format; None means ISO 8601
+    header: bool = True  # imports: false when the file's first line is already data
 
 
 @dataclass(frozen=True)
@@ -146,7 +170,10 @@ class JobConfig:
     notify: tuple[str, ...] = ()
     # imports
     source: SourceConfig | None = None
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)  # header: field
+    # format.header false: the field of each column in order (None: the column is skipped)
+    column_fields: tuple[str | None, ...] = ()
+    defaults: dict[str, str] = field(default_factory=dict)  # field: value for empty cells
     mode: str = "upsert"
     max_rejects: Limit | None = None
     max_removals: Limit | None = None
@@ -160,6 +187,11 @@ class JobConfig:
     # dispatch
     mailings: Path | None = None
     rate: float | None = None  # messages per second
+
+    @property
+    def column_labels(self) -> list[str]:
+        """The header of a file without one: each column's field, `column N` if skipped."""
+        return [name or f"column {i}" for i, name in enumerate(self.column_fields, 1)]
 
     @property
     def kind(self) -> str:
@@ -849,8 +881,9 @@ class _Validator:
             soft_limit=self.bounce_limit(spec.get("soft_limit", 10), "bounces.soft_limit"),
         )
 
-    def csv_format(self, raw: Any, key: str) -> CsvFormat:
-        spec = self.mapping(raw, key, ("delimiter", "quotechar", "encoding", "date_format"))
+    def csv_format(self, raw: Any, key: str, *, imports: bool = False) -> CsvFormat:
+        allowed = ("delimiter", "quotechar", "encoding", "date_format")
+        spec = self.mapping(raw, key, allowed + (("header",) if imports else ()))
         fmt = CsvFormat()
         delimiter = spec.get("delimiter", fmt.delimiter)
         if delimiter == "\\t":
@@ -871,7 +904,8 @@ class _Validator:
         date_format = None
         if spec.get("date_format") is not None:
             date_format = self.string(spec["date_format"], f"{key}.date_format")
-        return CsvFormat(delimiter, quotechar, encoding, date_format)
+        header = self.boolean(spec.get("header", True), f"{key}.header")
+        return CsvFormat(delimiter, quotechar, encoding, date_format, header)
 
     def job(
         self,
@@ -887,7 +921,7 @@ class _Validator:
         kind = self.string(raw.get("type"), f"{key}.type", choices=JOB_TYPES)
         common = ("type", "list", "schedule", "notify")
         if kind in IMPORT_TYPES:
-            allowed = common + ("source", "format", "columns", "mode", "max_rejects")
+            allowed = common + ("source", "format", "columns", "defaults", "mode", "max_rejects")
             allowed += ("max_removals",)
         elif kind in EXPORT_TYPES:
             allowed = common + ("target", "format", "fields", "include", "changes_only")
@@ -907,10 +941,17 @@ class _Validator:
         if spec.get("notify") is not None:
             self.settle(values, "notify", lambda: self.addresses(spec["notify"], f"{key}.notify"))
         if "format" in spec:
-            self.settle(values, "format", lambda: self.csv_format(spec["format"], f"{key}.format"))
+            imports = kind in IMPORT_TYPES
+            self.settle(
+                values,
+                "format",
+                lambda: self.csv_format(spec["format"], f"{key}.format", imports=imports),
+            )
 
         if kind in IMPORT_TYPES:
-            values.update(self.import_settings(key, spec, declared))
+            # (a format with a problem: what it would say is unknown, so it is not assumed)
+            fmt = values.get("format", CsvFormat() if "format" not in spec else None)
+            values.update(self.import_settings(key, spec, declared, fmt))
         elif kind in EXPORT_TYPES:
             values.update(self.export_settings(key, spec, declared))
         else:
@@ -951,13 +992,41 @@ class _Validator:
         return text
 
     def import_settings(
-        self, key: str, spec: dict[str, Any], servers: dict[str, Any]
+        self, key: str, spec: dict[str, Any], servers: dict[str, Any], fmt: CsvFormat | None
     ) -> dict[str, Any]:
         values: dict[str, Any] = {}
+        kind = spec["type"]
         if spec.get("source") is not None:
             self.settle(values, "source", lambda: self.source(f"{key}.source", spec, servers))
+        header = None if fmt is None else fmt.header
         if spec.get("columns") is not None:
-            self.settle(values, "columns", lambda: self.columns(f"{key}.columns", spec["columns"]))
+            raw = spec["columns"]
+            self.settle(
+                values,
+                "column_fields" if isinstance(raw, list) else "columns",
+                lambda: self.columns(f"{key}.columns", raw, kind, header),
+            )
+        elif header is False:
+            self.note(
+                self.fail(
+                    f"{key}.columns",
+                    "required when format.header is false: a list with the field of each "
+                    "column, ~ to skip one (e.g. columns: [email, first_name, ~, last_name])",
+                )
+            )
+        if spec.get("defaults") is not None:
+            self.settle(
+                values,
+                "defaults",
+                lambda: self.defaults(f"{key}.defaults", spec["defaults"], kind, fmt),
+            )
+        # What columns and defaults give together, unless one of them had a problem.
+        columns_lost = spec.get("columns") is not None and not (
+            {"columns", "column_fields"} & set(values)
+        )
+        defaults_lost = spec.get("defaults") is not None and "defaults" not in values
+        if not (columns_lost or defaults_lost):
+            self.attempt(lambda: self.provided(f"{key}.columns", kind, values))
         if spec.get("mode") is not None:
             self.settle(
                 values,
@@ -1001,19 +1070,168 @@ class _Validator:
             archive_dir=archive_dir,
         )
 
-    def columns(self, ckey: str, columns: Any) -> dict[str, str]:
-        if not isinstance(columns, dict):
-            raise self.fail(ckey, f"expected a mapping of header: field, got {_kind(columns)}")
-        mapped = {}
-        for header, target in columns.items():
-            target = self.string(target, f"{ckey}.{header}")
-            if not FIELD_NAME.match(target):
+    def columns(
+        self, ckey: str, columns: Any, kind: str, header: bool | None
+    ) -> dict[str, str] | tuple[str | None, ...] | None:
+        """A mapping header: field (files with a header line) or a list of fields (files
+        without); None when (collecting) one of its entries had a problem."""
+        if isinstance(columns, list):
+            if header:
                 raise self.fail(
-                    f"{ckey}.{header}",
-                    f"'{target}' is not a field name (lower-case letters, digits, _)",
+                    ckey,
+                    "a list of columns is for a file without a header line: set format.header: "
+                    "false, or map the header's names (e.g. columns: {E-Mail: email})",
                 )
-            mapped[str(header)] = target
+            return self.column_list(ckey, columns, kind)
+        if not isinstance(columns, dict):
+            raise self.fail(
+                ckey,
+                "expected a mapping of header: field (or, with format.header: false, a list "
+                f"of fields), got {_kind(columns)}",
+            )
+        if header is False:
+            raise self.fail(
+                ckey,
+                "format.header is false, so there are no header names to map: give a list "
+                "with the field of each column, ~ to skip one (e.g. columns: [email, ~, city])",
+            )
+        mapped: dict[str, str] = {}
+        headers: dict[str, str] = {}  # as matched (case and outer spaces ignored): as written
+        sources: dict[str, str] = {}  # field: the header giving it
+        for name, target in columns.items():
+            hkey, name = f"{ckey}.{name}", str(name)
+            field_name = self.attempt(lambda h=hkey, t=target: self.field_target(h, t, kind))
+            same = headers.setdefault(name.strip().lower(), name)
+            if same != name:
+                self.note(
+                    self.fail(
+                        hkey,
+                        f"'{name}' and '{same}' are the same header (headers match whatever "
+                        "their case and outer spaces); keep one",
+                    )
+                )
+            elif field_name is not None and sources.setdefault(field_name, name) != name:
+                self.note(
+                    self.fail(
+                        hkey,
+                        f"'{name}' and '{sources[field_name]}' both give the field "
+                        f"'{field_name}'; map only one of them",
+                    )
+                )
+            else:
+                mapped[name] = field_name
+        if len(mapped) < len(columns) or None in mapped.values():
+            return None
         return mapped
+
+    def column_list(
+        self, ckey: str, columns: list[Any], kind: str
+    ) -> tuple[str | None, ...] | None:
+        """The field of each column of a file without a header line; ~ (None) skips one."""
+        fields: list[str | None] = []
+        first: dict[str, int] = {}
+        for i, target in enumerate(columns):
+            if target is None:
+                fields.append(None)
+                continue
+            field_name = self.attempt(
+                lambda k=f"{ckey}[{i}]", t=target: self.field_target(k, t, kind)
+            )
+            if field_name is not None and first.setdefault(field_name, i) != i:
+                self.note(
+                    self.fail(
+                        f"{ckey}[{i}]",
+                        f"'{field_name}' is already the field of column {first[field_name] + 1}; "
+                        "a field comes from one column (~ skips a column)",
+                    )
+                )
+                field_name = None
+            fields.append(field_name if field_name is not None else "")
+        if "" in fields:
+            return None
+        return tuple(fields)
+
+    def field_target(self, key: str, value: Any, kind: str) -> str:
+        """A field an import of this kind may take from a file (or a default)."""
+        name = self.string(value, key)
+        if not FIELD_NAME.match(name):
+            raise self.fail(key, f"'{name}' is not a field name (lower-case letters, digits, _)")
+        known = FILE_FIELDS.get(kind)
+        if known is None and name in RESERVED_FIELDS:
+            raise self.fail(
+                key,
+                f"'{name}' is managed by campaign-sync, not by an import; use another name",
+            )
+        if known is not None and name not in known:
+            raise self.fail(key, f"a {kind} job knows the fields {', '.join(known)}, not '{name}'")
+        return name
+
+    def defaults(
+        self, dkey: str, raw: Any, kind: str, fmt: CsvFormat | None
+    ) -> dict[str, str] | None:
+        """Each field's value where the file has no such column or the cell is empty,
+        checked as a cell of the file would be; None when (collecting) one had a problem."""
+        if not isinstance(raw, dict):
+            raise self.fail(dkey, f"expected a mapping of field: value, got {_kind(raw)}")
+        values: dict[str, str] = {}
+        for name, value in raw.items():
+            checked = self.attempt(
+                lambda k=f"{dkey}.{name}", n=name, v=value: self.default(k, n, v, kind, fmt)
+            )
+            if checked is not None:
+                values[str(name)] = checked
+        return values if len(values) == len(raw) else None
+
+    def default(self, key: str, name: Any, value: Any, kind: str, fmt: CsvFormat | None) -> str:
+        field_name = self.field_target(key, name, kind)
+        if field_name == REQUIRED_FIELDS[kind][0]:
+            raise self.fail(key, f"'{field_name}' identifies each row; it cannot have a default")
+        if isinstance(value, datetime.date):  # YAML reads 2024-05-01 as a date
+            value = value.isoformat()
+        if isinstance(value, bool):  # YAML reads yes, no, on, off as true/false
+            raise self.fail(key, "expected text or a number, got true/false; put it in quotes")
+        text = self.string(value, key).strip()
+        if field_name == "type" and kind == "bounce-import":
+            text = text.lower()
+            if text not in BOUNCE_TYPES:
+                raise self.fail(key, f"'{text}' is not a bounce type (hard or soft)")
+        if field_name == DATE_FIELD.get(kind) and fmt is not None:
+            self.date_value(key, text, fmt.date_format)
+        return text
+
+    def date_value(self, key: str, text: str, date_format: str | None) -> None:
+        """`text` must read as a date the way the file's cells are read."""
+        from .dates import parse_date
+
+        try:
+            parse_date(text, date_format, datetime.timezone.utc)
+        except (ValueError, OverflowError):
+            if date_format:
+                raise self.fail(
+                    key, f"'{text}' is not a date in the job's format.date_format {date_format}"
+                ) from None
+            raise self.fail(
+                key, f"'{text}' is not an ISO 8601 date (e.g. 2024-05-01 or 2024-05-01T10:00)"
+            ) from None
+
+    def provided(self, ckey: str, kind: str, values: dict[str, Any]) -> None:
+        """Configured columns must give each field an import needs, or defaults must."""
+        if "columns" in values:
+            mapped: dict[str, str] = values["columns"]
+            given = set(mapped.values())
+            shown = "columns map " + ", ".join(f"{h} → {f}" for h, f in mapped.items())
+        elif "column_fields" in values:
+            listed: tuple[str | None, ...] = values["column_fields"]
+            given = set(listed) - {None}
+            shown = "columns list " + ", ".join(f or "~" for f in listed)
+        else:
+            return  # the file's header names the fields: known only when it is read
+        for needed in REQUIRED_FIELDS[kind]:
+            if needed not in given and needed not in values.get("defaults", {}):
+                raise self.fail(
+                    ckey,
+                    f"no column gives '{needed}' ({shown}); {_column_hint(needed, kind, values)}",
+                )
 
     def export_settings(
         self, key: str, spec: dict[str, Any], servers: dict[str, Any]
@@ -1134,6 +1352,23 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", bool: "true/false", str: "text"}.get(
         type(value), type(value).__name__
     )
+
+
+def _column_hint(needed: str, kind: str, values: dict[str, Any]) -> str:
+    """What to add to a job's columns (or defaults) to give the field `needed`."""
+    if "columns" in values:
+        header = "E-Mail" if needed == "email" else needed.capitalize()
+        pairs = [f"{header}: {needed}", *(f"{h}: {f}" for h, f in values["columns"].items())]
+        hint = (
+            "with columns, only mapped headers are read: map the file's one too, e.g. "
+            f"columns: {{{', '.join(pairs)}}}"
+        )
+    else:
+        fields = [needed, *(f or "~" for f in values["column_fields"])]
+        hint = f"name the column that holds it in the list, e.g. columns: [{', '.join(fields)}]"
+    if needed != REQUIRED_FIELDS[kind][0]:  # (the field identifying a row has no default)
+        hint += f", or defaults: {{{needed}: …}}"
+    return hint
 
 
 def _check_timezone(name: str, error: ConfigError) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import addresses, store, workdir
-from .config import FIELD_NAME, JobConfig, Limit
+from .config import FIELD_NAME, FILE_FIELDS, REQUIRED_FIELDS, RESERVED_FIELDS, JobConfig, Limit
 from .csvread import CsvRows
 from .dates import latest_allowed, parse_date, parse_dates
 from .errors import InputError, LimitExceeded
@@ -41,9 +41,6 @@ FIRST_REJECTS = 10
 # SQLite page caches during an import, in KiB (see stage_raw).
 MAIN_CACHE_KIB = 32 << 10
 TEMP_CACHE_KIB = 16 << 10
-
-# Fields kept in their own columns or managed by us: a file cannot set them as fields.
-RESERVED_FIELDS = ("status", "created_at", "updated_at", "list", "fields")
 
 
 @dataclass
@@ -112,20 +109,17 @@ class Rejects:
             self.close()
 
 
-def resolve_columns(
-    header: list[str],
-    job: JobConfig,
-    required: tuple[str, ...],
-    name: str,
-    *,
-    known: tuple[str, ...] | None = None,
-) -> dict[str, int]:
+def resolve_columns(src: CsvRows, job: JobConfig, name: str) -> dict[str, int]:
     """Map field names to column positions, matching headers case- and space-insensitively.
 
-    With `columns` configured, only mapped headers are used. Without it, every header is a
-    field name: for recipients (`known` None) each must look like one; for the other files
-    only the `known` fields are picked and any other column is ignored.
+    A file without a header line has the job's list of column fields. With `columns`
+    configured, only mapped headers are used. Without it, every header is a field name: for
+    recipients each must look like one; for the other files only their fields are picked
+    and any other column is ignored. A field the job has a default for may be missing.
     """
+    if not src.header_line:
+        return {field: index for index, field in enumerate(job.column_fields) if field}
+    header, known = src.header, FILE_FIELDS.get(job.type)
     mapping = {key.strip().lower(): target for key, target in job.columns.items()}
     positions: dict[str, int] = {}
     for index, raw in enumerate(header):
@@ -149,13 +143,40 @@ def resolve_columns(
                 f"and {index + 1}); rename or unmap one of them"
             )
         positions[target] = index
-    for key in required:
-        if key not in positions:
-            raise InputError(
-                f"{name}: line 1: no '{key}' column (header: {', '.join(header)[:200]}); "
-                f"map yours in the job's columns, e.g. columns: {{E-Mail: {key}}}"
-            )
+    for key in REQUIRED_FIELDS[job.type]:
+        if key not in positions and key not in job.defaults:
+            raise InputError(_no_column(src, job, key, name))
     return positions
+
+
+def _no_column(src: CsvRows, job: JobConfig, field_name: str, name: str) -> str:
+    """Why a file has no column for a field it needs: what the job maps, what the file has."""
+    where = f"{name}: line {src.header_line}: "
+    header = ", ".join(src.header)[:200]
+    mapped = [key for key, target in job.columns.items() if target == field_name]
+    if mapped:
+        return where + (
+            f"no column '{mapped[0]}', which the job's columns map to '{field_name}' (header: "
+            f"{header}); correct the header's name in columns, or the file"
+        )
+    example = "E-Mail" if field_name == "email" else field_name.capitalize()
+    default = ""
+    if field_name != REQUIRED_FIELDS[job.type][0]:  # (the row's key has no default)
+        default = f", or give every row one with defaults: {{{field_name}: …}}"
+    return where + (
+        f"no '{field_name}' column (header: {header}); map yours in the job's columns, "
+        f"e.g. columns: {{{example}: {field_name}}}{default}"
+    )
+
+
+def cell(at: int | None, default: str | None) -> Callable[[list[str]], str] | None:
+    """How to read a field from a row: its cell, or the job's default where the cell is empty
+    or the file has no such column (`at` None); None when there is neither."""
+    if at is None:
+        return None if default is None else (lambda row: default)
+    if default is None:
+        return operator.itemgetter(at)
+    return lambda row: row[at] if row[at].strip() else default
 
 
 def check_limit(count: int, total: int, limit: Limit, what: str, hint: str) -> None:
@@ -200,7 +221,7 @@ def stage_checked(
         for line, row in src.rows:
             counts["read"] += 1
             if len(row) != width:
-                rejects.add(line, row, f"has {len(row)} fields, the header has {width}")
+                rejects.add(line, row, src.width_problem(len(row)))
                 continue
             try:
                 yield check(row)
@@ -359,20 +380,23 @@ def dated(text: str, ctx: MergeContext, what: str) -> str | None:
 def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rejects]:
     job, conn = ctx.job, ctx.conn
     assert job.list is not None
-    columns = resolve_columns(src.header, job, ("email",), name)
+    columns = resolve_columns(src, job, name)
     reserved = sorted(set(columns) & set(RESERVED_FIELDS))
-    if reserved:
-        raise InputError(f"{name}: '{reserved[0]}' is managed by campaign-sync, not by a file")
+    if reserved:  # (configured columns cannot give one: a file's own header did)
+        raise InputError(
+            f"{name}: line {src.header_line}: '{reserved[0]}' is managed by campaign-sync, not "
+            "by a file; list the headers to import in the job's columns to leave it out"
+        )
     email_at = columns.pop("email")
-    doi_at = columns.pop("doi_confirmed_at", None)
+    doi = cell(columns.pop("doi_confirmed_at", None), job.defaults.get("doi_confirmed_at"))
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
     blocklist = load_blocklist(conn)
-    stager = _RecipientStager(ctx, src, rejects, email_at, doi_at, columns)
+    stager = _RecipientStager(ctx, src, rejects, email_at, doi, columns)
     stager.blocklist = blocklist if len(blocklist) else None
 
     columns = "email TEXT NOT NULL, doi TEXT, blocked TEXT, fields TEXT NOT NULL"
-    staged = ["email", *(["doi"] if doi_at is not None else [])]
+    staged = ["email", *(["doi"] if doi is not None else [])]
     staged += [*(["blocked"] if stager.blocklist else []), "fields"]
     with rejects.collecting():
         stage_raw(conn, columns, staged, chain.from_iterable(stager.batches()))
@@ -493,6 +517,7 @@ class _RecipientStager:
     left out. `fields` is the row's JSON object, spelled exactly as SQLite's json_object()
     would (the unchanged check compares the text first): made with a %-template when no
     cell of the batch needs trimming or escaping, the common case, else by json.dumps.
+    The job's defaults fill empty cells and give fields the file has no column for.
     """
 
     def __init__(
@@ -501,20 +526,24 @@ class _RecipientStager:
         src: CsvRows,
         rejects: Rejects,
         email_at: int,
-        doi_at: int | None,
+        doi: Callable[[list[str]], str] | None,
         fields: dict[str, int],
     ) -> None:
         self.ctx, self.src, self.rejects = ctx, src, rejects
         self.email = operator.itemgetter(email_at)
-        self.doi = operator.itemgetter(doi_at) if doi_at is not None else None
-        assert all(FIELD_NAME.match(name) for name in fields)
-        self.names = list(fields)
+        self.doi = doi
+        defaults = {k: v for k, v in ctx.job.defaults.items() if k != "doi_confirmed_at"}
+        self.names = [*fields, *(name for name in defaults if name not in fields)]
+        assert all(FIELD_NAME.match(name) for name in self.names)
         positions = list(fields.values())
         self.pick: Callable[[list[str]], tuple[str, ...]] = (
             operator.itemgetter(*positions)
             if len(positions) > 1
             else lambda row: tuple(row[index] for index in positions)
         )
+        if defaults:  # (a Python step per cell, only for jobs with defaults)
+            getters = [cell(fields.get(name), defaults.get(name)) for name in self.names]
+            self.pick = lambda row: tuple(get(row) for get in getters)  # type: ignore[misc]
         self.template = "{" + ",".join(f'"{name}":"%s"' for name in self.names) + "}"
         self.blocklist: addresses.Blocklist | None = None
         self.read = 0
@@ -531,7 +560,7 @@ class _RecipientStager:
             else:
                 positions = [i for i, row in enumerate(rows) if len(row) == width]
                 problems += [
-                    (i, f"has {len(row)} fields, the header has {width}")
+                    (i, self.src.width_problem(len(row)))
                     for i, row in enumerate(rows)
                     if len(row) != width
                 ]

@@ -15,6 +15,7 @@ from .merge import (
     MergeContext,
     Rejects,
     RowRejected,
+    cell,
     guard_removals,
     resolve_columns,
     restrict_to_mode,
@@ -23,13 +24,12 @@ from .merge import (
     zero,
 )
 
-FIELDS = ("pattern", "reason")
-
 
 def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rejects]:
     conn, job = ctx.conn, ctx.job
-    columns = resolve_columns(src.header, job, ("pattern",), name, known=FIELDS)
-    pattern_at, reason_at = columns["pattern"], columns.get("reason")
+    columns = resolve_columns(src, job, name)
+    pattern_at = columns["pattern"]
+    reason_of = cell(columns.get("reason"), job.defaults.get("reason"))
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
 
@@ -40,7 +40,7 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
         problem = addresses.pattern_problem(pattern)
         if problem:
             raise RowRejected(f"invalid pattern: {problem}")
-        return pattern, None if reason_at is None else row[reason_at].strip()
+        return pattern, None if reason_of is None else reason_of(row).strip()
 
     table = ("pattern TEXT NOT NULL, reason TEXT", ["pattern"], ["pattern", "reason"])
     distinct = stage_checked(ctx, src, counts, rejects, check, table)

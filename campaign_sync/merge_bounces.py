@@ -13,11 +13,13 @@ import itertools
 from collections import Counter
 
 from . import addresses
+from .config import BOUNCE_TYPES
 from .csvread import CsvRows
 from .merge import (
     MergeContext,
     Rejects,
     RowRejected,
+    cell,
     dated,
     email_problem,
     resolve_columns,
@@ -26,14 +28,13 @@ from .merge import (
     zero,
 )
 
-FIELDS = ("email", "type", "date")
-TYPES = ("hard", "soft")
-
 
 def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rejects]:
     conn, job = ctx.conn, ctx.job
-    columns = resolve_columns(src.header, job, ("email", "type"), name, known=FIELDS)
-    email_at, type_at, date_at = columns["email"], columns["type"], columns.get("date")
+    columns = resolve_columns(src, job, name)
+    email_at = columns["email"]
+    type_of, date_of = (cell(columns.get(key), job.defaults.get(key)) for key in ("type", "date"))
+    assert type_of is not None  # a column or a default: resolve_columns saw to that
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
 
@@ -44,10 +45,10 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
         problem = email_problem(email)
         if problem:
             raise RowRejected(problem)
-        kind = row[type_at].strip().lower()
-        if kind not in TYPES:
+        kind = type_of(row).strip().lower()
+        if kind not in BOUNCE_TYPES:
             raise RowRejected(f"type: expected hard or soft, got '{kind[:20]}'")
-        when = None if date_at is None else dated(row[date_at], ctx, "date")
+        when = None if date_of is None else dated(date_of(row), ctx, "date")
         # `event` keeps undated rows apart (each its own number); dated rows share 0, so
         # the same address, type and date in one file is one bounce.
         return (email, kind, when, 0) if when else (email, kind, ctx.now, next(undated))

@@ -16,10 +16,12 @@ from collections import Counter
 
 from . import addresses
 from .csvread import CsvRows
+from .errors import InputError
 from .merge import (
     MergeContext,
     Rejects,
     RowRejected,
+    cell,
     dated,
     email_problem,
     resolve_columns,
@@ -30,29 +32,36 @@ from .merge import (
 )
 from .statuses import unsubscription_wins
 
-FIELDS = ("email", "list", "date", "reason")
 LISTS_SHOWN = 10  # list names in a reject's reason
 
 
 def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rejects]:
     conn, job = ctx.conn, ctx.job
-    columns = resolve_columns(src.header, job, ("email",), name, known=FIELDS)
+    columns = resolve_columns(src, job, name)
     email_at = columns["email"]
-    list_at, date_at, reason_at = (columns.get(key) for key in ("list", "date", "reason"))
+    list_of, date_of, reason_of = (
+        cell(columns.get(key), job.defaults.get(key)) for key in ("list", "date", "reason")
+    )
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
     lists = ctx.configured_lists | {name for (name,) in conn.execute("SELECT name FROM lists")}
+    default_list = job.defaults.get("list")
+    if default_list is not None and default_list not in lists:  # else every row is rejected
+        raise InputError(
+            f"jobs.{job.name}.defaults.list: {_unknown(default_list, lists)}; name a list that "
+            "a job of the configuration imports or the store holds"
+        )
 
     def check(row: list[str]) -> tuple[str, str, str | None, str | None]:
         email = addresses.normalise(row[email_at])
         problem = email_problem(email)
         if problem:
             raise RowRejected(problem)
-        when = None if date_at is None else dated(row[date_at], ctx, "date")
-        list_name = "" if list_at is None else row[list_at].strip()
+        when = None if date_of is None else dated(date_of(row), ctx, "date")
+        list_name = "" if list_of is None else list_of(row).strip()
         if list_name and list_name not in lists:
             raise RowRejected(f"list: {_unknown(list_name, lists)}")
-        reason = None if reason_at is None else row[reason_at].strip()
+        reason = None if reason_of is None else reason_of(row).strip()
         return email, list_name, when, reason
 
     columns = "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT"

@@ -430,7 +430,7 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
         configured_lists=frozenset(j.list for j in ctx.config.jobs.values() if j.list),
     )
     try:
-        with read_csv(path, job.format, label=label) as src:
+        with read_csv(path, job.format, label=label, names=job.column_labels) as src:
             counts, rejects = merge(merge_ctx, src, label)
         result.counts = dict(counts)
         _record_rejects(result, rejects)

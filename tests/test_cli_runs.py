@@ -185,14 +185,21 @@ def test_undecodable_file_fails_naming_the_line(ws: Workspace) -> None:
 
 
 def test_file_without_email_column_fails(ws: Workspace) -> None:
-    broken_file_fails_cleanly(ws, b"Mail;Vorname\nanna@example.com;Anna\n", "no 'email' column")
+    # The job maps E-Mail to email: the message names that and the file's header.
+    broken_file_fails_cleanly(
+        ws,
+        b"Mail;Vorname\nanna@example.com;Anna\n",
+        "/import/newsletter_20261102.csv: line 1: no column 'E-Mail', which the job's columns "
+        "map to 'email' (header: Mail, Vorname); correct the header's name in columns, or the "
+        "file\n",
+    )
 
 
 def test_unterminated_quote_fails_naming_the_line(ws: Workspace) -> None:
     broken_file_fails_cleanly(
         ws,
         b'E-Mail;Vorname\nanna@example.com;Anna\nbert@example.com;"Bert\n',
-        "line 3: broken CSV structure",
+        "line 3: a quote opened in this row is never closed;",
     )
 
 

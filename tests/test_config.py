@@ -692,3 +692,129 @@ def test_validate_warns_about_weak_secrets_and_still_exits_0(ws: Workspace) -> N
     assert (done.returncode, done.stdout) == (0, f"{ws.config}: OK\n")
     assert done.stderr.splitlines() == [f"campaign-sync: warning: {w}" for w in expected]
     assert_valid_json(ws, expected)
+
+
+# --------------------------------------------------------------------------- columns, defaults
+
+COLUMN_PROBLEMS = """\
+store: store.db
+timezone: UTC
+servers:
+  s: {type: local, path: inbox}
+jobs:
+  status: {type: recipient-import, list: l, columns: {Status: status, E-Mail: email}}
+  two-emails: {type: recipient-import, list: l, columns: {E-Mail: email, Mail: email}}
+  same-header: {type: recipient-import, list: l, columns: {E-Mail: email, " e-mail ": x}}
+  no-email: {type: recipient-import, list: l, columns: {Vorname: first_name}}
+  bad-name: {type: recipient-import, list: l, columns: {E-Mail: email, Ort: Stadt}}
+  bounce-field: {type: bounce-import, columns: {Adresse: email, Art: kind}}
+  bounce-no-type: {type: bounce-import, columns: {Adresse: email}}
+  list-with-header: {type: recipient-import, list: l, columns: [email]}
+  map-no-header: {type: recipient-import, list: l, format: {header: false}, columns: {E: email}}
+  no-columns: {type: bounce-import, format: {header: false}}
+  list-twice: {type: recipient-import, list: l, format: {header: false}, columns: [email, ~, email]}
+  list-no-email: {type: unsubscriber-import, format: {header: false}, columns: [list, ~]}
+  hardd: {type: bounce-import, defaults: {type: hardd}}
+  no-date: {type: unsubscriber-import, defaults: {date: yesterday}}
+  fmt-date: {type: bounce-import, format: {date_format: "%d.%m.%Y"}, defaults: {date: 2024-05-01}}
+  email-default: {type: recipient-import, list: l, defaults: {email: x@y.de}}
+  status-default: {type: recipient-import, list: l, defaults: {status: active}}
+  unknown-default: {type: blocklist-import, defaults: {list: news}}
+  doi-default: {type: recipient-import, list: l, defaults: {doi_confirmed_at: "31.02.2024"}}
+  yes-default: {type: recipient-import, list: l, defaults: {vip: yes}}
+  export-header:
+    {type: recipient-export, list: l, target: {server: s, path: /x}, format: {header: false}}
+"""
+
+
+def test_columns_and_defaults_that_would_fail_every_run_are_config_errors(ws: Workspace) -> None:
+    # Everything that can be known without the file: managed, repeated and unknown fields,
+    # what each import type needs from columns and defaults, default values checked like
+    # cells, header lines against columns lists. validate finds each, naming its key.
+    ws.write_config(text=COLUMN_PROBLEMS)
+    done = ws.run("validate")
+    assert done.returncode == 2
+    at = f"{ws.config}: At 'jobs."
+    assert done.stdout.splitlines() == [
+        f"{at}status.columns.Status': 'status' is managed by campaign-sync, not by an import; "
+        "use another name",
+        f"{at}two-emails.columns.Mail': 'Mail' and 'E-Mail' both give the field 'email'; map "
+        "only one of them",
+        f"{at}same-header.columns. e-mail ': ' e-mail ' and 'E-Mail' are the same header "
+        "(headers match whatever their case and outer spaces); keep one",
+        f"{at}no-email.columns': no column gives 'email' (columns map Vorname → first_name); "
+        "with columns, only mapped headers are read: map the file's one too, e.g. columns: "
+        "{E-Mail: email, Vorname: first_name}",
+        f"{at}bad-name.columns.Ort': 'Stadt' is not a field name (lower-case letters, digits, _)",
+        f"{at}bounce-field.columns.Art': a bounce-import job knows the fields email, type, "
+        "date, not 'kind'",
+        f"{at}bounce-no-type.columns': no column gives 'type' (columns map Adresse → email); "
+        "with columns, only mapped headers are read: map the file's one too, e.g. columns: "
+        "{Type: type, Adresse: email}, or defaults: {type: …}",
+        f"{at}list-with-header.columns': a list of columns is for a file without a header "
+        "line: set format.header: false, or map the header's names (e.g. columns: "
+        "{E-Mail: email})",
+        f"{at}map-no-header.columns': format.header is false, so there are no header names to "
+        "map: give a list with the field of each column, ~ to skip one (e.g. columns: "
+        "[email, ~, city])",
+        f"{at}no-columns.columns': required when format.header is false: a list with the field "
+        "of each column, ~ to skip one (e.g. columns: [email, first_name, ~, last_name])",
+        f"{at}list-twice.columns[2]': 'email' is already the field of column 1; a field comes "
+        "from one column (~ skips a column)",
+        f"{at}list-no-email.columns': no column gives 'email' (columns list list, ~); name the "
+        "column that holds it in the list, e.g. columns: [email, list, ~]",
+        f"{at}hardd.defaults.type': 'hardd' is not a bounce type (hard or soft)",
+        f"{at}no-date.defaults.date': 'yesterday' is not an ISO 8601 date (e.g. 2024-05-01 or "
+        "2024-05-01T10:00)",
+        f"{at}fmt-date.defaults.date': '2024-05-01' is not a date in the job's "
+        "format.date_format %d.%m.%Y",
+        f"{at}email-default.defaults.email': 'email' identifies each row; it cannot have a default",
+        f"{at}status-default.defaults.status': 'status' is managed by campaign-sync, not by an "
+        "import; use another name",
+        f"{at}unknown-default.defaults.list': a blocklist-import job knows the fields pattern, "
+        "reason, not 'list'",
+        f"{at}doi-default.defaults.doi_confirmed_at': '31.02.2024' is not an ISO 8601 date "
+        "(e.g. 2024-05-01 or 2024-05-01T10:00)",
+        f"{at}yes-default.defaults.vip': expected text or a number, got true/false; put it in "
+        "quotes",
+        f"{at}export-header.format.header': unknown key (allowed here: delimiter, quotechar, "
+        "encoding, date_format)",
+    ]
+    # Every other command stops at the first, with the exit code of a config error.
+    done = ws.run("list-jobs")
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"campaign-sync: error: {at}status.columns.Status': 'status' is managed by "
+        "campaign-sync, not by an import; use another name\n",
+    )
+
+
+def test_header_false_columns_list_and_defaults(tmp_path: Path) -> None:
+    text = """\
+jobs:
+  plain:
+    type: recipient-import
+    list: news
+    format: {header: "false", delimiter: ";"}
+    columns: [email, first_name, ~, last_name]
+    defaults: {source: partner-x, zip: 1234, doi_confirmed_at: 2024-05-01}
+  hard:
+    type: bounce-import
+    columns: {Adresse: email}
+    defaults: {type: " HARD ", date: "01.05.2024"}
+    format: {date_format: "%d.%m.%Y"}
+  one-list: {type: unsubscriber-import, defaults: {list: news}}
+"""
+    loaded = config.load(str(write(tmp_path, text)), env={})
+    plain = loaded.jobs["plain"]
+    assert (plain.format.header, plain.columns) == (False, {})
+    assert plain.column_fields == ("email", "first_name", None, "last_name")
+    assert plain.column_labels == ["email", "first_name", "column 3", "last_name"]
+    assert plain.defaults == {
+        "source": "partner-x",
+        "zip": "1234",
+        "doi_confirmed_at": "2024-05-01",
+    }
+    assert loaded.jobs["hard"].defaults == {"type": "hard", "date": "01.05.2024"}
+    assert loaded.jobs["hard"].format.header is True
+    assert loaded.jobs["one-list"].defaults == {"list": "news"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import Workspace
-from test_import_recipients import counts, data, members, run
+from test_import_recipients import counts, data, members, run, run_installed
 
 CONFIG = """\
 store: store.db
@@ -24,6 +24,19 @@ jobs:
     type: bounce-import
     columns: {Adresse: email, Art: type, Datum: date}
     format: {delimiter: ";", date_format: "%d.%m.%Y %H:%M"}
+  bounce-hard: {type: bounce-import, defaults: {type: hard}, max_rejects: 50%}
+  bounce-plain:
+    type: bounce-import
+    format: {header: false}
+    columns: [email, ~, date]
+    defaults: {type: soft}
+  unsub-news: {type: unsubscriber-import, defaults: {list: news}}
+  unsub-nowhere: {type: unsubscriber-import, defaults: {list: nowhere}}
+  block-plain:
+    type: blocklist-import
+    format: {header: false}
+    columns: [pattern]
+    defaults: {reason: from the partner}
 """
 
 
@@ -294,3 +307,67 @@ def test_undated_bounces_of_one_address_are_separate_events(cs: Workspace) -> No
     assert counts(doc, "inserted", "unchanged", "duplicates") == {
         "inserted": 1, "unchanged": 1, "duplicates": 1
     }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def test_a_bounce_file_without_type_column_takes_the_jobs_default(cs: Workspace) -> None:
+    # A partner's list of cleaned addresses: every row a hard bounce; an empty type cell takes
+    # the default too, a given one stays.
+    code, doc = run_installed(cs, "bounce-hard", b"email\r\na@x.de\r\nb@x.de\r\n")
+    assert code == 0, doc
+    assert counts(doc, "read", "inserted", "rejected") == {"read": 2, "inserted": 2, "rejected": 0}
+    code, doc = run_installed(cs, "bounce-hard", b"email,type\nc@x.de,\nd@x.de,soft\ne@x.de,x\n")
+    assert counts(doc, "read", "inserted", "rejected") == {"read": 3, "inserted": 2, "rejected": 1}
+    assert cs.query("SELECT email, type, source FROM bounces ORDER BY 1") == [
+        ("a@x.de", "hard", "bounce-hard"),
+        ("b@x.de", "hard", "bounce-hard"),
+        ("c@x.de", "hard", "bounce-hard"),
+        ("d@x.de", "soft", "bounce-hard"),
+    ]
+
+
+def test_a_bounce_file_without_header_line(cs: Workspace) -> None:
+    code, doc = run_installed(cs, "bounce-plain", b"a@x.de,x,2025-01-02\rb@x.de,x,\r")
+    assert code == 0, doc
+    assert cs.query("SELECT email, type, bounced_at < '2025-01-03' FROM bounces ORDER BY 1") == [
+        ("a@x.de", "soft", 1),
+        ("b@x.de", "soft", 0),
+    ]
+
+
+def test_an_unsubscriber_file_for_one_list(cs: Workspace) -> None:
+    run(cs, "rec", "email\na@x.de\nb@x.de\n")
+    run(cs, "rec-other", "email\na@x.de\n")
+    code, doc = run_installed(cs, "unsub-news", b"email,list\na@x.de,\nb@x.de,other\n")
+    assert code == 0, doc
+    assert cs.query("SELECT email, list FROM unsubscribers ORDER BY 1") == [
+        ("a@x.de", "news"),
+        ("b@x.de", "other"),
+    ]
+    assert (members(cs)["a@x.de"][0], members(cs, "other")["a@x.de"][0]) == (
+        "unsubscribed",
+        "active",
+    )
+
+
+def test_a_default_list_that_names_no_list_fails_the_run_naming_the_key(cs: Workspace) -> None:
+    run(cs, "rec", "email\na@x.de\n")
+    before = data(cs)
+    code, doc = run_installed(cs, "unsub-nowhere", b"email\na@x.de\n")
+    assert (code, doc["error"]) == (
+        1,
+        "jobs.unsub-nowhere.defaults.list: no list 'nowhere' (lists: news, other); name a list "
+        "that a job of the configuration imports or the store holds",
+    )
+    assert data(cs) == before
+
+
+def test_a_blocklist_file_without_header_line(cs: Workspace) -> None:
+    code, doc = run_installed(cs, "block-plain", b"*@spam.example\n\nx@y.de\n")
+    assert code == 0, doc
+    assert cs.query("SELECT pattern, reason FROM blocklist ORDER BY 1") == [
+        ("*@spam.example", "from the partner"),
+        ("x@y.de", "from the partner"),
+    ]

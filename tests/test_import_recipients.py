@@ -33,6 +33,16 @@ jobs:
     max_rejects: 50%
   block: {type: blocklist-import}
   unsub: {type: unsubscriber-import}
+  rec-plain:
+    type: recipient-import
+    list: news
+    format: {header: false, delimiter: ";"}
+    columns: [email, first_name, ~, city]
+    max_rejects: 1
+  rec-source:
+    type: recipient-import
+    list: news
+    defaults: {source: partner-x, city: unknown, doi_confirmed_at: 2024-05-01}
 """
 
 BASE = "email,first_name,city\na@x.de,Anna,Berlin\nb@x.de,Ben,Köln\nc@x.de,Carla,Essen\n"
@@ -50,6 +60,15 @@ def run(ws: Workspace, job: str, content: str | bytes, *flags: str) -> tuple[int
     path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     done = ws.cli("--json", "import", job, "--file", str(path), *flags)
     return done.exit_code, json.loads(done.stdout)
+
+
+def run_installed(ws: Workspace, job: str, content: bytes, *flags: str) -> tuple[int, Any]:
+    """Like run(), through the installed command as cron runs it."""
+    path = ws.root / f"in-{len(list(ws.root.glob('in-*')))}.csv"
+    path.write_bytes(content)
+    done = ws.run("--json", "import", job, "--file", str(path), *flags)
+    assert "Traceback" not in done.stderr
+    return done.returncode, json.loads(done.stdout)
 
 
 def counts(doc: dict[str, Any], *names: str) -> dict[str, int]:
@@ -324,9 +343,12 @@ def test_dialect_columns_encoding_and_date_format(cs: Workspace) -> None:
 
 
 def test_reserved_field_names_fail_the_file(cs: Workspace) -> None:
-    code, doc = run(cs, "rec", "email,status\na@x.de,active\n")
+    code, doc = run(cs, "rec", "\nemail,status\na@x.de,active\n")
     assert code == 1
-    assert doc["error"].endswith("'status' is managed by campaign-sync, not by a file")
+    assert doc["error"].endswith(
+        "in-0.csv: line 2: 'status' is managed by campaign-sync, not by a file; list the headers "
+        "to import in the job's columns to leave it out"
+    )
 
 
 def test_lists_are_separate(cs: Workspace) -> None:
@@ -351,16 +373,20 @@ def test_lists_are_separate(cs: Workspace) -> None:
         ),
         (
             b'email,city\nbad,x\nz@x.de,"Ulm\nq@x.de,Bonn\n',
-            "line 3: broken CSV structure (unexpected end of data); check quoting, the "
-            "delimiter, or whether the file was cut off",
+            "line 3: a quote opened in this row is never closed; check the quoting (a quote "
+            "inside a quoted field is written twice), or whether the file was cut off",
         ),
         (
             b"email,city,zip\nbad,x,1\nz@x.de,Ulm,1\nq@x.de,Bo",
             "line 4: the last row is incomplete (2 of 3 fields, no line end); the file looks "
             "truncated",
         ),
+        (
+            b"\xef\xbb\xbf",
+            "in-1.csv: the file is empty (not even a header line); check the partner's export",
+        ),
     ],
-    ids=["undecodable", "no-key-column", "unterminated-quote", "truncated"],
+    ids=["undecodable", "no-key-column", "unterminated-quote", "truncated", "only-a-bom"],
 )
 def test_broken_files_fail_whole_naming_the_line(
     cs: Workspace, content: bytes, message: str
@@ -516,3 +542,69 @@ def test_an_invalid_a_label_is_rejected_with_a_reason(cs: Workspace) -> None:
     assert [r["reason"] for r in doc["first_rejects"]] == [
         "invalid domain (label 'xn--zz' is not valid IDNA)"
     ]
+
+
+# --------------------------------------------------------------------------- partner files
+
+
+def test_a_file_without_header_line(cs: Workspace) -> None:
+    # Line 1 is data; the list names each column's field, ~ skips one; rejects, their line
+    # numbers and max_rejects work as with a header.
+    content = "a@x.de;Anna;skip;Berlin\r\n\r\nbad;B;x;Köln\r\nc@x.de;C\r\nd@x.de;D;x;Ulm"
+    code, doc = run_installed(cs, "rec-plain", content.encode())
+    assert code == 1
+    assert doc["error"].startswith("2 of 4 rows were rejected, more than the limit 1;")
+    assert [(r["line"], r["reason"]) for r in doc["first_rejects"]] == [
+        (3, "missing @"),
+        (4, "has 2 fields, the job's columns list 4"),
+    ]
+    assert Path(doc["rejects_file"]).read_text(encoding="utf-8").splitlines() == [
+        "line;reason;email;first_name;column 3;city",
+        "3;missing @;bad;B;x;Köln",
+        "4;has 2 fields, the job's columns list 4;c@x.de;C",
+    ]
+    code, doc = run_installed(cs, "rec-plain", content.replace("c@x.de;C", "").encode())
+    assert code == 0, doc
+    assert counts(doc, *CORE) == dict(
+        read=3, inserted=2, updated=0, unchanged=0, rejected=1, duplicates=0
+    )
+    assert members(cs) == {
+        "a@x.de": ("active", {"first_name": "Anna", "city": "Berlin"}),
+        "d@x.de": ("active", {"first_name": "D", "city": "Ulm"}),
+    }
+    # A headerless file that ends mid-row is truncated like any other.
+    code, doc = run_installed(cs, "rec-plain", b"a@x.de;Anna;x;Berlin\nb@x.de;Ben")
+    assert (code, doc["error"]) == (
+        1,
+        f"{cs.root}/in-2.csv: line 2: the last row is incomplete (2 of 4 fields, no line end); "
+        "the file looks truncated",
+    )
+
+
+def test_defaults_give_missing_columns_and_fill_empty_cells(cs: Workspace) -> None:
+    content = b"email,city,doi_confirmed_at\na@x.de,Berlin,\nb@x.de, ,2025-01-02\n"
+    code, doc = run_installed(cs, "rec-source", content)
+    assert code == 0, doc
+    assert members(cs) == {
+        "a@x.de": ("active", {"city": "Berlin", "source": "partner-x"}),
+        "b@x.de": ("active", {"city": "unknown", "source": "partner-x"}),
+    }
+    assert cs.query("SELECT email, doi_confirmed_at FROM recipients ORDER BY 1") == [
+        ("a@x.de", "2024-05-01T00:00:00.000000+00:00"),
+        ("b@x.de", "2025-01-02T00:00:00.000000+00:00"),
+    ]
+    # Equal rows stay unchanged on the next import: defaults are applied the same way.
+    code, doc = run_installed(cs, "rec-source", content, "--force")
+    assert counts(doc, "unchanged", "updated") == {"unchanged": 2, "updated": 0}
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n", "mixed"])
+def test_classic_mac_and_mixed_line_ends(cs: Workspace, end: str) -> None:
+    lines = ["email,first_name,city", 'a@x.de,"Anna\rMaria",Berlin', "nope,X,Y", "b@x.de,Ben,"]
+    ends = ["\r", "\n", "\r\n", "\r"] if end == "mixed" else [end] * 4
+    content = "".join(line + e for line, e in zip(lines, ends, strict=True))
+    code, doc = run_installed(cs, "rec-lax", content.encode())
+    assert code == 0, doc
+    assert counts(doc, "read", "inserted", "rejected") == {"read": 3, "inserted": 2, "rejected": 1}
+    assert [(r["line"], r["reason"]) for r in doc["first_rejects"]] == [(4, "missing @")]
+    assert members(cs)["a@x.de"] == ("active", {"first_name": "Anna\rMaria", "city": "Berlin"})
