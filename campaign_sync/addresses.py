@@ -1,6 +1,6 @@
 """Recipient addresses: normalisation, the syntax check, and blocklist patterns.
 
-Addresses are compared case-insensitively and stored trimmed and lower-cased (SPEC, Recipients),
+Addresses are compared case-insensitively and stored trimmed and lower-cased,
 with valid A-labels of the domain decoded so one domain has one stored form (see normalise).
 The syntax is RFC 5321/5322 ``dot-atom "@" domain`` with these deliberate limits:
 

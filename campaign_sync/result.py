@@ -60,7 +60,7 @@ class RunResult:
         return {**known, **extra}
 
     def as_dict(self) -> dict[str, Any]:
-        """The run as SPEC's JSON document."""
+        """The run as its documented JSON document."""
         return {
             "job": self.job,
             "type": self.job_type,

@@ -1,7 +1,7 @@
 """Running one job: lock → fetch → merge / export / dispatch → commit → after-actions → notify.
 
 Every run is recorded and every failure becomes a failed run with a notice; the caller gets
-a RunResult whose `exit_code` is the one SPEC gives. Only the lock refusal (exit 75) and
+a RunResult whose `exit_code` is the documented one. Only the lock refusal (exit 75) and
 usage errors are raised instead: they change nothing and record nothing.
 """
 

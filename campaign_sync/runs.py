@@ -206,7 +206,7 @@ def _as_seen(record: dict[str, Any], here: str) -> dict[str, Any]:
 
 
 def _as_dict(raw: sqlite3.Row) -> dict[str, Any]:
-    """A run row as the JSON shape of SPEC (the same keys as RunResult.as_dict())."""
+    """A run row as the documented JSON shape (the same keys as RunResult.as_dict())."""
     return {
         "job": raw["job"],
         "type": raw["type"],

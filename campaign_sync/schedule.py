@@ -1,4 +1,4 @@
-"""Job schedules: the SPEC grammar, next and previous run times, and the `overdue` test.
+"""Job schedules: the documented grammar, next and previous run times, and the `overdue` test.
 
 Grammar (one line, keywords and weekday names case-insensitive)::
 

@@ -29,7 +29,7 @@ def open_store(config: Config) -> sqlite3.Connection | None:
 def job_states(
     config: Config, conn: sqlite3.Connection | None, now: datetime.datetime | None = None
 ) -> list[dict[str, Any]]:
-    """One entry per configured job, in SPEC's list-jobs JSON shape (as of `now`)."""
+    """One entry per configured job, in the documented list-jobs JSON shape (as of `now`)."""
     tz = zone(config.timezone)
     now = now.astimezone(tz) if now is not None else datetime.datetime.now(tz)
     latest = runs.latest_per_job(conn) if conn else {}

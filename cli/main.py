@@ -1,7 +1,7 @@
 """The `campaign-sync` command: parse options, call the engine, render the result.
 
 Nothing here decides anything about data; the engine raises typed errors and this layer
-turns them into one clear line and the exit code SPEC gives.
+turns them into one clear line and the documented exit code.
 """
 
 from __future__ import annotations

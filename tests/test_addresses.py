@@ -228,7 +228,7 @@ def test_list_functions_decide_like_one_by_one(texts: list[str]) -> None:
 
 
 def reference_match(pattern: str, address: str) -> bool:
-    """Naive matcher straight from the SPEC wording, independent of the module's parser."""
+    """Naive matcher straight from the documented wording, independent of the module's parser."""
     pattern, address = normalise(pattern), normalise(address)
     items: list[tuple[str, str]] = []  # (kind, char): kind is "lit", "star" or "one"
     i = 0

@@ -1,4 +1,4 @@
-"""Config: every key of SPEC's example is accepted; every mistake names file, key path, reason."""
+"""Config: every key of the full example is accepted; every mistake names file, key path, reason."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import Workspace
 from campaign_sync import config
 from campaign_sync.errors import ConfigError
 
-SPEC_EXAMPLE = """\
+FULL_EXAMPLE = """\
 store: campaign-sync.db
 work_dir: var
 timezone: Europe/Berlin
@@ -88,7 +88,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_spec_example_loads_with_paths_relative_to_the_file(tmp_path: Path) -> None:
-    loaded = config.load(str(write(tmp_path, SPEC_EXAMPLE)), env=ENV)
+    loaded = config.load(str(write(tmp_path, FULL_EXAMPLE)), env=ENV)
     server = loaded.servers["campaign"]
     assert server.key_passphrase == "s3cret-pass"
     assert server.key_file == tmp_path / "id_test"
@@ -103,7 +103,7 @@ def test_spec_example_loads_with_paths_relative_to_the_file(tmp_path: Path) -> N
 
 
 def test_default_value_interpolation(tmp_path: Path) -> None:
-    text = SPEC_EXAMPLE.replace("${SMTP_PASSWORD}", "${SMTP_PASSWORD:-fallback}")
+    text = FULL_EXAMPLE.replace("${SMTP_PASSWORD}", "${SMTP_PASSWORD:-fallback}")
     loaded = config.load(str(write(tmp_path, text)), env={"CAMPAIGN_KEY_PASSPHRASE": "x"})
     assert loaded.smtp is not None and loaded.smtp.password == "fallback"
 
@@ -147,7 +147,7 @@ def test_default_value_interpolation(tmp_path: Path) -> None:
 def test_mistakes_name_file_key_path_and_reason(
     tmp_path: Path, change: tuple[str, str], message: str
 ) -> None:
-    path = write(tmp_path, SPEC_EXAMPLE.replace(*change))
+    path = write(tmp_path, FULL_EXAMPLE.replace(*change))
     with pytest.raises(ConfigError) as caught:
         config.load(str(path), env=ENV)
     assert str(caught.value).startswith(f"{path}: ")
@@ -155,7 +155,7 @@ def test_mistakes_name_file_key_path_and_reason(
 
 
 def test_unset_variable_names_the_key(tmp_path: Path) -> None:
-    path = write(tmp_path, SPEC_EXAMPLE)
+    path = write(tmp_path, FULL_EXAMPLE)
     with pytest.raises(ConfigError) as caught:
         config.load(str(path), env={"SMTP_PASSWORD": "x"})
     assert str(caught.value) == (
@@ -169,7 +169,7 @@ def test_duplicate_key_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
         config.load(str(write(tmp_path, "store: a.db\nstore: b.db\n")), env={})
     with pytest.raises(ConfigError, match="invalid YAML"):
         config.load(str(write(tmp_path, "jobs: [unclosed\n")), env={})
-    # SPEC's own example writes a {date} path inside a {…} mapping unquoted: say what to do.
+    # The usual example writes a {date} path inside a {…} mapping unquoted: say what to do.
     with pytest.raises(ConfigError, match=r"line 1: .*quote values that contain \{ or \}"):
         config.load(str(write(tmp_path, "target: {path: /x_{date:%Y}.csv}\n")), env={})
 
@@ -304,7 +304,7 @@ def _problem(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> st
 def test_webhook_url_is_checked_in_full_without_quoting_it(
     tmp_path: Path, url: str, problem: str
 ) -> None:
-    text = SPEC_EXAMPLE.replace("https://hooks.example.com/campaign", json.dumps(url))
+    text = FULL_EXAMPLE.replace("https://hooks.example.com/campaign", json.dumps(url))
     message = _problem(tmp_path, text)
     assert message == f"At 'notify.webhook': expected an http:// or https:// URL: {problem}"
 
@@ -320,7 +320,7 @@ def test_webhook_url_is_checked_in_full_without_quoting_it(
     ],
 )
 def test_good_webhook_urls_pass(tmp_path: Path, url: str) -> None:
-    text = SPEC_EXAMPLE.replace("https://hooks.example.com/campaign", json.dumps(url))
+    text = FULL_EXAMPLE.replace("https://hooks.example.com/campaign", json.dumps(url))
     assert config.load(str(write(tmp_path, text)), env=ENV).notify.webhook == url
 
 
@@ -374,7 +374,7 @@ def test_a_name_that_yaml_reads_as_no_text_must_be_quoted(
 TIMEOUT = "out of range (0.1..3600)"
 FINITE = "expected a finite number, got"
 NUMBER_CASES = [
-    # (text in SPEC_EXAMPLE, its replacement, key path, problem)
+    # (text in FULL_EXAMPLE, its replacement, key path, problem)
     ("timeout: 30", "timeout: .nan", "servers.campaign.timeout", f"{FINITE} nan"),
     ("timeout: 30", "timeout: .inf", "servers.campaign.timeout", f"{FINITE} inf"),
     ("timeout: 30", "timeout: -.inf", "servers.campaign.timeout", f"{FINITE} -inf"),
@@ -461,8 +461,8 @@ NUMBER_CASES = [
 def test_every_number_is_finite_and_in_its_range(
     tmp_path: Path, old: str, new: str, key: str, problem: str
 ) -> None:
-    assert old in SPEC_EXAMPLE
-    text = SPEC_EXAMPLE.replace(old, new)
+    assert old in FULL_EXAMPLE
+    text = FULL_EXAMPLE.replace(old, new)
     assert _problem(tmp_path, text, env={**ENV, "T": "nan"}) == f"At '{key}': {problem}"
 
 
@@ -529,7 +529,7 @@ def test_aliases_and_nesting_are_bounded(tmp_path: Path, text: str, problem: str
 
 
 def test_ordinary_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
-    text = SPEC_EXAMPLE.replace(
+    text = FULL_EXAMPLE.replace(
         "  inbox:\n    type: local\n    path: /srv/campaign/inbox\n",
         "  inbox: &local\n    type: local\n    path: /srv/campaign/inbox\n"
         "  outbox:\n    <<: *local\n    path: /srv/campaign/outbox\n",
@@ -590,7 +590,7 @@ def smtp_block(tmp_path: Path, lines: str) -> Path:
 
 def test_spec_example_without_the_opt_in_is_refused(tmp_path: Path) -> None:
     # The specification's example logs in to localhost:25 without TLS: that needs the opt-in.
-    path = write(tmp_path, SPEC_EXAMPLE.replace("  allow_plaintext_auth: true\n", ""))
+    path = write(tmp_path, FULL_EXAMPLE.replace("  allow_plaintext_auth: true\n", ""))
     with pytest.raises(ConfigError) as caught:
         config.load(str(path), env=ENV)
     assert str(caught.value) == f"{path}: {SMTP_NO_TLS}"

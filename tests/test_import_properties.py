@@ -1,5 +1,5 @@
 """Property tests: no input makes the importer crash, and random sequences of imports leave
-the store exactly as a plain in-memory model of SPEC's semantics says."""
+the store exactly as a plain in-memory model of the documented semantics says."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ class Recipient:
 
 @dataclass
 class Model:
-    """SPEC's semantics, written as plainly as possible."""
+    """The documented semantics, written as plainly as possible."""
 
     lists: dict[str, dict[str, Recipient]] = field(default_factory=lambda: {"news": {}})
     unsubscribed: dict[tuple[str, str], str] = field(default_factory=dict)

@@ -340,7 +340,7 @@ def test_sigkill_during_an_export(
     assert target.read_bytes() == export_reference.content
     assert sum(o.kill.killed for o in outcomes) >= MIN_KILLED, _report("killed", outcomes)
     # A killed upload may leave its temporary (hidden) file behind; it is never the final
-    # name (checked per trial). The count is reported, not failed on: SPEC promises no
+    # name (checked per trial). The count is reported, not failed on: the promise is no
     # partial file under the final name, not a clean directory after kill -9.
     leftovers = sorted(p.name for p in target_dir.iterdir() if p.name != "newsletter.csv")
     print(f"temporary upload files left by {len(outcomes)} killed exports: {len(leftovers)}")
