@@ -325,6 +325,63 @@ def crontab(settings: Settings) -> None:
         click.echo("\n".join(lines))
 
 
+@main.command()
+@click.option("--user", "user_units", is_flag=True, help="User units (systemctl --user).")
+@click.option(
+    "--output-dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Write the unit files there instead of printing them.",
+)
+@json_option
+@pass_settings
+@engine_call
+def systemd(settings: Settings, user_units: bool, output_dir: str | None) -> None:
+    """Print (or write) a .service and a .timer per scheduled job, the alternative to crontab."""
+    import datetime
+
+    from campaign_sync.systemd import units, write_units
+
+    config = settings.config()
+    jobs = [(name, job.type, job.schedule) for name, job in config.jobs.items()]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    # The jobs run as the config file's owner: the user it was set up for, whoever (often
+    # root) writes the units into /etc/systemd/system.
+    owner = config.path.stat().st_uid
+    run_as = None if user_units else _user_name(owner)
+    found = units(
+        jobs, _executable(), str(config.path), config.timezone, _zone(config),
+        user_units=user_units, run_as=run_as, now=now,
+    )  # fmt: skip
+    if output_dir is None:
+        if settings.as_json:
+            output.emit_json({"units": [{"name": u.name, "text": u.text} for u in found]})
+        else:
+            click.echo("\n".join(f"# ---- {u.name}\n{u.text}" for u in found), nl=False)
+        return
+    written = write_units(found, output_dir)
+    timers = [unit.name for unit in found if unit.name.endswith(".timer")]
+    scope = "--user " if user_units else ""
+    if settings.as_json:
+        output.emit_json({"written": written, "timers": timers})
+    else:
+        click.echo("\n".join(written))
+        if timers:
+            click.echo(
+                f"Enable with: systemctl {scope}daemon-reload && "
+                f"systemctl {scope}enable --now {' '.join(timers)}"
+            )
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)  # no name: systemd takes a numeric User= too
+
+
 def _zone(config: Any) -> Any:
     from campaign_sync.schedule import zone
 

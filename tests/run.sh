@@ -15,6 +15,17 @@ if [ ! -x /usr/sbin/sshd ]; then
   fi
 fi
 
+# The systemd tests check generated timers with the real systemd-analyze.
+if ! command -v systemd-analyze >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+  else
+    echo "tests/run.sh: the tests need systemd-analyze: sudo apt-get install systemd" >&2
+    exit 1
+  fi
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check .
 python3 -m pytest "$@"
