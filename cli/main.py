@@ -373,6 +373,38 @@ def systemd(settings: Settings, user_units: bool, output_dir: str | None) -> Non
             )
 
 
+@main.command()
+@click.option(
+    "--output",
+    "output_path",
+    metavar="FILE",
+    help="Write the metrics to FILE atomically (node_exporter's textfile folder, *.prom).",
+)
+@json_option
+@pass_settings
+@engine_call
+def metrics(settings: Settings, output_path: str | None) -> None:
+    """Print (or write) Prometheus metrics: job states, last runs, list members."""
+    import datetime
+
+    from campaign_sync import status
+    from campaign_sync.metrics import render, write_atomically
+
+    config = settings.config(log_file_required=False)
+    conn = status.open_store(config)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    text = render(status.job_states(config, conn, now), status.list_counts(config, conn), now)
+    if output_path is None:
+        if settings.as_json:
+            output.emit_json({"metrics": text})
+        else:
+            click.echo(text, nl=False)
+        return
+    write_atomically(text, output_path)
+    if settings.as_json:
+        output.emit_json({"written": output_path})
+
+
 def _user_name(uid: int) -> str:
     import pwd
 
