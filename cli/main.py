@@ -24,6 +24,7 @@ from campaign_sync.errors import (
 )
 
 from . import output
+from .completion import complete_jobs
 from .logs import setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,7 +185,7 @@ def _run(settings: Settings, name: str, kind: str, **options: Any) -> None:
 
 
 @main.command("import")
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @click.option("--file", "file", type=click.Path(path_type=Path), help="Import this local file.")
 @click.option(
     "--date",
@@ -206,7 +207,7 @@ def import_command(settings: Settings, job: str, **options: Any) -> None:
 
 
 @main.command("export")
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @click.option(
     "--date",
     "date",
@@ -227,7 +228,7 @@ def export_command(settings: Settings, job: str, **options: Any) -> None:
 
 
 @main.command("dispatch")
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @click.option("--dry-run", is_flag=True, help="Show who would receive what; send nothing.")
 @json_option
 @pass_settings
@@ -255,7 +256,7 @@ def list_jobs(settings: Settings, running: bool) -> None:
 
 
 @main.command()
-@click.argument("job", required=False)
+@click.argument("job", required=False, shell_complete=complete_jobs)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000))
 @json_option
 @pass_settings
