@@ -155,6 +155,24 @@ def test_unknown_job_is_a_usage_error(ws: Workspace) -> None:
     )
 
 
+@pytest.mark.parametrize("command", ["import", "export", "dispatch", "history"])
+def test_an_unknown_job_name_is_one_line_and_exit_2_for_every_command(
+    ws: Workspace, command: str
+) -> None:
+    error = (
+        f"{ws.config}: no job named 'nope' (configured jobs: newsletter-export, newsletter-import)"
+    )
+    done = ws.run(command, "nope")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        f"campaign-sync: error: {error}\n",
+    )
+    done = ws.run("--json", command, "nope")
+    assert (done.returncode, json.loads(done.stdout)) == (2, {"error": error, "exit_code": 2})
+    assert not ws.store.exists()
+
+
 def test_errors_in_json_mode_still_print_one_json_document(ws: Workspace) -> None:
     done = ws.run("--json", "import", "nope")
     assert done.returncode == 2
@@ -406,6 +424,8 @@ def test_a_server_url_as_store_is_a_config_error_that_never_shows_the_url(
         (("history", "--limit", "0"), None),
         (("import",), "Missing argument 'JOB'."),
         (("frobnicate",), "No such command 'frobnicate'."),
+        (("--bogus", "list-jobs"), "No such option '--bogus'. Did you mean '--verbose'?"),
+        (("list-jobs", "--all"), "No such option '--all'."),
     ],
 )
 def test_usage_errors_in_json_mode_print_one_json_document(

@@ -125,3 +125,45 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(
     assert done.returncode == 1
     assert sshd.fingerprint() in done.stderr
     assert ws.recipients() == {}
+
+
+# A partner's server between two steps of a run: before the command that follows the size
+# probe (the fetch), the rest of the file arrives, as when an upload is still going on.
+GROWING_SCP = """#!/bin/sh
+count=$(cat {counter} 2>/dev/null || echo 0)
+count=$((count + 1))
+echo "$count" > {counter}
+if [ "$count" = 2 ]; then cat {rest} >> {source}; fi
+exec sh -c "$SSH_ORIGINAL_COMMAND"
+"""
+
+
+def test_a_file_still_being_uploaded_fails_the_run_and_the_next_run_takes_it(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    remote = tmp_path / "remote"
+    (remote / "in").mkdir(parents=True)
+    source = remote / "in" / "newsletter_20261101.csv.gz"
+    whole = gzip.compress(SAMPLE.encode())
+    source.write_bytes(whole[:20])
+    rest = tmp_path / "rest"
+    rest.write_bytes(whole[20:])
+    script = tmp_path / "growing-scp"
+    script.write_text(GROWING_SCP.format(counter=tmp_path / "commands", rest=rest, source=source))
+    script.chmod(0o755)
+    with Sshd(tmp_path / "sshd", extra=f"ForceCommand {script}") as server:
+        ssh_workspace(ws, server, "scp", remote)
+        done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+        assert done.returncode == 1, done.stderr
+        assert json.loads(done.stdout)["error"] == (
+            f"{source} on 'partner' changed size while it was fetched (20 → {len(whole)} "
+            f"bytes, {len(whole)} copied); it is probably still being uploaded — the next "
+            "run will pick it up"
+        )
+        assert ws.recipients() == {}
+        assert source.read_bytes() == whole  # not archived: it was not imported
+
+        done = ws.run("--json", "import", "newsletter-import", "--date", "2026-11-01")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["inserted"] == 3
+    assert ws.query("SELECT status FROM runs ORDER BY id") == [("failed",), ("succeeded",)]

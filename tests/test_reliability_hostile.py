@@ -913,6 +913,63 @@ def test_every_local_operation_refuses_a_linked_folder(tmp_path: Path, operation
     assert (root / "f.csv").read_text() == "ours"
 
 
+# A path template is the operator's, but the names it renders land in the partner's folder:
+# `{date:...}` takes any strftime text, `..` included, and the rendered path must still stay
+# below the server's folder (`..` stops at its root) for a source, an archive folder and a
+# target alike, whichever way the upload writes.
+ESCAPING_TEMPLATES = """\
+  template-import:
+    type: recipient-import
+    list: newsletter
+    source: {server: inbox, path: "/import/{date:../..}/outside/in.csv"}
+  template-archive:
+    type: recipient-import
+    list: newsletter
+    source: {server: inbox, path: /import/in.csv, after: archive, archive_dir: "/{date:..}/outside"}
+  template-export:
+    type: recipient-export
+    list: newsletter
+    target: {server: inbox, path: "/export/{date:../..}/outside/victim"}
+    fields: [email]
+  template-in-place-export:
+    type: recipient-export
+    list: newsletter
+    target: {server: inbox, path: "/{date:..}/outside/victim", atomic: false}
+    fields: [email]
+"""
+
+
+def test_a_path_template_never_leads_out_of_a_local_server(linked: Path) -> None:
+    config = linked / "campaign-sync.yaml"
+    config.write_text(config.read_text() + ESCAPING_TEMPLATES, encoding="utf-8")
+    outside = linked / "outside"
+    (outside / "in.csv").write_text("email\nother-partner@example.com\n")
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    (linked / "inbox" / "import").mkdir()  # so that /import/.. is a real step up
+
+    done = run_cli(config, "--json", "import", "template-import")
+    assert_no_traceback(done)
+    assert (done.returncode, json_out(done)["error"]) == (
+        3,
+        "no file /import/../../outside/in.csv on server 'inbox'",
+    )
+    (linked / "inbox" / "import" / "in.csv").write_text("email\nanna@example.com\n")
+    done = run_cli(config, "--json", "import", "template-archive")
+    assert (done.returncode, json_out(done)["warnings"]) == (EXIT_OK, []), done.stderr
+    for job in ("template-export", "template-in-place-export"):
+        done = run_cli(config, "--json", "export", job)
+        assert done.returncode == EXIT_OK, done.stderr
+
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    assert _emails(linked / "store.db") == ["anna@example.com", "keep@example.com"]
+    # Everything landed below the server's folder, in a folder named as the template says.
+    inside = linked / "inbox" / "outside"
+    assert sorted(p.name for p in inside.iterdir()) == ["in.csv", "victim"]
+    assert (inside / "victim").read_bytes() == (
+        b"email\r\nanna@example.com\r\nkeep@example.com\r\n"
+    )
+
+
 # --------------------------------------------------------------------------- work_dir
 
 
