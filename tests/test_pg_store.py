@@ -115,6 +115,17 @@ def test_unreachable_server_is_one_line_without_the_password():
     assert caught.value.exit_code == 1
 
 
+def test_unknown_host_is_one_line_without_the_password():
+    url = "postgresql://campaign:Sup3r-secret-pw@nohost.invalid/campaign"
+    with pytest.raises(StoreError) as caught:
+        connection.connect(url)
+    assert str(caught.value) == (
+        "cannot connect to the store postgresql://campaign@nohost.invalid/campaign: the host "
+        "name nohost.invalid cannot be resolved; check the host in `store` and this machine's DNS"
+    )
+    assert caught.value.exit_code == 1
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

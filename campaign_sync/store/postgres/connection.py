@@ -176,14 +176,8 @@ _BY_TEXT: list[tuple[str, str, str, bool]] = [
         False,
     ),
     (
-        "resolve host",
-        "the host name {host} cannot be resolved",
-        "check the host in `store` and this machine's DNS",
-        False,
-    ),
-    (
-        "translate host name",
-        "the host name {host} cannot be resolved",
+        "resolve host|translate host name",
+        "the host name {hostname} cannot be resolved",
         "check the host in `store` and this machine's DNS",
         False,
     ),
@@ -194,27 +188,15 @@ _BY_TEXT: list[tuple[str, str, str, bool]] = [
         False,
     ),
     (
-        "SSL|TLS",
+        "SSL|TLS|certificate",
         "the TLS connection to {host} failed",
         "check sslmode in `store` and the server certificate (PGSSLROOTCERT)",
         True,
     ),
     (
-        "certificate",
-        "the TLS connection to {host} failed",
-        "check sslmode in `store` and the server certificate (PGSSLROOTCERT)",
-        True,
-    ),
-    (
-        "connection slots",
+        "connection slots|too many connections",
         "the server has no free connection slot",
-        "run the job again later, or raise max_connections on the server",
-        False,
-    ),
-    (
-        "too many connections",
-        "the server has no free connection slot",
-        "run the job again later, or raise the role's or server's connection limit",
+        "run the job again later, or raise the role's or the server's connection limit",
         False,
     ),
     (
@@ -297,7 +279,7 @@ def _meaning(exc: Exception) -> tuple[str, str, bool] | None:
 
 def _fill(url: str) -> dict[str, str]:
     """The URL's parts that messages may name (never its password)."""
-    unknown = {"user": "?", "dbname": "?", "host": "the configured host"}
+    unknown = {"user": "?", "dbname": "?", "host": "the configured host", "hostname": "?"}
     if "://" not in url:
         return unknown
     try:
@@ -310,4 +292,5 @@ def _fill(url: str) -> dict[str, str]:
         "user": parts.username or os.environ.get("PGUSER", "?"),
         "dbname": parts.path.lstrip("/") or "?",
         "host": f"{host}:{port}",
+        "hostname": host,
     }
