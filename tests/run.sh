@@ -26,6 +26,28 @@ if ! command -v systemd-analyze >/dev/null; then
   fi
 fi
 
+# The PostgreSQL tests need the server binaries (initdb, pg_ctl, postgres, psql).
+if ! python3 tests/pgserver.py bindir >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "tests/run.sh: the tests need PostgreSQL: sudo apt-get install postgresql" >&2
+    exit 1
+  fi
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check .
+
+# A throwaway PostgreSQL for the suite: it exports CAMPAIGN_SYNC_TEST_PG (the superuser's URL),
+# CAMPAIGN_SYNC_TEST_PG_DIR (its folder) and PGPASSFILE. Stopped and removed on any exit,
+# also after a failure or ctrl-c.
+pg_exports=$(python3 tests/pgserver.py start)
+eval "$pg_exports"
+stop_pg() { python3 tests/pgserver.py stop "$CAMPAIGN_SYNC_TEST_PG_DIR" || true; }
+trap stop_pg EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 python3 -m pytest "$@"
