@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import click
-from click.shell_completion import CompletionItem
 
 # The job types each command takes; None: any job (history).
 TYPES_BY_COMMAND = {
@@ -35,6 +34,8 @@ class _EveryVariable(dict[str, str]):
 
 def complete_jobs(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
     """The names of the config's jobs that this command runs, starting with `incomplete`."""
+    from click.shell_completion import CompletionItem
+
     try:
         from campaign_sync import config as config_module
 

@@ -34,16 +34,15 @@ def complete(ws: Workspace, words: str, shell: str = "bash", **env: str) -> list
             **env,
             "_CAMPAIGN_SYNC_COMPLETE": f"{shell}_complete",
             "COMP_WORDS": words,
-            "COMP_CWORD": str(len(parts) - 1),
+            # fish passes the word being completed, bash and zsh its index
+            "COMP_CWORD": parts[-1] if shell == "fish" else str(len(parts) - 1),
         },
         timeout=30,
     )
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     if shell == "bash":  # "type,value" per line
-        return [line.split(",", 1)[1] for line in done.stdout.splitlines()]
-    if shell == "zsh":  # type, value, help: three lines per item
-        return done.stdout.splitlines()[1::3]
-    return [line.split("\t", 1)[0].split(",", 1)[1] for line in done.stdout.splitlines()]
+        return [line.split(",", 1)[1] for line in done.stdout.splitlines() if line]
+    return done.stdout.splitlines()[1::3]  # zsh and fish: type, value, help per item
 
 
 @pytest.fixture
