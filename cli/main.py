@@ -406,6 +406,27 @@ def metrics(settings: Settings, output_path: str | None) -> None:
         output.emit_json({"written": output_path})
 
 
+@main.command()
+@click.argument("folder", required=False, default=".", type=click.Path(file_okay=False))
+@json_option
+@pass_settings
+@engine_call
+def init(settings: Settings, folder: str) -> None:
+    """Write a commented starter config, its folders and a mailing into FOLDER (default: .)."""
+    from campaign_sync.starter import CONFIG_NAME, write_starter
+
+    made = write_starter(Path(folder))
+    config = Path(folder, CONFIG_NAME)
+    if settings.as_json:
+        output.emit_json({"written": [str(path) for path in made]})
+        return
+    click.echo("\n".join(str(path) for path in made))
+    click.echo(f"Next: campaign-sync --config {config} validate, then put a CSV into")
+    click.echo(
+        f"{Path(folder, 'inbox')} and run: campaign-sync --config {config} import newsletter-import"
+    )
+
+
 def _user_name(uid: int) -> str:
     import pwd
 
