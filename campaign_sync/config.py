@@ -967,7 +967,7 @@ class _Validator:
 
     def schedule(self, value: Any, key: str) -> str:
         text = self.string(value, key)
-        from .schedule import ScheduleError, parse
+        from .core.schedule import ScheduleError, parse
 
         try:
             return parse(text).text  # normalised: "WEEKLY Mon, Thu 06:00" → "weekly mon,thu 06:00"
@@ -984,7 +984,7 @@ class _Validator:
     def remote_path(self, value: Any, key: str) -> str:
         text = self.string(value, key)
         try:
-            from .paths import render
+            from .core.path_templates import render
 
             render(text, _SAMPLE_DATE)
         except ValueError as exc:
@@ -1201,7 +1201,7 @@ class _Validator:
 
     def date_value(self, key: str, text: str, date_format: str | None) -> None:
         """`text` must read as a date the way the file's cells are read."""
-        from .dates import parse_date
+        from .core.dates import parse_date
 
         try:
             parse_date(text, date_format, datetime.timezone.utc)

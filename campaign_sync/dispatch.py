@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import runs, store
-from .addresses import Blocklist
-from .dates import latest_allowed
+from .core.addresses import Blocklist
+from .core.dates import latest_allowed
 from .errors import InputError, MailError
 from .mailing import Mailing, latest_mailing, new_message_id, personalise
 from .statuses import outbounced_sql, unsubscription_wins

@@ -19,11 +19,11 @@ from typing import Any
 
 from . import store
 from .config import BounceLimits, JobConfig
-from .csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
-from .dates import date_formatter
+from .core.dates import date_formatter
+from .core.schedule import zone
+from .csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
 from .errors import InputError
 from .export_parts import ChildPart, serve_part, write_in_order
-from .schedule import zone
 from .statuses import (
     SqlPlan,
     blocklist_sql,

@@ -22,8 +22,8 @@ from email.utils import formatdate, make_msgid
 from types import TracebackType
 
 from .config import SmtpConfig, is_loopback
+from .core.neterrors import describe
 from .errors import MailError
-from .neterrors import describe
 from .redact import Scrubber
 
 __all__ = [

@@ -26,10 +26,11 @@ from itertools import chain, compress
 from pathlib import Path
 from typing import Any
 
-from . import addresses, store, workdir
+from . import store
 from .config import FIELD_NAME, FILE_FIELDS, REQUIRED_FIELDS, RESERVED_FIELDS, JobConfig, Limit
-from .csvread import CsvRows
-from .dates import latest_allowed, parse_date, parse_dates
+from .core import addresses, workdir
+from .core.dates import latest_allowed, parse_date, parse_dates
+from .csvio.read import CsvRows
 from .errors import InputError, LimitExceeded
 from .statuses import unsubscription_wins
 

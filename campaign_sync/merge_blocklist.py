@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from . import addresses
-from .csvread import CsvRows
+from .core import addresses
+from .csvio.read import CsvRows
 from .merge import (
     MergeContext,
     Rejects,

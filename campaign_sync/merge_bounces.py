@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from . import addresses
 from .config import BOUNCE_TYPES
-from .csvread import CsvRows
+from .core import addresses
+from .csvio.read import CsvRows
 from .merge import (
     MergeContext,
     Rejects,

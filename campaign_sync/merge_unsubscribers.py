@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from . import addresses
-from .csvread import CsvRows
+from .core import addresses
+from .csvio.read import CsvRows
 from .errors import InputError
 from .merge import (
     MergeContext,

@@ -355,7 +355,7 @@ def _post_webhook(url: str, timeout: float, result: RunResult, scrub: Scrubber) 
     import urllib.error
     import urllib.request
 
-    from .neterrors import describe
+    from .core.neterrors import describe
 
     webhook = _parse_webhook(url)
     if not 0 < timeout < float("inf"):  # NaN too: the socket would refuse it

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import interrupts, runs, store, workdir
+from . import interrupts, runs, store
 from .config import Config, JobConfig
+from .core import workdir
+from .core.path_templates import render
+from .core.schedule import zone
 from .errors import (
     EXIT_FAILED,
     CampaignSyncError,
@@ -34,9 +37,7 @@ from .errors import (
     UsageError,
     one_line,
 )
-from .paths import render
 from .result import FileInfo, RunResult
-from .schedule import zone
 
 if TYPE_CHECKING:
     from .merge import Rejects
@@ -411,7 +412,7 @@ def _sha256(path: Path) -> str:
 
 
 def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
-    from .csvread import read_csv
+    from .csvio.read import read_csv
     from .merge import MergeContext, merge
 
     job, result, conn = ctx.job, ctx.result, ctx.conn

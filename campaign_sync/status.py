@@ -15,8 +15,8 @@ from typing import Any
 
 from . import runs, store
 from .config import Config, JobConfig
+from .core.schedule import is_overdue, parse, zone
 from .errors import StoreError
-from .schedule import is_overdue, parse, zone
 
 
 def open_store(config: Config) -> sqlite3.Connection | None:

@@ -23,9 +23,9 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from . import store
-from .addresses import Blocklist, normalise, pattern_ends
 from .config import BounceLimits
-from .dates import latest_allowed
+from .core.addresses import Blocklist, normalise, pattern_ends
+from .core.dates import latest_allowed
 
 
 def unsubscription_wins(confirmed: str, unsubscribed: str, latest: str) -> str:

@@ -326,7 +326,7 @@ def crontab(settings: Settings) -> None:
 
 
 def _zone(config: Any) -> Any:
-    from campaign_sync.schedule import zone
+    from campaign_sync.core.schedule import zone
 
     return zone(config.timezone)
 

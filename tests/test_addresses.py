@@ -9,7 +9,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from props import examples
 
-from campaign_sync.addresses import (
+from campaign_sync.core.addresses import (
     _FAST,
     Blocklist,
     PatternError,

@@ -24,10 +24,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from props import examples
 
-from campaign_sync import addresses, export, store, workdir
 from campaign_sync import config as config_module
+from campaign_sync import export, store
 from campaign_sync.config import BounceLimits, CsvFormat, JobConfig, TargetConfig
-from campaign_sync.csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
+from campaign_sync.core import addresses, workdir
+from campaign_sync.csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
 from campaign_sync.errors import InputError
 from campaign_sync.export import write_export
 from campaign_sync.result import RunResult
@@ -862,7 +863,7 @@ pattern_text = st.lists(
 @given(patterns=st.lists(pattern_text, min_size=1, max_size=4, unique=True))
 def test_blocklist_in_sql_agrees_with_the_matcher(tmp_path_factory, patterns):
     """Whatever shapes the patterns have, the SQL shortcuts block exactly what matches()."""
-    from campaign_sync.addresses import Blocklist, pattern_problem
+    from campaign_sync.core.addresses import Blocklist, pattern_problem
 
     patterns = [p for p in patterns if pattern_problem(p) is None]
     if not patterns:

@@ -20,7 +20,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import CampaignSyncError
+from ..errors import CampaignSyncError
 
 
 def _private_dir(work_dir: Path, *names: str) -> Path:

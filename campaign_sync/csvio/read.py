@@ -26,8 +26,8 @@ from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import IO, Any
 
-from .config import CsvFormat
-from .errors import InputError
+from ..config import CsvFormat
+from ..errors import InputError
 
 # One physical line longer than this is not a CSV row of recipients but a broken file.
 MAX_LINE_CHARS = 1 << 20
