@@ -41,7 +41,8 @@ from .result import FileInfo, RunResult
 
 if TYPE_CHECKING:
     from .merge import Rejects
-from .transfer import Progress, open_transfer
+from .transfer import open_transfer
+from .transfer.base import Progress
 
 log = logging.getLogger("campaign_sync")
 
@@ -71,7 +72,7 @@ class RunContext:
         return datetime.datetime.now(zone(self.config.timezone)).date()
 
     def progress(self, label: str) -> AbstractContextManager[Progress | None]:
-        from .progress import transfer_progress
+        from .transfer.progress import transfer_progress
 
         return transfer_progress(label, enabled=self.options.progress)
 

@@ -62,7 +62,6 @@ UNPLACED = {
     "dispatch",
     "export",
     "export_parts",
-    "hostkeys",
     "interrupts",
     "mail",
     "mailing",
@@ -72,15 +71,12 @@ UNPLACED = {
     "merge_unsubscribers",
     "migrate_a_labels",
     "notify",
-    "progress",
     "redact",
     "runner",
     "runs",
-    "ssh",
     "status",
     "statuses",
     "store",
-    "transfer",
 }
 KNOWN_CYCLES = [
     ["campaign_sync.config", "campaign_sync.redact"],
@@ -90,7 +86,6 @@ KNOWN_CYCLES = [
         "campaign_sync.merge_bounces",
         "campaign_sync.merge_unsubscribers",
     ],
-    ["campaign_sync.ssh", "campaign_sync.transfer"],
 ]
 
 

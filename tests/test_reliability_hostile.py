@@ -885,7 +885,7 @@ def test_every_local_operation_refuses_a_linked_folder(tmp_path: Path, operation
     """The same refusal for each thing a job can do on a local server, in any folder depth."""
     from campaign_sync.config import ServerConfig
     from campaign_sync.errors import TransferError
-    from campaign_sync.transfer import LocalTransfer
+    from campaign_sync.transfer.local import LocalTransfer
 
     root, outside = tmp_path / "root", tmp_path / "outside"
     (outside / "deep").mkdir(parents=True)
@@ -957,7 +957,7 @@ def test_a_work_dir_other_users_can_write_is_refused(linked: Path) -> None:
 def test_archiving_onto_another_file_system_copies_exclusively(tmp_path: Path) -> None:
     """An archive folder that is a mount point: rename cannot cross it, a new file is made."""
     from campaign_sync.config import ServerConfig
-    from campaign_sync.transfer import LocalTransfer
+    from campaign_sync.transfer.local import LocalTransfer
 
     root = tmp_path / "root"
     (root / "done").mkdir(parents=True)

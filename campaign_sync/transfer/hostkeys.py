@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HostKeyError
+from ..errors import HostKeyError
 
 # known_hosts names a key by its type; the handshake negotiates signature algorithms.
 # An RSA key in known_hosts ("ssh-rsa") may be offered as any of these.
