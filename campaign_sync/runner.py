@@ -40,7 +40,7 @@ from .errors import (
 from .result import FileInfo, RunResult
 
 if TYPE_CHECKING:
-    from .merge import Rejects
+    from .imports.common import Rejects
 from .transfer import open_transfer
 from .transfer.base import Progress
 
@@ -414,7 +414,8 @@ def _sha256(path: Path) -> str:
 
 def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
     from .csvio.read import read_csv
-    from .merge import MergeContext, merge
+    from .imports import merge
+    from .imports.common import MergeContext
 
     job, result, conn = ctx.job, ctx.result, ctx.conn
     rejects = None

@@ -46,7 +46,8 @@ DRIVERS = ("sqlite3", "psycopg")
 KNOWN_DRIVER_USERS = {
     "campaign_sync.dispatch",
     "campaign_sync.export",
-    "campaign_sync.merge",
+    "campaign_sync.imports.common",
+    "campaign_sync.imports.recipients",
     "campaign_sync.migrate_a_labels",
     "campaign_sync.runner",
     "campaign_sync.runs",
@@ -65,10 +66,6 @@ UNPLACED = {
     "interrupts",
     "mail",
     "mailing",
-    "merge",
-    "merge_blocklist",
-    "merge_bounces",
-    "merge_unsubscribers",
     "migrate_a_labels",
     "notify",
     "redact",
@@ -80,12 +77,6 @@ UNPLACED = {
 }
 KNOWN_CYCLES = [
     ["campaign_sync.config", "campaign_sync.redact"],
-    [
-        "campaign_sync.merge",
-        "campaign_sync.merge_blocklist",
-        "campaign_sync.merge_bounces",
-        "campaign_sync.merge_unsubscribers",
-    ],
 ]
 
 

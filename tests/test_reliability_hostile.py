@@ -597,7 +597,7 @@ import sys, tempfile, pathlib
 sys.path.insert(0, {shim!r})
 import atheris
 with atheris.instrument_imports():
-    from campaign_sync import config as config_module, merge
+    from campaign_sync import config as config_module, imports
     from campaign_sync.csvio import read as csvread
     from campaign_sync.runner import RunOptions, run_job
 root = pathlib.Path(tempfile.mkdtemp())

@@ -12,10 +12,10 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from .config import BOUNCE_TYPES
-from .core import addresses
-from .csvio.read import CsvRows
-from .merge import (
+from ..config import BOUNCE_TYPES
+from ..core import addresses
+from ..csvio.read import CsvRows
+from .common import (
     MergeContext,
     Rejects,
     RowRejected,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .core import addresses
-from .csvio.read import CsvRows
-from .merge import (
+from ..core import addresses
+from ..csvio.read import CsvRows
+from .common import (
     MergeContext,
     Rejects,
     RowRejected,

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .core import addresses
-from .csvio.read import CsvRows
-from .errors import InputError
-from .merge import (
+from ..core import addresses
+from ..csvio.read import CsvRows
+from ..errors import InputError
+from ..statuses import unsubscription_wins
+from .common import (
     MergeContext,
     Rejects,
     RowRejected,
@@ -30,7 +31,6 @@ from .merge import (
     tally,
     zero,
 )
-from .statuses import unsubscription_wins
 
 LISTS_SHOWN = 10  # list names in a reject's reason
 
