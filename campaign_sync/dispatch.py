@@ -38,7 +38,7 @@ from .mailing import Mailing, latest_mailing, new_message_id, personalise
 from .statuses import outbounced_sql, unsubscription_wins
 
 if TYPE_CHECKING:
-    from .config import Config, JobConfig, SmtpConfig
+    from .config.model import Config, JobConfig, SmtpConfig
     from .mail import SendOutcome, SmtpSession
     from .result import RunResult
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import store
-from .config import BounceLimits, JobConfig
+from .config.model import BounceLimits, JobConfig
 from .core.dates import date_formatter
 from .core.schedule import zone
 from .csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter

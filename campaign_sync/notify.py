@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Config, JobConfig, NotifyConfig
+from .config.model import Config, JobConfig, NotifyConfig
+from .config.redact import Scrubber, split_url
 from .errors import one_line
-from .redact import Scrubber, split_url
 from .result import RunResult
 
 SUBJECT_PREFIX = "[campaign-sync]"

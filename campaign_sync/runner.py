@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import interrupts, runs, store
-from .config import Config, JobConfig
+from .config.model import Config, JobConfig
 from .core import workdir
 from .core.path_templates import render
 from .core.schedule import zone
@@ -319,7 +319,7 @@ def _record(ctx: RunContext) -> None:
 
 def _scrub(config: Config, result: RunResult) -> None:
     """No secret leaves the process, even one a library quoted back in an error."""
-    from .redact import Scrubber
+    from .config.redact import Scrubber
 
     scrub = Scrubber.from_config(config)
     result.error = scrub(result.error) if result.error else result.error

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runs, store
-from .config import Config, JobConfig
+from .config.model import Config, JobConfig
 from .core.schedule import is_overdue, parse, zone
 from .errors import StoreError
 

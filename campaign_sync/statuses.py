@@ -23,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from . import store
-from .config import BounceLimits
+from .config.model import BounceLimits
 from .core.addresses import Blocklist, normalise, pattern_ends
 from .core.dates import latest_allowed
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from props import examples
 
-from campaign_sync.config import CsvFormat
+from campaign_sync.config.model import CsvFormat
 from campaign_sync.csvio.read import read_csv
 from campaign_sync.errors import InputError
 

@@ -26,7 +26,7 @@ from props import examples
 
 from campaign_sync import config as config_module
 from campaign_sync import export, store
-from campaign_sync.config import BounceLimits, CsvFormat, JobConfig, TargetConfig
+from campaign_sync.config.model import BounceLimits, CsvFormat, JobConfig, TargetConfig
 from campaign_sync.core import addresses, workdir
 from campaign_sync.csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
 from campaign_sync.errors import InputError

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from props import examples
 from smtp_server import ClosedPort, SilentServer, SmtpTestServer, TlsFiles, make_tls_files
 
-from campaign_sync.config import SmtpConfig
+from campaign_sync.config.model import SmtpConfig
 from campaign_sync.errors import MailError
 from campaign_sync.mail import DeliveryUnknown, Refusal, SmtpSession, build_text_message
 

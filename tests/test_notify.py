@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from smtp_server import ClosedPort, SilentServer, SmtpTestServer, TlsFiles, make_tls_files
 from webhook_server import WebhookTestServer
 
-from campaign_sync.config import (
+from campaign_sync.config.model import (
     BounceLimits,
     Config,
     JobConfig,
@@ -22,8 +22,8 @@ from campaign_sync.config import (
     ServerConfig,
     SmtpConfig,
 )
+from campaign_sync.config.redact import MIN_SECRET_LENGTH, Scrubber
 from campaign_sync.notify import body, notify, recipients, should_notify, subject
-from campaign_sync.redact import MIN_SECRET_LENGTH, Scrubber
 from campaign_sync.result import FileInfo, RunResult
 
 SENDER = "campaign-sync@example.com"

@@ -883,7 +883,7 @@ def test_archiving_never_moves_a_file_through_a_linked_folder(linked: Path) -> N
 @pytest.mark.parametrize("operation", ["size", "fetch", "put", "delete", "archive", "archive to"])
 def test_every_local_operation_refuses_a_linked_folder(tmp_path: Path, operation: str) -> None:
     """The same refusal for each thing a job can do on a local server, in any folder depth."""
-    from campaign_sync.config import ServerConfig
+    from campaign_sync.config.model import ServerConfig
     from campaign_sync.errors import TransferError
     from campaign_sync.transfer.local import LocalTransfer
 
@@ -956,7 +956,7 @@ def test_a_work_dir_other_users_can_write_is_refused(linked: Path) -> None:
 
 def test_archiving_onto_another_file_system_copies_exclusively(tmp_path: Path) -> None:
     """An archive folder that is a mount point: rename cannot cross it, a new file is made."""
-    from campaign_sync.config import ServerConfig
+    from campaign_sync.config.model import ServerConfig
     from campaign_sync.transfer.local import LocalTransfer
 
     root = tmp_path / "root"

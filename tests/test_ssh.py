@@ -738,7 +738,7 @@ def test_archive_never_replaces_an_archived_file(server, remote, tmp_path, proto
     done.mkdir()
     (done / "in.csv").write_bytes(b"archived yesterday\n")
     if protocol == "local":
-        from campaign_sync.config import ServerConfig
+        from campaign_sync.config.model import ServerConfig
         from campaign_sync.transfer.local import LocalTransfer
 
         transfer = LocalTransfer(ServerConfig(name="test", type="local", path=str(remote)))

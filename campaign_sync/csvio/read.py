@@ -26,7 +26,7 @@ from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import IO, Any
 
-from ..config import CsvFormat
+from ..config.model import CsvFormat
 from ..errors import InputError
 
 # One physical line longer than this is not a CSV row of recipients but a broken file.

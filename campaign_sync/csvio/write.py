@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
-from ..config import CsvFormat
+from ..config.model import CsvFormat
 from ..errors import InputError
 
 # Cells starting like this would run as a formula in a spreadsheet.

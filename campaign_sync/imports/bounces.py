@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from ..config import BOUNCE_TYPES
+from ..config.model import BOUNCE_TYPES
 from ..core import addresses
 from ..csvio.read import CsvRows
 from .common import (

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import store
-from ..config import FIELD_NAME, FILE_FIELDS, REQUIRED_FIELDS, JobConfig, Limit
+from ..config.model import FIELD_NAME, FILE_FIELDS, REQUIRED_FIELDS, JobConfig, Limit
 from ..core import addresses, workdir
 from ..core.dates import latest_allowed, parse_date
 from ..csvio.read import CsvRows

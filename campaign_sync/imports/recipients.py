@@ -16,7 +16,7 @@ from itertools import chain, compress
 from typing import Any
 
 from .. import store
-from ..config import FIELD_NAME, RESERVED_FIELDS
+from ..config.model import FIELD_NAME, RESERVED_FIELDS
 from ..core import addresses
 from ..core.dates import parse_dates
 from ..csvio.read import CsvRows

@@ -6,7 +6,7 @@ Import and export jobs talk only to `Transfer`; they never know which kind of se
 
 from __future__ import annotations
 
-from ..config import ServerConfig
+from ..config.model import ServerConfig
 from .base import Transfer
 from .local import LocalTransfer
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
-from ..config import ServerConfig
+from ..config.model import ServerConfig
 
 # Called with (bytes done, bytes total or None) while a file moves.
 Progress = Callable[[int, "int | None"], None]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from ..config import ServerConfig
+from ..config.model import ServerConfig
 from ..errors import CampaignSyncError, SourceMissing, TransferError
 from .base import TEMP_PREFIX, Progress, Transfer, archive_names, no_archive_name
 

@@ -19,7 +19,7 @@ from contextlib import suppress
 
 import paramiko
 
-from ...config import ServerConfig
+from ...config.model import ServerConfig
 from ...errors import HostKeyError, TransferError
 from ..hostkeys import HostKeyPolicy, host_pattern, preferred_algorithms
 

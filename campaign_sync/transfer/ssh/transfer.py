@@ -35,7 +35,7 @@ from typing import TypeVar
 
 import paramiko
 
-from ...config import ServerConfig
+from ...config.model import ServerConfig
 from ...errors import CampaignSyncError, HostKeyError, SourceMissing, TransferError
 from ..base import Progress, Transfer, archive_names, no_archive_name, temp_name
 from .scp import Scp, scp_fetch, scp_put

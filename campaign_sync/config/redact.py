@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .config import Config, SmtpConfig
-from .errors import ConfigError
+from ..errors import ConfigError
+from .model import Config, SmtpConfig
 
 REDACTED = "***"
 # At eight characters an accidental match in a path, a date, a count or a word is
