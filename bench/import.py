@@ -50,7 +50,8 @@ CHILD = """\
 import sys, json
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from campaign_sync import config, runner
+from campaign_sync import config
+from campaign_sync.ops import runner
 cfg = config.load({config!r})
 options = runner.RunOptions(file=Path({file!r}), force=True)
 result = runner.run_job(cfg, "bench-import", "import", options)

@@ -165,8 +165,8 @@ def _parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def _run(settings: Settings, name: str, kind: str, **options: Any) -> None:
-    from campaign_sync import interrupts
-    from campaign_sync.runner import RunOptions, run_job
+    from campaign_sync.ops import interrupts
+    from campaign_sync.ops.runner import RunOptions, run_job
 
     config = settings.config()
     progress = not (settings.as_json or settings.quiet)
@@ -244,11 +244,11 @@ def dispatch_command(settings: Settings, job: str, dry_run: bool) -> None:
 @engine_call
 def list_jobs(settings: Settings, running: bool) -> None:
     """Configured jobs: schedule, next run, state and last run."""
-    from campaign_sync import status
+    from campaign_sync.ops import monitor
 
     config = settings.config()
-    conn = status.open_store(config)
-    states = status.job_states(config, conn)
+    conn = monitor.open_store(config)
+    states = monitor.job_states(config, conn)
     if running:
         states = [state for state in states if state["running"]]
     output.show_jobs(states, settings.as_json, running_only=running, tz=_zone(config))
@@ -262,12 +262,13 @@ def list_jobs(settings: Settings, running: bool) -> None:
 @engine_call
 def history(settings: Settings, job: str | None, limit: int) -> None:
     """Recent runs, newest first, of one job or of all."""
-    from campaign_sync import runs, status
+    from campaign_sync.ops import monitor
+    from campaign_sync.store import runs
 
     config = settings.config()
     if job is not None:
         config.job(job)
-    conn = status.open_store(config)
+    conn = monitor.open_store(config)
     records = runs.history(conn, job, limit) if conn else []
     output.show_history(records, settings.as_json, tz=_zone(config))
 
@@ -278,10 +279,10 @@ def history(settings: Settings, job: str | None, limit: int) -> None:
 @engine_call
 def lists(settings: Settings) -> None:
     """Per list: active, unsubscribed, blocklisted and outbounced counts."""
-    from campaign_sync import status
+    from campaign_sync.ops import monitor
 
     config = settings.config()
-    output.show_lists(status.list_counts(config, status.open_store(config)), settings.as_json)
+    output.show_lists(monitor.list_counts(config, monitor.open_store(config)), settings.as_json)
 
 
 @main.command()
@@ -314,7 +315,7 @@ def validate(settings: Settings) -> None:
 @engine_call
 def crontab(settings: Settings) -> None:
     """Print the crontab lines that run every scheduled job."""
-    from campaign_sync.crontab import crontab_lines
+    from campaign_sync.ops.crontab import crontab_lines
 
     config = settings.config()
     jobs = [(name, job.type, job.schedule) for name, job in config.jobs.items()]
@@ -348,10 +349,10 @@ def _executable() -> str:
 @engine_call
 def check(settings: Settings) -> None:
     """For monitoring: exit 1 naming overdue or failing jobs, and folders runs cannot use."""
-    from campaign_sync import status
+    from campaign_sync.ops import monitor
 
     config = settings.config(log_file_required=False)
-    found = status.check_problems(config)
+    found = monitor.check_problems(config)
     if settings.as_json:
         output.emit_json({"ok": not found, "problems": found})
     else:

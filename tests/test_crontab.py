@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from campaign_sync.core.schedule import parse
-from campaign_sync.crontab import HEADER, command_for, cron_fields, crontab_lines
+from campaign_sync.ops.crontab import HEADER, command_for, cron_fields, crontab_lines
 
 EXE = "/usr/local/bin/campaign-sync"
 CONFIG = "/etc/campaign-sync/campaign-sync.yaml"

@@ -25,14 +25,15 @@ from hypothesis import strategies as st
 from props import examples
 
 from campaign_sync import config as config_module
-from campaign_sync import export, store
+from campaign_sync import store
 from campaign_sync.config.model import BounceLimits, CsvFormat, JobConfig, TargetConfig
 from campaign_sync.core import addresses, workdir
 from campaign_sync.csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
 from campaign_sync.errors import InputError
-from campaign_sync.export import write_export
+from campaign_sync.exports import export
+from campaign_sync.exports.export import write_export
+from campaign_sync.ops.runner import RunOptions, run_job
 from campaign_sync.result import RunResult
-from campaign_sync.runner import RunOptions, run_job
 
 T1 = "2026-01-10T08:00:00.000000+00:00"
 T2 = "2026-02-20T09:30:00.000000+00:00"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign_sync.export_parts import ChildPart, write_in_order
+from campaign_sync.exports.parts import ChildPart, write_in_order
 
 CHILD = """
 import json, os, sys, time

@@ -40,7 +40,7 @@ from props import examples
 
 from campaign_sync import config as config_module
 from campaign_sync.errors import ConfigError
-from campaign_sync.runner import RunOptions, run_job
+from campaign_sync.ops.runner import RunOptions, run_job
 
 CSV_EXAMPLES = examples(int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "300")))
 CONFIG_EXAMPLES = examples(int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "300")))
@@ -599,7 +599,7 @@ import atheris
 with atheris.instrument_imports():
     from campaign_sync import config as config_module, imports
     from campaign_sync.csvio import read as csvread
-    from campaign_sync.runner import RunOptions, run_job
+    from campaign_sync.ops.runner import RunOptions, run_job
 root = pathlib.Path(tempfile.mkdtemp())
 (root / "c.yaml").write_text(
     "store: ':memory:'\\nwork_dir: var\\njobs:\\n  fuzz-import:\\n    type: recipient-import\\n"

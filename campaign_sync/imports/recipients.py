@@ -21,7 +21,7 @@ from ..core import addresses
 from ..core.dates import parse_dates
 from ..csvio.read import CsvRows
 from ..errors import InputError
-from ..statuses import unsubscription_wins
+from ..store.statuses import unsubscription_wins
 from .common import (
     MergeContext,
     Rejects,

@@ -17,7 +17,7 @@ from collections import Counter
 from ..core import addresses
 from ..csvio.read import CsvRows
 from ..errors import InputError
-from ..statuses import unsubscription_wins
+from ..store.statuses import unsubscription_wins
 from .common import (
     MergeContext,
     Rejects,

@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .errors import ConfigError, StoreError, StoreUnusable
+from ..errors import ConfigError, StoreError, StoreUnusable
 
 BUSY_TIMEOUT_MS = 60_000
 
 
 def _decode_a_labels(conn: sqlite3.Connection) -> None:
-    from .migrate_a_labels import decode_a_labels  # only when an old store is opened
+    from .a_labels import decode_a_labels  # only when an old store is opened
 
     decode_a_labels(conn, now())
 

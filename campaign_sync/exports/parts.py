@@ -34,7 +34,7 @@ from pathlib import Path
 from queue import Queue
 from typing import IO, Protocol
 
-from .errors import StoreError
+from ..errors import StoreError
 
 QUEUED_CHUNKS = 4  # chunks of part 0 waiting for the writer thread
 

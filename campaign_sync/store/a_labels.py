@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .core.addresses import normalise
+from ..core.addresses import normalise
 
 # Best first: a send in any earlier state must not be made again.
 _SEND_RANK = {"sent": 0, "unknown": 1, "sending": 2, "failed": 3, "deferred": 4}

@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .errors import ConfigError, JobLocked
-from .result import FileInfo, RunResult
+from .. import store
+from ..errors import ConfigError, JobLocked
+from ..result import FileInfo, RunResult
 
 DEAD_RUN_ERROR = "the process ended before the run finished"
 

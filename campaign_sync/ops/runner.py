@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import interrupts, runs, store
-from .config.model import Config, JobConfig
-from .core import workdir
-from .core.path_templates import render
-from .core.schedule import zone
-from .errors import (
+from .. import store
+from ..config.model import Config, JobConfig
+from ..core import workdir
+from ..core.path_templates import render
+from ..core.schedule import zone
+from ..errors import (
     EXIT_FAILED,
     CampaignSyncError,
     ConfigError,
@@ -37,12 +37,14 @@ from .errors import (
     UsageError,
     one_line,
 )
-from .result import FileInfo, RunResult
+from ..result import FileInfo, RunResult
+from ..store import runs
+from . import interrupts
 
 if TYPE_CHECKING:
-    from .imports.common import Rejects
-from .transfer import open_transfer
-from .transfer.base import Progress
+    from ..imports.common import Rejects
+from ..transfer import open_transfer
+from ..transfer.base import Progress
 
 log = logging.getLogger("campaign_sync")
 
@@ -72,7 +74,7 @@ class RunContext:
         return datetime.datetime.now(zone(self.config.timezone)).date()
 
     def progress(self, label: str) -> AbstractContextManager[Progress | None]:
-        from .transfer.progress import transfer_progress
+        from ..transfer.progress import transfer_progress
 
         return transfer_progress(label, enabled=self.options.progress)
 
@@ -319,7 +321,7 @@ def _record(ctx: RunContext) -> None:
 
 def _scrub(config: Config, result: RunResult) -> None:
     """No secret leaves the process, even one a library quoted back in an error."""
-    from .config.redact import Scrubber
+    from ..config.redact import Scrubber
 
     scrub = Scrubber.from_config(config)
     result.error = scrub(result.error) if result.error else result.error
@@ -413,9 +415,9 @@ def _sha256(path: Path) -> str:
 
 
 def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
-    from .csvio.read import read_csv
-    from .imports import merge
-    from .imports.common import MergeContext
+    from ..csvio.read import read_csv
+    from ..imports import merge
+    from ..imports.common import MergeContext
 
     job, result, conn = ctx.job, ctx.result, ctx.conn
     rejects = None
@@ -484,7 +486,7 @@ def _after(ctx: RunContext, remote: str) -> None:
 
 
 def _export(ctx: RunContext) -> None:
-    from .export import write_export
+    from ..exports.export import write_export
 
     job, options, result, conn = ctx.job, ctx.options, ctx.result, ctx.conn
     assert job.target is not None
@@ -554,7 +556,7 @@ def _place(staged: Path, output: Path) -> None:
 
 
 def _dispatch(ctx: RunContext) -> None:
-    from .dispatch import dispatch
+    from ..dispatch import dispatch
 
     # Each send is committed on its own (exactly once needs that); dispatch sets the status
     # and counts, and _close records the run.

@@ -22,10 +22,10 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
-from . import store
-from .config.model import BounceLimits
-from .core.addresses import Blocklist, normalise, pattern_ends
-from .core.dates import latest_allowed
+from .. import store
+from ..config.model import BounceLimits
+from ..core.addresses import Blocklist, normalise, pattern_ends
+from ..core.dates import latest_allowed
 
 
 def unsubscription_wins(confirmed: str, unsubscribed: str, latest: str) -> str:

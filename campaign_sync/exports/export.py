@@ -17,14 +17,13 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .config.model import BounceLimits, JobConfig
-from .core.dates import date_formatter
-from .core.schedule import zone
-from .csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
-from .errors import InputError
-from .export_parts import ChildPart, serve_part, write_in_order
-from .statuses import (
+from .. import store
+from ..config.model import BounceLimits, JobConfig
+from ..core.dates import date_formatter
+from ..core.schedule import zone
+from ..csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
+from ..errors import InputError
+from ..store.statuses import (
     SqlPlan,
     blocklist_sql,
     has_rows,
@@ -33,6 +32,7 @@ from .statuses import (
     status_expression,
     temp_set,
 )
+from .parts import ChildPart, serve_part, write_in_order
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.
 BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_at")
@@ -408,7 +408,7 @@ def _later_parts(
     }
     # `-m` puts the working folder first on the child's path: running in the folder that
     # holds this package, it imports this very tree (not whatever the caller's folder has).
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     argv = [sys.executable, "-m", __name__]
     return [
         ChildPart(argv, json.dumps(dict(plan_line, part=part)).encode("utf-8"), root)

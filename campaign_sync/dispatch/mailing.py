@@ -34,7 +34,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parsedate_to_datetime
 from pathlib import Path
 
-from .errors import InputError, one_line
+from ..errors import InputError, one_line
 
 # `{{ name }}`; anything between the braces counts, so that a misspelt or unknown field
 # also renders empty rather than reaching a recipient as raw template syntax.

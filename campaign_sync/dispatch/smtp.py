@@ -21,11 +21,11 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from types import TracebackType
 
-from .config.model import SmtpConfig
-from .config.redact import Scrubber
-from .config.validate_servers import is_loopback
-from .core.neterrors import describe
-from .errors import MailError
+from ..config.model import SmtpConfig
+from ..config.redact import Scrubber
+from ..config.validate_servers import is_loopback
+from ..core.neterrors import describe
+from ..errors import MailError
 
 __all__ = [
     "DeliveryUnknown",

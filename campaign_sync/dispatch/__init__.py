@@ -30,17 +30,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import runs, store
-from .core.addresses import Blocklist
-from .core.dates import latest_allowed
-from .errors import InputError, MailError
+from .. import store
+from ..core.addresses import Blocklist
+from ..core.dates import latest_allowed
+from ..errors import InputError, MailError
+from ..store import runs
+from ..store.statuses import outbounced_sql, unsubscription_wins
 from .mailing import Mailing, latest_mailing, new_message_id, personalise
-from .statuses import outbounced_sql, unsubscription_wins
 
 if TYPE_CHECKING:
-    from .config.model import Config, JobConfig, SmtpConfig
-    from .mail import SendOutcome, SmtpSession
-    from .result import RunResult
+    from ..config.model import Config, JobConfig, SmtpConfig
+    from ..result import RunResult
+    from .smtp import SendOutcome, SmtpSession
 
 log = logging.getLogger("campaign_sync")
 
@@ -221,7 +222,7 @@ def _send_all(
     mailing: Mailing,
     due: list[Recipient],
 ) -> None:
-    from .mail import SmtpSession
+    from .smtp import SmtpSession
 
     # Connect before claiming anyone: a server that is down fails the run with nothing claimed.
     with SmtpSession(smtp) as session:
@@ -249,7 +250,7 @@ def _send_one(
     mailing: Mailing,
     recipient: Recipient,
 ) -> None:
-    from .mail import DeliveryUnknown
+    from .smtp import DeliveryUnknown
 
     message_id = new_message_id(smtp.sender)
     try:

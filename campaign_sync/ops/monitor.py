@@ -13,10 +13,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from . import runs, store
-from .config.model import Config, JobConfig
-from .core.schedule import is_overdue, parse, zone
-from .errors import StoreError
+from .. import store
+from ..config.model import Config, JobConfig
+from ..core.schedule import is_overdue, parse, zone
+from ..errors import StoreError
+from ..store import runs
 
 
 def open_store(config: Config) -> sqlite3.Connection | None:
@@ -238,7 +239,7 @@ def list_counts(config: Config, conn: sqlite3.Connection | None) -> list[dict[st
 
 
 def _statuses(conn: sqlite3.Connection, config: Config, name: str) -> dict[str, int]:
-    from .statuses import SqlPlan, status_checks, status_expression
+    from ..store.statuses import SqlPlan, status_checks, status_expression
 
     row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
     if row is None:

@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .config.model import Config, JobConfig, NotifyConfig
-from .config.redact import Scrubber, split_url
-from .errors import one_line
-from .result import RunResult
+from ..config.model import Config, JobConfig, NotifyConfig
+from ..config.redact import Scrubber, split_url
+from ..errors import one_line
+from ..result import RunResult
 
 SUBJECT_PREFIX = "[campaign-sync]"
 FIRST_REJECTS_SHOWN = 10
@@ -141,8 +141,8 @@ def _mail_notice(
         warn(f"notification mail to {', '.join(to)} not sent: no smtp block in the config")
         return
     # Imported only when a mail actually goes out: smtplib and email are not cheap.
-    from .errors import MailError
-    from .mail import SmtpSession, build_text_message
+    from ..dispatch.smtp import SmtpSession, build_text_message
+    from ..errors import MailError
 
     message = build_text_message(
         sender=config.smtp.sender,
@@ -355,7 +355,7 @@ def _post_webhook(url: str, timeout: float, result: RunResult, scrub: Scrubber) 
     import urllib.error
     import urllib.request
 
-    from .core.neterrors import describe
+    from ..core.neterrors import describe
 
     webhook = _parse_webhook(url)
     if not 0 < timeout < float("inf"):  # NaN too: the socket would refuse it
