@@ -15,6 +15,7 @@ The four in braces are siblings: none imports another.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,21 @@ def test_lazy_imports_count(tmp_path: Path) -> None:
 def test_an_upward_import_is_caught() -> None:
     graph = {"campaign_sync.core.x": {"campaign_sync.ops.y"}, "campaign_sync.ops.y": set()}
     assert upward(graph) == ["campaign_sync.core.x (core) -> campaign_sync.ops.y (ops)"]
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject lists every package: a non-editable install ships nothing else, and a
+    folder without __init__.py would be a namespace package that it leaves out."""
+    text = (TREE / "pyproject.toml").read_text(encoding="utf-8")
+    block = re.search(r"^packages = \[(.*?)^\]", text, re.M | re.S)
+    assert block, "no packages list in pyproject.toml"
+    listed = re.findall(r'"([a-z_.]+)"', block.group(1))
+    folders = {
+        ".".join((package, *path.relative_to(folder).parts))
+        for package, folder in PACKAGES.items()
+        for path in [folder, *folder.rglob("*")]
+        if path.is_dir() and path.name != "__pycache__"
+    }
+    with_init = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert sorted(folders - with_init) == [], "a package folder without __init__.py"
+    assert sorted(listed) == sorted(folders)
