@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -111,12 +111,19 @@ class _Command(click.Group):
     """Usage errors (a bad option, a missing argument, --date 2026-13-01) also give a JSON
     document when --json was asked for: a script reading stdout gets one either way."""
 
-    def main(self, args: Any = None, *pos: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **kw: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(args, *pos, standalone_mode=False, **kw)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         argv = list(sys.argv[1:] if args is None else args)
         try:
-            code = super().main(argv, *pos, standalone_mode=False, **kw)
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **kw)
         except click.ClickException as exc:
             if "--json" in argv:
                 message = one_line(exc.format_message())

@@ -17,4 +17,5 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check .
+python3 -m mypy campaign_sync cli
 python3 -m pytest "$@"

@@ -3,6 +3,7 @@ vocabulary of job types, modes and fields. Built by load.py, checked by validate
 
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +158,7 @@ class JobConfig:
     rate: float | None = None  # messages per second
 
     @property
-    def column_labels(self) -> list[str]:
+    def column_labels(self) -> builtins.list[str]:  # `list` is a field here
         """The header of a file without one: each column's field, `column N` if skipped."""
         return [name or f"column {i}" for i, name in enumerate(self.column_fields, 1)]
 

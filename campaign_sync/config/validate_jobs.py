@@ -75,6 +75,7 @@ class JobChecks(Checks):
             raise self.fail(key, f"expected a mapping, got {kind_of(raw)}")
         kind = self.string(raw.get("type"), f"{key}.type", choices=JOB_TYPES)
         common = ("type", "list", "schedule", "notify")
+        allowed: tuple[str, ...]
         if kind in IMPORT_TYPES:
             allowed = common + ("source", "format", "columns", "defaults", "mode", "max_rejects")
             allowed += ("max_removals",)
@@ -377,7 +378,7 @@ class JobChecks(Checks):
             shown = "columns map " + ", ".join(f"{h} → {f}" for h, f in mapped.items())
         elif "column_fields" in values:
             listed: tuple[str | None, ...] = values["column_fields"]
-            given = set(listed) - {None}
+            given = {field for field in listed if field is not None}
             shown = "columns list " + ", ".join(f or "~" for f in listed)
         else:
             return  # the file's header names the fields: known only when it is read

@@ -25,7 +25,7 @@ import enum
 import re
 import string
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress, count, repeat
 from operator import contains, not_
@@ -143,7 +143,7 @@ def check_all(addresses: list[str]) -> list[tuple[int, str]]:
     decided in C for the whole list (one regex call each, no Python step per address);
     only the others take the careful path.
     """
-    suspects = list(compress(count(), map(not_, map(_FAST.fullmatch, addresses))))
+    suspects: Sequence[int] = list(compress(count(), map(not_, map(_FAST.fullmatch, addresses))))
     if max(map(len, addresses), default=0) > MAX_ADDRESS or "xn--" in "\n".join(addresses):
         suspects = range(len(addresses))  # rare: decide every one exactly as check() does
     found = []
@@ -354,7 +354,7 @@ def _decode_pattern_domain(tokens: list[Token], *, strict: bool) -> None:
         (
             i
             for i in range(len(tokens) - 1, -1, -1)
-            if isinstance(tokens[i], str) and "@" in tokens[i]
+            if isinstance(token := tokens[i], str) and "@" in token
         ),
         None,
     )
@@ -397,7 +397,7 @@ def _regex_source(tokens: list[Token], first_group: int = 1) -> tuple[str, int]:
         if token is STAR:
             segments.append([])
         else:
-            segments[-1].append("." if token is QMARK else re.escape(token))
+            segments[-1].append(re.escape(token) if isinstance(token, str) else ".")  # or QMARK
     texts = ["".join(segment) for segment in segments]
     if len(texts) == 1:  # no star
         return texts[0], 0

@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
+from functools import partial
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -113,13 +114,13 @@ class Schedule:
         dtstart = start.replace(second=0, microsecond=0, tzinfo=None, fold=0)
         if self.kind == "hourly":
             return rrule(HOURLY, dtstart=dtstart, byminute=self.minute, bysecond=0)
-        at = {"byhour": self.hour, "byminute": self.minute, "bysecond": 0}
+        at = partial(rrule, dtstart=dtstart, byhour=self.hour, byminute=self.minute, bysecond=0)
         if self.kind == "daily":
-            return rrule(DAILY, dtstart=dtstart, **at)
+            return at(DAILY)
         if self.kind == "weekly":
             days = [weekday(day) for day in self.weekdays]
-            return rrule(WEEKLY, dtstart=dtstart, byweekday=days, **at)
-        return rrule(MONTHLY, dtstart=dtstart, bymonthday=self.monthday, **at)
+            return at(WEEKLY, byweekday=days)
+        return at(MONTHLY, bymonthday=self.monthday)
 
 
 def parse(text: str) -> Schedule:

@@ -175,7 +175,7 @@ def read_csv(
     (`fmt.header` false) takes `names` as its header: one per column.
     """
     name = label or path.name
-    binary: IO[bytes] = (
+    binary: gzip.GzipFile | IO[bytes] = (
         gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
     )
     try:
@@ -202,7 +202,7 @@ class _Source:
     `unterminated` is the number of the last line if it has no line end (set once read).
     """
 
-    def __init__(self, binary: IO[bytes], encoding: str, name: str) -> None:
+    def __init__(self, binary: gzip.GzipFile | IO[bytes], encoding: str, name: str) -> None:
         self.binary = binary
         self.encoding = encoding
         self.name = name

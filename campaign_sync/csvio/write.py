@@ -102,7 +102,7 @@ class CsvWriter:
         raw.truncate(0)
         self._raw = raw
         # No file name in the gzip header: ours is a staging name the partner must not see.
-        self._binary: IO[bytes] = (
+        self._binary: gzip.GzipFile | IO[bytes] = (
             gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6) if compress else raw
         )
         self._encoder = codecs.getincrementalencoder(fmt.encoding)("strict")

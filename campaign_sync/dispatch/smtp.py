@@ -20,12 +20,16 @@ from email.headerregistry import Address, Group
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from types import TracebackType
+from typing import TYPE_CHECKING, cast
 
 from ..config.model import SmtpConfig
 from ..config.redact import Scrubber
 from ..config.validate_servers import is_loopback
 from ..core.neterrors import describe
 from ..errors import MailError
+
+if TYPE_CHECKING:
+    from email.policy import EmailPolicy
 
 __all__ = [
     "DeliveryUnknown",
@@ -381,7 +385,8 @@ def _serialise(message: EmailMessage, *, international: bool) -> bytes:
     if not international:
         _ascii_domains(msg)
     # smtplib sends bytes as they are, so the line endings must already be SMTP's CRLF.
-    policy = msg.policy.clone(linesep="\r\n", utf8=international)
+    # An EmailMessage always carries an EmailPolicy (the one kind with `utf8`).
+    policy = cast("EmailPolicy", msg.policy).clone(linesep="\r\n", utf8=international)
     return msg.as_bytes(policy=policy)
 
 
@@ -431,7 +436,10 @@ def _describe(exc: BaseException, timeout: float) -> str:
 
 def _peer_address(conn: smtplib.SMTP) -> str:
     """The address the socket is really connected to (not the configured name)."""
+    sock = conn.sock
+    if sock is None:
+        return "an unknown address"
     try:
-        return str(conn.sock.getpeername()[0])
+        return str(sock.getpeername()[0])
     except (OSError, AttributeError, IndexError):
         return "an unknown address"

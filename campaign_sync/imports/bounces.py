@@ -53,9 +53,9 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
         # the same address, type and date in one file is one bounce.
         return (email, kind, when, 0) if when else (email, kind, ctx.now, next(undated))
 
-    columns = "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL, event INTEGER NOT NULL"
+    layout = "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL, event INTEGER NOT NULL"
     names = ["email", "type", "at", "event"]
-    stage_checked(ctx, src, counts, rejects, check, (columns, names, names))
+    stage_checked(ctx, src, counts, rejects, check, (layout, names, names))
 
     conn.execute(
         """

@@ -53,11 +53,11 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
     stager = _RecipientStager(ctx, src, rejects, email_at, doi, columns)
     stager.blocklist = blocklist if len(blocklist) else None
 
-    columns = "email TEXT NOT NULL, doi TEXT, blocked TEXT, fields TEXT NOT NULL"
+    layout = "email TEXT NOT NULL, doi TEXT, blocked TEXT, fields TEXT NOT NULL"
     staged = ["email", *(["doi"] if doi is not None else [])]
     staged += [*(["blocked"] if stager.blocklist else []), "fields"]
     with rejects.collecting():
-        stage_raw(conn, columns, staged, chain.from_iterable(stager.batches()))
+        stage_raw(conn, layout, staged, chain.from_iterable(stager.batches()))
     counts["read"] = stager.read
     check_rejects(ctx, counts, rejects)
 

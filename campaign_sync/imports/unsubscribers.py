@@ -64,8 +64,8 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
         reason = None if reason_of is None else reason_of(row).strip()
         return email, list_name, when, reason
 
-    columns = "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT"
-    table = (columns, ["email", "list"], ["email", "list", "at", "reason"])
+    layout = "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT"
+    table = (layout, ["email", "list"], ["email", "list", "at", "reason"])
     stage_checked(ctx, src, counts, rejects, check, table)
 
     conn.execute(

@@ -11,6 +11,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 from ..config.model import ServerConfig
 from ..errors import CampaignSyncError, SourceMissing, TransferError
@@ -314,7 +315,9 @@ def _copy_across(source: int, name: str, folder: int, target: str) -> bool:
     return True
 
 
-def _copy_stream(reader, writer, total: int | None, progress: Progress | None) -> int:  # type: ignore[no-untyped-def]
+def _copy_stream(
+    reader: BinaryIO, writer: BinaryIO, total: int | None, progress: Progress | None
+) -> int:
     done = 0
     while chunk := reader.read(1 << 20):
         writer.write(chunk)

@@ -195,7 +195,7 @@ def scp_put(
         client.abort()
 
 
-def _failure(client: Scp, message: str, *, downloading: bool) -> TransferError:
+def _failure(client: Scp, message: str, *, downloading: bool) -> TransferError | SourceMissing:
     """Classify an error the scp package reported."""
     if downloading and _is_missing(message):
         return SourceMissing(message)

@@ -16,8 +16,10 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 
 import paramiko
+from paramiko.ssh_exception import IncompatiblePeer  # (the stubs miss paramiko.IncompatiblePeer)
 
 from ...config.model import ServerConfig
 from ...errors import HostKeyError, TransferError
@@ -172,7 +174,7 @@ class SshSession:
                 continue
             try:
                 transport = self._handshake(family)
-            except paramiko.IncompatiblePeer:
+            except IncompatiblePeer:
                 continue  # the server has no key of this kind
             key = transport.get_remote_server_key()
             if self.policy.matches_pin(key.asbytes()):
@@ -209,7 +211,7 @@ class SshSession:
         if key_types is not None:
             usable = tuple(k for k in key_types if k in options.key_types)
             if not usable:
-                raise paramiko.IncompatiblePeer("no such host key algorithm here")
+                raise IncompatiblePeer("no such host key algorithm here")
             options.key_types = usable
         elif not self.server.host_key:
             options.key_types = preferred_algorithms(self.policy.known(), tuple(options.key_types))
@@ -221,7 +223,7 @@ class SshSession:
         try:
             transport.start_client(timeout=timeout)
         except (EOFError, paramiko.SSHException) as exc:
-            if isinstance(exc, paramiko.IncompatiblePeer) or not _stalled_in_kex(
+            if isinstance(exc, IncompatiblePeer) or not _stalled_in_kex(
                 transport, started, timeout
             ):
                 raise
@@ -238,7 +240,7 @@ class SshSession:
         tried = []
         if self.server.key_file:
             tried.append(f"key file {self.server.key_file}")
-            if self._try_key(transport, user, self._load_key()):
+            if self._try_key(transport, user, self._load_key(self.server.key_file)):
                 return
         if self.server.agent:
             tried.append("ssh-agent keys")
@@ -268,13 +270,14 @@ class SshSession:
             self._alive()
         return transport.is_authenticated()
 
-    def _load_key(self) -> paramiko.PKey:
+    def _load_key(self, path: Path) -> paramiko.PKey:
         if self._key is None:
-            path = self.server.key_file
             try:
                 passphrase = self.server.key_passphrase
                 self._key = paramiko.PKey.from_path(
-                    path, passphrase.encode("utf-8") if passphrase else None
+                    path,
+                    # paramiko says str, but hands it on to cryptography, which takes bytes.
+                    passphrase.encode("utf-8") if passphrase else None,  # type: ignore[arg-type]
                 )
             except (paramiko.SSHException, TypeError, ValueError, OSError) as exc:
                 # The message names the problem, never the passphrase. cryptography raises

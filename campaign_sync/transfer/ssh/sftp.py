@@ -61,13 +61,16 @@ class SftpChannel:
 
     def client(self) -> paramiko.SFTPClient:
         transport = self._connection()
-        if self.open_client is None or self.open_client.get_channel().closed:
+        channel = self.open_client.get_channel() if self.open_client is not None else None
+        if self.open_client is None or channel is None or channel.closed:
             client = paramiko.SFTPClient.from_transport(
                 transport, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE
             )
             if client is None:
                 raise ConnectionLost("the server did not start the sftp subsystem")
-            client.get_channel().settimeout(self._timeout)
+            opened = client.get_channel()
+            assert opened is not None  # from_transport gives a client on an open channel
+            opened.settimeout(self._timeout)
             self.open_client = client
             self.request = _sftp_request_size(client)
         return self.open_client
@@ -191,7 +194,8 @@ def _sftp_request_size(client: paramiko.SFTPClient) -> int:
     per-request overhead several-fold. Servers without the extension keep the safe default.
     """
     try:
-        kind, reply = client._request(CMD_EXTENDED, "limits@openssh.com")
+        # paramiko internals (not in its stubs), as are the three in _pipelined_reads.
+        kind, reply = client._request(CMD_EXTENDED, "limits@openssh.com")  # type: ignore[attr-defined]
     except (OSError, paramiko.SSHException):
         return SFTP_DEFAULT_REQUEST
     if kind != CMD_EXTENDED_REPLY:
@@ -228,7 +232,9 @@ def _pipelined_reads(
     in_flight = max(1, SFTP_READ_AHEAD // request)
 
     def ask(at: int, length: int) -> tuple[int, int, int]:
-        number = sftp._async_request(replies, CMD_READ, remote.handle, int64(at), int(length))
+        number = sftp._async_request(  # type: ignore[attr-defined]
+            replies, CMD_READ, remote.handle, int64(at), int(length)
+        )
         return number, at, length
 
     while pending or offset < size:
@@ -237,11 +243,11 @@ def _pipelined_reads(
             offset += pending[-1][2]
         number, at, length = pending.popleft()
         while number not in replies.by_id:
-            sftp._read_response()  # reads one reply and files it under its request id
+            sftp._read_response()  # type: ignore[attr-defined]  # files one reply by its id
         kind, message = replies.by_id.pop(number)
         if kind == CMD_STATUS:
             try:
-                sftp._convert_status(message)
+                sftp._convert_status(message)  # type: ignore[attr-defined]
             except EOFError:
                 return  # the file is shorter than it was: the caller's size check says so
             raise TransferError("unexpected SFTP status reply")  # pragma: no cover
