@@ -1,4 +1,4 @@
-"""Address syntax, normalisation and blocklist patterns (campaign_sync.addresses)."""
+"""Address syntax, normalisation and blocklist patterns (campaign_sync.core.addresses)."""
 
 from __future__ import annotations
 

@@ -221,7 +221,7 @@ def in_parts(
 @pytest.fixture(autouse=True, scope="module", params=["whole", "in parts"])
 def parts(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test here runs twice: recipient lists read by one connection, and in three
-    parts by three processes at once (export_parts), which must give the same bytes."""
+    parts by three processes at once (exports/parts.py), which must give the same bytes."""
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "in parts":
             in_parts(patch)

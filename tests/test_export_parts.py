@@ -1,4 +1,4 @@
-"""export_parts.write_in_order with real child processes that speak its protocol.
+"""exports.parts.write_in_order with real child processes that speak its protocol.
 
 The child here is a small script, not the export, so that its pace is under the test's
 control: it reports its cut, waits for its range and then writes `chunks` chunks, `pause`

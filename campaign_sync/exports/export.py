@@ -39,7 +39,7 @@ BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_
 DATE_FIELDS = ("doi_confirmed_at", "created_at", "updated_at")
 
 # Columns holding an address (or a blocklist pattern): written exactly as stored, even
-# when they start like a formula (csvwrite.py; the README's export section says why).
+# when they start like a formula (csvio/write.py; the README's export section says why).
 ADDRESS_COLUMNS = ("email", "pattern")
 
 # Rows per fetch (and per packed chunk): per-query overhead vanishes, memory stays flat.
@@ -440,7 +440,7 @@ def _store_file(conn: sqlite3.Connection) -> str:
 
 def _serve_part(plan: dict[str, Any], spool_fd: int) -> None:
     """A later part, in a child process: the plan's temp tables and functions copied into
-    a connection of its own, its cut reported, then its range read (see export_parts)."""
+    a connection of its own, its cut reported, then its range read (see parts.py)."""
     conn = sqlite3.connect(plan["store"], isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {store.BUSY_TIMEOUT_MS}")
@@ -466,6 +466,6 @@ def _serve_part(plan: dict[str, Any], spool_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    # A later part of a big export (export_parts): the plan on stdin, the spool's open
+    # A later part of a big export (parts.py): the plan on stdin, the spool's open
     # descriptor number as the last argument.
     _serve_part(json.loads(sys.stdin.readline()), int(sys.argv[-1]))

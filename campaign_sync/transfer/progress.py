@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-# Same shape as campaign_sync.transfer.Progress; repeated to keep this module import-light.
+# Same shape as campaign_sync.transfer.base.Progress; repeated to keep this module import-light.
 Progress = Callable[[int, "int | None"], None]
 
 
