@@ -134,7 +134,7 @@ import json, resource, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from campaign_sync import config as cfg
-from campaign_sync.runner import RunOptions, run_job
+from campaign_sync.ops.runner import RunOptions, run_job
 config = cfg.load(sys.argv[2], env={})
 output = None if sys.argv[3] == '-' else Path(sys.argv[3])
 start = time.perf_counter()

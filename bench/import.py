@@ -50,7 +50,8 @@ CHILD = """\
 import sys, json
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from campaign_sync import config, runner
+from campaign_sync import config
+from campaign_sync.ops import runner
 cfg = config.load({config!r})
 options = runner.RunOptions(file=Path({file!r}), force=True)
 result = runner.run_job(cfg, "bench-import", "import", options)
@@ -66,11 +67,12 @@ print(json.dumps(result.counts))
 FLOOR = """\
 import sys
 sys.path.insert(0, {root!r})
-from campaign_sync import merge, store
+from campaign_sync import store
+from campaign_sync.imports import common
 conn = store.connect({store!r})
 conn.execute("ATTACH ? AS src", ({source!r},))
-conn.execute(f"PRAGMA main.cache_size = -{{merge.MAIN_CACHE_KIB}}")
-conn.execute(f"PRAGMA temp.cache_size = -{{merge.TEMP_CACHE_KIB}}")
+conn.execute(f"PRAGMA main.cache_size = -{{common.MAIN_CACHE_KIB}}")
+conn.execute(f"PRAGMA temp.cache_size = -{{common.TEMP_CACHE_KIB}}")
 with store.transaction(conn):
     list_id = store.list_id(conn, "bench", create=True)
     now = store.now()

@@ -36,7 +36,6 @@ OUT = ROOT / "bench" / "out"
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 import gen_recipients  # noqa: E402
-import pgchild  # noqa: E402,F401  (makes campaign_sync.store.postgres importable for now)
 import pgserver  # noqa: E402
 
 from campaign_sync.store.postgres import connection, schema  # noqa: E402

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from sshd import Sshd  # noqa: E402
 
-from campaign_sync.ssh import SshTransfer  # noqa: E402
+from campaign_sync.transfer.ssh.transfer import SshTransfer  # noqa: E402
 
 MB = 1_000_000
 

@@ -26,9 +26,9 @@ def setup_logging(verbose: int, quiet: bool, log_file: Path | None) -> None:
         handler.setFormatter(logging.Formatter("campaign-sync: %(levelname)s: %(message)s"))
         handler._campaign_sync_stderr = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-    for handler in root.handlers:
-        if getattr(handler, "_campaign_sync_stderr", False):
-            handler.setLevel(level)
+    for existing in root.handlers:
+        if getattr(existing, "_campaign_sync_stderr", False):
+            existing.setLevel(level)
     if log_file and not any(getattr(h, "_campaign_sync_file", False) for h in root.handlers):
         log_file.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(log_file, encoding="utf-8")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -112,12 +112,19 @@ class _Command(click.Group):
     """Usage errors (a bad option, a missing argument, --date 2026-13-01) also give a JSON
     document when --json was asked for: a script reading stdout gets one either way."""
 
-    def main(self, args: Any = None, *pos: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **kw: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(args, *pos, standalone_mode=False, **kw)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         argv = list(sys.argv[1:] if args is None else args)
         try:
-            code = super().main(argv, *pos, standalone_mode=False, **kw)
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **kw)
         except click.ClickException as exc:
             if "--json" in argv:
                 message = one_line(exc.format_message())
@@ -166,8 +173,8 @@ def _parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def _run(settings: Settings, name: str, kind: str, **options: Any) -> None:
-    from campaign_sync import interrupts
-    from campaign_sync.runner import RunOptions, run_job
+    from campaign_sync.ops import interrupts
+    from campaign_sync.ops.runner import RunOptions, run_job
 
     config = settings.config()
     progress = not (settings.as_json or settings.quiet)
@@ -245,11 +252,11 @@ def dispatch_command(settings: Settings, job: str, dry_run: bool) -> None:
 @engine_call
 def list_jobs(settings: Settings, running: bool) -> None:
     """Configured jobs: schedule, next run, state and last run."""
-    from campaign_sync import status
+    from campaign_sync.ops import monitor
 
     config = settings.config()
-    conn = status.open_store(config)
-    states = status.job_states(config, conn)
+    conn = monitor.open_store(config)
+    states = monitor.job_states(config, conn)
     if running:
         states = [state for state in states if state["running"]]
     output.show_jobs(states, settings.as_json, running_only=running, tz=_zone(config))
@@ -263,12 +270,13 @@ def list_jobs(settings: Settings, running: bool) -> None:
 @engine_call
 def history(settings: Settings, job: str | None, limit: int) -> None:
     """Recent runs, newest first, of one job or of all."""
-    from campaign_sync import runs, status
+    from campaign_sync.ops import monitor
+    from campaign_sync.store import runs
 
     config = settings.config()
     if job is not None:
         config.job(job)
-    conn = status.open_store(config)
+    conn = monitor.open_store(config)
     records = runs.history(conn, job, limit) if conn else []
     output.show_history(records, settings.as_json, tz=_zone(config))
 
@@ -279,10 +287,10 @@ def history(settings: Settings, job: str | None, limit: int) -> None:
 @engine_call
 def lists(settings: Settings) -> None:
     """Per list: active, unsubscribed, blocklisted and outbounced counts."""
-    from campaign_sync import status
+    from campaign_sync.ops import monitor
 
     config = settings.config()
-    output.show_lists(status.list_counts(config, status.open_store(config)), settings.as_json)
+    output.show_lists(monitor.list_counts(config, monitor.open_store(config)), settings.as_json)
 
 
 @main.command()
@@ -315,7 +323,7 @@ def validate(settings: Settings) -> None:
 @engine_call
 def crontab(settings: Settings) -> None:
     """Print the crontab lines that run every scheduled job."""
-    from campaign_sync.crontab import crontab_lines
+    from campaign_sync.ops.crontab import crontab_lines
 
     config = settings.config()
     jobs = [(name, job.type, job.schedule) for name, job in config.jobs.items()]
@@ -341,7 +349,7 @@ def systemd(settings: Settings, user_units: bool, output_dir: str | None) -> Non
     """Print (or write) a .service and a .timer per scheduled job, the alternative to crontab."""
     import datetime
 
-    from campaign_sync.systemd import units, write_units
+    from campaign_sync.ops.systemd import units, write_units
 
     config = settings.config()
     jobs = [(name, job.type, job.schedule) for name, job in config.jobs.items()]
@@ -388,13 +396,13 @@ def metrics(settings: Settings, output_path: str | None) -> None:
     """Print (or write) Prometheus metrics: job states, last runs, list members."""
     import datetime
 
-    from campaign_sync import status
-    from campaign_sync.metrics import render, write_atomically
+    from campaign_sync.ops import monitor
+    from campaign_sync.ops.metrics import render, write_atomically
 
     config = settings.config(log_file_required=False)
-    conn = status.open_store(config)
+    conn = monitor.open_store(config)
     now = datetime.datetime.now(datetime.timezone.utc)
-    text = render(status.job_states(config, conn, now), status.list_counts(config, conn), now)
+    text = render(monitor.job_states(config, conn, now), monitor.list_counts(config, conn), now)
     if output_path is None:
         if settings.as_json:
             output.emit_json({"metrics": text})
@@ -413,7 +421,7 @@ def metrics(settings: Settings, output_path: str | None) -> None:
 @engine_call
 def init(settings: Settings, folder: str) -> None:
     """Write a commented starter config, its folders and a mailing into FOLDER (default: .)."""
-    from campaign_sync.starter import CONFIG_NAME, write_starter
+    from campaign_sync.ops.starter import CONFIG_NAME, write_starter
 
     made = write_starter(Path(folder))
     config = Path(folder, CONFIG_NAME)
@@ -437,7 +445,7 @@ def _user_name(uid: int) -> str:
 
 
 def _zone(config: Any) -> Any:
-    from campaign_sync.schedule import zone
+    from campaign_sync.core.schedule import zone
 
     return zone(config.timezone)
 
@@ -459,10 +467,10 @@ def _executable() -> str:
 @engine_call
 def check(settings: Settings) -> None:
     """For monitoring: exit 1 naming overdue or failing jobs, and folders runs cannot use."""
-    from campaign_sync import status
+    from campaign_sync.ops import monitor
 
     config = settings.config(log_file_required=False)
-    found = status.check_problems(config)
+    found = monitor.check_problems(config)
     if settings.as_json:
         output.emit_json({"ok": not found, "problems": found})
     else:

@@ -144,7 +144,8 @@ def arm_signal(point: str) -> None:
     _signal_at_commit(fire)
     from campaign_sync_cli import output
 
-    from campaign_sync import notify, runner, runs
+    from campaign_sync.ops import notify, runner
+    from campaign_sync.store import runs
 
     for module, name, at in (
         (runs, "start", "start"),

@@ -10,23 +10,9 @@ Errors of campaign-sync print as one line on stderr and exit with their code, as
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from campaign_sync.errors import CampaignSyncError
-
-
-def _store_package() -> None:
-    """Until campaign_sync/store/ becomes a package (the layout change gives it its
-    __init__), let campaign_sync.store.postgres import from beside store.py. A no-op after."""
-    import campaign_sync.store as store
-
-    if not hasattr(store, "__path__"):
-        store.__path__ = [str(Path(store.__file__).with_suffix(""))]  # type: ignore[attr-defined]
-
-
-_store_package()
-
-from campaign_sync.store.postgres import connection, locks, schema  # noqa: E402
+from campaign_sync.store.postgres import connection, locks, schema
 
 CHILD = __file__
 

@@ -39,6 +39,7 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check .
+python3 -m mypy campaign_sync cli
 
 # A throwaway PostgreSQL for the suite: it exports CAMPAIGN_SYNC_TEST_PG (the superuser's URL),
 # CAMPAIGN_SYNC_TEST_PG_DIR (its folder) and PGPASSFILE. Stopped and removed on any exit,

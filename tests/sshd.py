@@ -208,7 +208,7 @@ class Sshd:
 
     def server_config(self, **overrides):  # type: ignore[no-untyped-def]
         """A campaign_sync ServerConfig for this server (key auth, known_hosts trusted)."""
-        from campaign_sync.config import ServerConfig
+        from campaign_sync.config.model import ServerConfig
 
         values = dict(
             name="test",

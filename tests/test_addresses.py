@@ -1,4 +1,4 @@
-"""Address syntax, normalisation and blocklist patterns (campaign_sync.addresses)."""
+"""Address syntax, normalisation and blocklist patterns (campaign_sync.core.addresses)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from props import examples
 
-from campaign_sync.addresses import (
+from campaign_sync.core.addresses import (
     _FAST,
     Blocklist,
     PatternError,

@@ -546,7 +546,7 @@ def test_a_machine_problem_during_a_run_is_a_failed_run_not_a_traceback(ws: Work
 def test_an_interrupt_after_the_commit_leaves_a_succeeded_run_with_a_warning(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from campaign_sync import runner
+    from campaign_sync.ops import runner
 
     def interrupted(*_args: object) -> None:
         raise KeyboardInterrupt  # SIGTERM while the source file is being archived
@@ -622,7 +622,7 @@ def test_a_server_that_does_not_speak_ssh_gives_one_line_not_library_tracebacks(
 def test_an_interrupt_while_notices_go_out_keeps_the_run_as_it_ended(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from campaign_sync import notify
+    from campaign_sync.ops import notify
 
     def interrupted(*_args: object, **_kw: object) -> None:
         raise KeyboardInterrupt  # SIGTERM while the notice mail hangs
@@ -640,7 +640,7 @@ def test_an_interrupt_while_notices_go_out_keeps_the_run_as_it_ended(
 def test_an_interrupt_just_before_the_commit_is_recorded_as_interrupted(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from campaign_sync import runs
+    from campaign_sync.store import runs
 
     finish, calls = runs.finish, []
 
@@ -665,7 +665,8 @@ def test_a_store_locked_past_the_busy_timeout_fails_with_one_line_and_a_notice(
 ) -> None:
     import sqlite3 as sqlite
 
-    from campaign_sync import notify, store
+    from campaign_sync import store
+    from campaign_sync.ops import notify
 
     sent: list[str] = []
     monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 200)

@@ -9,6 +9,7 @@ import pytest
 from conftest import Workspace
 
 from campaign_sync import config
+from campaign_sync.config.validate_servers import is_loopback
 from campaign_sync.errors import ConfigError
 
 FULL_EXAMPLE = """\
@@ -661,7 +662,7 @@ def test_smtp_auth_settings_that_keep_the_password_private(tmp_path: Path, lines
     ],
 )
 def test_is_loopback(host: str, expected: bool) -> None:
-    assert config.is_loopback(host) is expected
+    assert is_loopback(host) is expected
 
 
 # --------------------------------------------------------------------------- weak secrets

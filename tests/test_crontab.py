@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_sync.crontab import HEADER, command_for, cron_fields, crontab_lines
-from campaign_sync.schedule import parse
+from campaign_sync.core.schedule import parse
+from campaign_sync.ops.crontab import HEADER, command_for, cron_fields, crontab_lines
 
 EXE = "/usr/local/bin/campaign-sync"
 CONFIG = "/etc/campaign-sync/campaign-sync.yaml"
@@ -130,7 +130,7 @@ def test_newline_in_a_path_is_refused() -> None:
 
 
 def test_bad_schedule_text_raises_schedule_error() -> None:
-    from campaign_sync.schedule import ScheduleError
+    from campaign_sync.core.schedule import ScheduleError
 
     with pytest.raises(ScheduleError):
         crontab_lines([("j", "doi-dispatch", "hourly 5")], EXE, CONFIG, None)

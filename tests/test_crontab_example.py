@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from campaign_sync import config
-from campaign_sync.crontab import crontab_lines
+from campaign_sync.ops.crontab import crontab_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example" / "campaign-sync.yaml"

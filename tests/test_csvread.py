@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from props import examples
 
-from campaign_sync.config import CsvFormat
-from campaign_sync.csvread import read_csv
+from campaign_sync.config.model import CsvFormat
+from campaign_sync.csvio.read import read_csv
 from campaign_sync.errors import InputError
 
 
@@ -106,7 +106,7 @@ def test_lf_crlf_and_bare_cr_mixed_in_one_file(tmp_path: Path, name: str, encodi
 def test_bare_cr_file_across_block_boundaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
-    from campaign_sync import csvread
+    from campaign_sync.csvio import read as csvread
 
     monkeypatch.setattr(csvread, "BLOCK_BYTES", block)
     assert rows(tmp_path, MIXED, delimiter=";") == MIXED_ROWS
@@ -194,7 +194,7 @@ def test_a_character_cut_off_in_an_open_quote_is_named_at_its_line(
     # Once found by test_blocks_read_like_lines: the short row on line 2 has its line end, so
     # it is no truncated last row; line 3 opens a quote and the file ends in the middle of
     # a character there. The block reader said "line 2: the last row is incomplete".
-    from campaign_sync import csvread
+    from campaign_sync.csvio import read as csvread
 
     monkeypatch.setattr(csvread, "BLOCK_BYTES", block)
     content = b'email;a;b\na\n"\xc3'
@@ -283,7 +283,7 @@ def reference(content: bytes, max_line: int, **fmt: str) -> object:
     import codecs
     import csv
 
-    from campaign_sync import csvread
+    from campaign_sync.csvio import read as csvread
 
     form = CsvFormat(**fmt)
     name = "f.csv"
@@ -352,7 +352,7 @@ def reference(content: bytes, max_line: int, **fmt: str) -> object:
 
 
 def blockwise(tmp_path: Path, content: bytes, size: int, **fmt: str) -> object:
-    from campaign_sync import csvread
+    from campaign_sync.csvio import read as csvread
 
     path = tmp_path / "f.csv"
     path.write_bytes(content)
@@ -410,7 +410,7 @@ def test_blocks_read_like_lines(
     delimiter: str,
     encoding: str,
 ) -> None:
-    from campaign_sync import csvread
+    from campaign_sync.csvio import read as csvread
 
     monkeypatch.setattr(csvread, "BLOCK_BYTES", block)
     monkeypatch.setattr(csvread, "MAX_LINE_CHARS", 24)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from campaign_sync.dates import (
+from campaign_sync.core.dates import (
     date_formatter,
     format_date,
     latest_allowed,

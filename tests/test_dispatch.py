@@ -28,8 +28,8 @@ from smtp_server import ClosedPort, SmtpTestServer
 from campaign_sync import config as config_module
 from campaign_sync import store
 from campaign_sync.errors import JobLocked
+from campaign_sync.ops.runner import RunOptions, run_job
 from campaign_sync.result import RunResult
-from campaign_sync.runner import RunOptions, run_job
 
 TREE = str(Path(__file__).resolve().parent.parent)
 SENDER = "welcome@example.com"
@@ -663,7 +663,7 @@ def test_dry_run_lists_recipients_and_changes_nothing(ws: Dispatch, smtp: SmtpTe
 
 def test_lock_refuses_an_overlapping_run(ws: Dispatch, tmp_path: Path) -> None:
     ws.seed({"anna@example.com": NEW_DOI})
-    from campaign_sync.runs import job_lock
+    from campaign_sync.store.runs import job_lock
 
     config = config_module.load(str(ws.config_path))
     with job_lock(config.work_dir, "welcome"), pytest.raises(JobLocked) as info:
@@ -683,8 +683,9 @@ def test_lock_refuses_an_overlapping_run(ws: Dispatch, tmp_path: Path) -> None:
 CHILD = """
 import json, os, signal, sys, time
 sys.path.insert(0, {tree!r})
-from campaign_sync import config, dispatch, mail
-from campaign_sync.runner import RunOptions, run_job
+from campaign_sync import config, dispatch
+from campaign_sync.dispatch import smtp as mail
+from campaign_sync.ops.runner import RunOptions, run_job
 
 point, at, flag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 calls = {{"send": 0, "settle": 0}}
@@ -715,7 +716,8 @@ def settle(*args, **kwargs):
 mail.SmtpSession.send = send
 dispatch.settle = settle
 if point == "unlocked":  # a second run that ignores the lock: state-level safety only
-    from campaign_sync import runner, store
+    from campaign_sync import store
+    from campaign_sync.ops import runner
     cfg = config.load({config!r})
     conn = store.connect(cfg.store)
     result = runner._run_locked(cfg, cfg.job("welcome"), RunOptions(), conn)

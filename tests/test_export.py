@@ -24,14 +24,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from props import examples
 
-from campaign_sync import addresses, export, store, workdir
 from campaign_sync import config as config_module
-from campaign_sync.config import BounceLimits, CsvFormat, JobConfig, TargetConfig
-from campaign_sync.csvwrite import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
+from campaign_sync import store
+from campaign_sync.config.model import BounceLimits, CsvFormat, JobConfig, TargetConfig
+from campaign_sync.core import addresses, workdir
+from campaign_sync.csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
 from campaign_sync.errors import InputError
-from campaign_sync.export import write_export
+from campaign_sync.exports import export
+from campaign_sync.exports.export import write_export
+from campaign_sync.ops.runner import RunOptions, run_job
 from campaign_sync.result import RunResult
-from campaign_sync.runner import RunOptions, run_job
 
 T1 = "2026-01-10T08:00:00.000000+00:00"
 T2 = "2026-02-20T09:30:00.000000+00:00"
@@ -219,7 +221,7 @@ def in_parts(
 @pytest.fixture(autouse=True, scope="module", params=["whole", "in parts"])
 def parts(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test here runs twice: recipient lists read by one connection, and in three
-    parts by three processes at once (export_parts), which must give the same bytes."""
+    parts by three processes at once (exports/parts.py), which must give the same bytes."""
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "in parts":
             in_parts(patch)
@@ -862,7 +864,7 @@ pattern_text = st.lists(
 @given(patterns=st.lists(pattern_text, min_size=1, max_size=4, unique=True))
 def test_blocklist_in_sql_agrees_with_the_matcher(tmp_path_factory, patterns):
     """Whatever shapes the patterns have, the SQL shortcuts block exactly what matches()."""
-    from campaign_sync.addresses import Blocklist, pattern_problem
+    from campaign_sync.core.addresses import Blocklist, pattern_problem
 
     patterns = [p for p in patterns if pattern_problem(p) is None]
     if not patterns:

@@ -30,7 +30,8 @@ CHILD = """\
 import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from campaign_sync import config, runner
+from campaign_sync import config
+from campaign_sync.ops import runner
 result = runner.run_job(
     config.load({config!r}), "rec", "import", runner.RunOptions(file=Path({file!r}))
 )

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from props import examples
 
-from campaign_sync import config, runner
+from campaign_sync import config
+from campaign_sync.ops import runner
 
 CONFIG = """\
 store: store.db

@@ -432,7 +432,7 @@ CELL = st.one_of(
 @example([["Anna", "Köln", "x"], ["Jörg", "", "%s"]])  # the template path
 @example([["Anna", "Köln", " x"]])  # trimmed: the careful path for the whole batch
 def test_staged_fields_are_json_object_of_the_trimmed_cells(rows: list[list[str]]) -> None:
-    from campaign_sync.merge import _RecipientStager
+    from campaign_sync.imports.recipients import _RecipientStager
 
     stager = _RecipientStager.__new__(_RecipientStager)
     stager.names = ["first_name", "city", "note"]
@@ -450,7 +450,7 @@ def test_staged_fields_are_json_object_of_the_trimmed_cells(rows: list[list[str]
 
 
 def test_json_object_spelling_is_sqlites() -> None:
-    from campaign_sync.merge import _json_object
+    from campaign_sync.imports.recipients import _json_object
 
     conn = sqlite3.connect(":memory:")
     for text in ['"', "\\", "\x00\x01\x08\t\n\x0b\x0c\r\x1f", "\x7f", "\u2028\u2029", "é€😀", "/"]:
@@ -466,7 +466,7 @@ def test_first_import_straight_into_the_store_matches_the_general_path(
 ) -> None:
     # An empty list takes a shortcut (sorted straight into the store); it must count and
     # store exactly what deciding row by row against the store does.
-    from campaign_sync import merge
+    from campaign_sync.imports import recipients as rec
 
     run(cs, "block", "pattern\n*@spam.de\n")
     content = (
@@ -475,10 +475,10 @@ def test_first_import_straight_into_the_store_matches_the_general_path(
         "bad,Bad,\n"
     )
     taken = []
-    real = merge._can_insert_directly
-    monkeypatch.setattr(merge, "_can_insert_directly", lambda *a: taken.append(real(*a)) or False)
+    real = rec._can_insert_directly
+    monkeypatch.setattr(rec, "_can_insert_directly", lambda *a: taken.append(real(*a)) or False)
     _, general = run(cs, job, content, "--dry-run")
-    monkeypatch.setattr(merge, "_can_insert_directly", lambda *a: taken.append(real(*a)) or True)
+    monkeypatch.setattr(rec, "_can_insert_directly", lambda *a: taken.append(real(*a)) or True)
     _, direct = run(cs, job, content)
     assert taken == [True, True]
     assert direct["counts"] == general["counts"]

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from props import examples
 from smtp_server import ClosedPort, SilentServer, SmtpTestServer, TlsFiles, make_tls_files
 
-from campaign_sync.config import SmtpConfig
+from campaign_sync.config.model import SmtpConfig
+from campaign_sync.dispatch.smtp import DeliveryUnknown, Refusal, SmtpSession, build_text_message
 from campaign_sync.errors import MailError
-from campaign_sync.mail import DeliveryUnknown, Refusal, SmtpSession, build_text_message
 
 SENDER = "campaign-sync@example.com"
 PASSWORD = "pw-Zq81!never-shown"
@@ -361,7 +361,7 @@ def test_importing_notify_does_not_load_smtplib_or_email() -> None:
     import sys
 
     code = (
-        "import sys, campaign_sync.config, campaign_sync.result, campaign_sync.notify; "
+        "import sys, campaign_sync.config, campaign_sync.result, campaign_sync.ops.notify; "
         "print('smtplib' in sys.modules, 'email.message' in sys.modules)"
     )
     out = subprocess.run(

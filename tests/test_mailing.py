@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from campaign_sync.dispatch.mailing import latest_mailing, load_mailing, personalise, render
 from campaign_sync.errors import InputError
-from campaign_sync.mailing import latest_mailing, load_mailing, personalise, render
 
 SENDER = "news@example.com"
 VALID_DATE = "Thu, 01 Jan 2026 00:00:00 +0000"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from smtp_server import ClosedPort, SilentServer, SmtpTestServer, TlsFiles, make_tls_files
 from webhook_server import WebhookTestServer
 
-from campaign_sync.config import (
+from campaign_sync.config.model import (
     BounceLimits,
     Config,
     JobConfig,
@@ -22,8 +22,8 @@ from campaign_sync.config import (
     ServerConfig,
     SmtpConfig,
 )
-from campaign_sync.notify import body, notify, recipients, should_notify, subject
-from campaign_sync.redact import MIN_SECRET_LENGTH, Scrubber
+from campaign_sync.config.redact import MIN_SECRET_LENGTH, Scrubber
+from campaign_sync.ops.notify import body, notify, recipients, should_notify, subject
 from campaign_sync.result import FileInfo, RunResult
 
 SENDER = "campaign-sync@example.com"
@@ -308,7 +308,7 @@ def test_webhook_gets_the_run_as_json(
 ) -> None:
     config = make_config(tmp_path, smtp=smtp_for(smtp_server), webhook=webhook.url)
     result = import_result()
-    with caplog.at_level(logging.INFO, logger="campaign_sync.notify"):
+    with caplog.at_level(logging.INFO, logger="campaign_sync.ops.notify"):
         notify(config, make_job(), result)
     assert "notification mailed to newsletter-team@example.com, crm-ops@example.com" in caplog.text
     assert "run result posted to the webhook at http://127.0.0.1:" in caplog.text

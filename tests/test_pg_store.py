@@ -16,9 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-
-# pgchild before campaign_sync.store.postgres: until campaign_sync/store/ is a package,
-# importing pgchild is what makes that importable.
 from pgchild import CHILD
 from sshd import _free_port
 
@@ -170,7 +167,6 @@ def test_without_psycopg_one_line_names_the_extra():
     # psycopg hidden from the import system, as on an installation without the extra.
     script = (
         "import sys; sys.modules['psycopg'] = None\n"
-        "import pgchild\n"
         "from campaign_sync.store.postgres import connection\n"
         "try:\n"
         "    connection.connect('postgresql://campaign@127.0.0.1/campaign')\n"

@@ -40,7 +40,7 @@ from props import examples
 
 from campaign_sync import config as config_module
 from campaign_sync.errors import ConfigError
-from campaign_sync.runner import RunOptions, run_job
+from campaign_sync.ops.runner import RunOptions, run_job
 
 CSV_EXAMPLES = examples(int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "300")))
 CONFIG_EXAMPLES = examples(int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "300")))
@@ -597,8 +597,9 @@ import sys, tempfile, pathlib
 sys.path.insert(0, {shim!r})
 import atheris
 with atheris.instrument_imports():
-    from campaign_sync import config as config_module, csvread, merge
-    from campaign_sync.runner import RunOptions, run_job
+    from campaign_sync import config as config_module, imports
+    from campaign_sync.csvio import read as csvread
+    from campaign_sync.ops.runner import RunOptions, run_job
 root = pathlib.Path(tempfile.mkdtemp())
 (root / "c.yaml").write_text(
     "store: ':memory:'\\nwork_dir: var\\njobs:\\n  fuzz-import:\\n    type: recipient-import\\n"
@@ -882,9 +883,9 @@ def test_archiving_never_moves_a_file_through_a_linked_folder(linked: Path) -> N
 @pytest.mark.parametrize("operation", ["size", "fetch", "put", "delete", "archive", "archive to"])
 def test_every_local_operation_refuses_a_linked_folder(tmp_path: Path, operation: str) -> None:
     """The same refusal for each thing a job can do on a local server, in any folder depth."""
-    from campaign_sync.config import ServerConfig
+    from campaign_sync.config.model import ServerConfig
     from campaign_sync.errors import TransferError
-    from campaign_sync.transfer import LocalTransfer
+    from campaign_sync.transfer.local import LocalTransfer
 
     root, outside = tmp_path / "root", tmp_path / "outside"
     (outside / "deep").mkdir(parents=True)
@@ -1012,8 +1013,8 @@ def test_a_work_dir_other_users_can_write_is_refused(linked: Path) -> None:
 
 def test_archiving_onto_another_file_system_copies_exclusively(tmp_path: Path) -> None:
     """An archive folder that is a mount point: rename cannot cross it, a new file is made."""
-    from campaign_sync.config import ServerConfig
-    from campaign_sync.transfer import LocalTransfer
+    from campaign_sync.config.model import ServerConfig
+    from campaign_sync.transfer.local import LocalTransfer
 
     root = tmp_path / "root"
     (root / "done").mkdir(parents=True)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from props import examples
 
-from campaign_sync.schedule import (
+from campaign_sync.core.schedule import (
     LAST_DAY,
     Schedule,
     ScheduleError,
@@ -409,7 +409,7 @@ def test_default_grace() -> None:
 def test_import_is_light() -> None:
     """Status commands import this module: it must not pull in dateutil (or anything heavy)."""
     code = (
-        "import sys, campaign_sync.schedule as s; s.parse('monthly last 23:30'); "
+        "import sys, campaign_sync.core.schedule as s; s.parse('monthly last 23:30'); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'dateutil', 'zoneinfo', 'paramiko', 'rich', 'click'}))"
     )

@@ -28,9 +28,10 @@ import sshd as sshd_helper  # noqa: E402
 from sshd import Sshd, keygen  # noqa: E402
 
 from campaign_sync.errors import HostKeyError, SourceMissing, TransferError  # noqa: E402
-from campaign_sync.hostkeys import _names_match, fingerprint  # noqa: E402
-from campaign_sync.progress import transfer_progress  # noqa: E402
-from campaign_sync.ssh import AuthenticationFailed, SshTransfer, remote_arg  # noqa: E402
+from campaign_sync.transfer.hostkeys import _names_match, fingerprint  # noqa: E402
+from campaign_sync.transfer.progress import transfer_progress  # noqa: E402
+from campaign_sync.transfer.ssh.session import AuthenticationFailed, remote_arg  # noqa: E402
+from campaign_sync.transfer.ssh.transfer import SshTransfer  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(not sshd_helper.available(), reason="OpenSSH sshd not installed"),
@@ -559,7 +560,10 @@ def test_progress_bar_draws_on_a_terminal():
 
 
 def test_ssh_module_does_not_load_rich():
-    code = "import sys, campaign_sync.ssh, campaign_sync.progress; print('rich' in sys.modules)"
+    code = (
+        "import sys, campaign_sync.transfer.ssh.transfer, campaign_sync.transfer.progress; "
+        "print('rich' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -631,13 +635,13 @@ def test_agent_is_used_only_when_configured(server, tmp_path, monkeypatch):
 def test_sftp_request_size_follows_the_server_limits(server):
     with SshTransfer(server.server_config(protocol="sftp")) as transfer:
         transfer.size("/nonexistent-file")
-        assert transfer._sftp_request > 32768  # OpenSSH announces limits@openssh.com
+        assert transfer._sftp.request > 32768  # OpenSSH announces limits@openssh.com
 
     class NoLimits:
         def _request(self, *args):  # type: ignore[no-untyped-def]
             raise OSError("Operation unsupported")
 
-    from campaign_sync.ssh import _sftp_request_size
+    from campaign_sync.transfer.ssh.sftp import _sftp_request_size
 
     assert _sftp_request_size(NoLimits()) == 32768  # type: ignore[arg-type]
 
@@ -645,9 +649,9 @@ def test_sftp_request_size_follows_the_server_limits(server):
 def test_sftp_download_completes_short_reads(server, remote, tmp_path, monkeypatch):
     # OpenSSH's sftp-server answers reads above ~255 KiB with less than asked: each short
     # reply must be followed up, or bytes go missing.
-    import campaign_sync.ssh as ssh_module
+    import campaign_sync.transfer.ssh.sftp as sftp_module
 
-    monkeypatch.setattr(ssh_module, "_sftp_request_size", lambda client: 1_000_000)
+    monkeypatch.setattr(sftp_module, "_sftp_request_size", lambda client: 1_000_000)
     source = remote / "big.csv"
     payload = data_file(source, 3_500_000)
     dest = staging_file(tmp_path)
@@ -734,8 +738,8 @@ def test_archive_never_replaces_an_archived_file(server, remote, tmp_path, proto
     done.mkdir()
     (done / "in.csv").write_bytes(b"archived yesterday\n")
     if protocol == "local":
-        from campaign_sync.config import ServerConfig
-        from campaign_sync.transfer import LocalTransfer
+        from campaign_sync.config.model import ServerConfig
+        from campaign_sync.transfer.local import LocalTransfer
 
         transfer = LocalTransfer(ServerConfig(name="test", type="local", path=str(remote)))
         prefix = ""

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import SAMPLE, Workspace
 
-HEAVY = ("paramiko", "scp", "rich", "smtplib", "cryptography", "campaign_sync.ssh")
+HEAVY = ("paramiko", "scp", "rich", "smtplib", "cryptography", "campaign_sync.transfer.ssh")
 
 PROBE = """
 import sys

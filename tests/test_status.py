@@ -113,7 +113,8 @@ def test_a_job_that_never_ran_although_due_since_the_config_changed_is_overdue(
     ws: Workspace,
 ) -> None:
     # E.g. its crontab line was never installed: no run, so no failure to see either.
-    from campaign_sync import config, status
+    from campaign_sync import config
+    from campaign_sync.ops import monitor as status
 
     loaded = config.load(str(ws.config))
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Workspace
 
-from campaign_sync.schedule import parse, zone
+from campaign_sync.core.schedule import parse, zone
 
 BERLIN = zone("Europe/Berlin")
 UTC = datetime.timezone.utc

@@ -1,0 +1,165 @@
+"""Checking `servers` entries and web URLs: hosts, ports, credentials and paths."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .checks import (
+    Checks,
+)
+from .model import (
+    ServerConfig,
+)
+
+
+class ServerChecks(Checks):
+    def server(self, name: str, raw: Any) -> ServerConfig:
+        key = f"servers.{name}"
+        spec = self.mapping(
+            raw,
+            key,
+            (
+                "type",
+                "path",
+                "host",
+                "port",
+                "user",
+                "key_file",
+                "key_passphrase",
+                "password",
+                "known_hosts",
+                "host_key",
+                "protocol",
+                "timeout",
+                "retries",
+                "agent",
+            ),
+        )
+        kind = self.string(spec.get("type"), f"{key}.type", choices=("ssh", "local"))
+        if kind == "local":
+            extra = sorted(set(spec) - {"type", "path"})
+            if extra:
+                raise self.fail(f"{key}.{extra[0]}", "not used by a server of type local")
+            if "path" not in spec:
+                raise self.fail(f"{key}.path", "required for a server of type local")
+            return ServerConfig(name=name, type="local", path=self.local_path(spec["path"], key))
+        if "path" in spec:
+            raise self.fail(f"{key}.path", "only servers of type local have a path")
+        if "host" not in spec:
+            raise self.fail(f"{key}.host", "required for a server of type ssh")
+        key_file = None
+        if spec.get("key_file") is not None:
+            key_file = self.local_path(spec["key_file"], f"{key}.key_file")
+            if not os.access(key_file, os.R_OK):
+                self.note(self.fail(f"{key}.key_file", f"cannot read key file {key_file}"))
+        known_hosts = None
+        if spec.get("known_hosts") is not None:
+            known_hosts = self.local_path(spec["known_hosts"], f"{key}.known_hosts")
+        host_key = None
+        if spec.get("host_key") is not None:
+            host_key = self.string(spec["host_key"], f"{key}.host_key")
+            if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", host_key):
+                self.note(
+                    self.fail(
+                        f"{key}.host_key",
+                        "expected a fingerprint like SHA256:<43 base64 characters>",
+                    )
+                )
+        if known_hosts is None and host_key is None:
+            known_hosts = Path("~/.ssh/known_hosts").expanduser()
+        return ServerConfig(
+            name=name,
+            type="ssh",
+            host=self.string(spec["host"], f"{key}.host"),
+            port=self.attempt(
+                lambda: self.integer(spec.get("port", 22), f"{key}.port", minimum=1, maximum=65535)
+            ),
+            user=self.string(spec["user"], f"{key}.user") if spec.get("user") else None,
+            key_file=key_file,
+            key_passphrase=self.secret(spec.get("key_passphrase"), f"{key}.key_passphrase"),
+            password=self.secret(spec.get("password"), f"{key}.password"),
+            known_hosts=known_hosts,
+            host_key=host_key,
+            protocol=self.attempt(
+                lambda: self.string(
+                    spec.get("protocol", "scp"), f"{key}.protocol", choices=("scp", "sftp")
+                )
+            ),
+            timeout=self.attempt(lambda: self.timeout(spec.get("timeout", 30), f"{key}.timeout")),
+            retries=self.attempt(
+                lambda: self.integer(spec.get("retries", 3), f"{key}.retries", maximum=20)
+            ),
+            agent=self.attempt(lambda: self.boolean(spec.get("agent", False), f"{key}.agent")),
+        )
+
+    def web_url(self, value: Any, key: str) -> str:
+        """An http(s) URL a request can be sent to. Never quoted back: it may hold a password."""
+        url = self.string(value, key)
+        problem = _url_problem(url)
+        if problem:
+            raise self.fail(key, f"expected an http:// or https:// URL: {problem}")
+        return url
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes url unusable for an HTTP request, in words that quote none of it."""
+    import unicodedata
+    from urllib.parse import urlsplit
+
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in url):
+        return "it contains a space or a control character"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "it is malformed (check the [ ] around an IPv6 address)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "the scheme must be http or https"
+    host, port = _split_host_port(parts.netloc.rpartition("@")[2])
+    if not host:
+        return "it has no host"
+    if not _valid_host(host):
+        return "the host is not a valid host name or IP address"
+    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
+def _split_host_port(hostport: str) -> tuple[str, str]:
+    """`host:port`, `[v6]:port` → (host, port); port is "" when absent."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        host, rest = hostport[: end + 1], hostport[end + 1 :]
+        return host, rest[1:] if rest.startswith(":") else rest
+    host, _, port = hostport.partition(":")
+    return host, port
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("["):
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return host.endswith("]")
+    # A DNS name (international names too) or an IPv4 address: no other characters.
+    return all(ch.isalnum() or ch in "-._" for ch in host) and not host.startswith((".", "-"))
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1, also IPv4-mapped)."""
+    import ipaddress
+
+    name = host.strip().rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

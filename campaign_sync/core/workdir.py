@@ -1,0 +1,109 @@
+"""The work directory: private staging files, rejects files and locks live here.
+
+Everything created here is readable by the owner only: partner data must not leak to
+other users of the machine through a world-readable temp file.
+
+Files are made by mkstemp (a random name, O_CREAT | O_EXCL | O_NOFOLLOW, 0600) and later
+reopened by name (fetched into, read, written). That is safe only while nobody else can
+plant or swap names on the way, so every folder level we use below `work_dir` must be a
+real folder (no link) of our own with mode 0700, and `work_dir` itself must not be
+writable by other users (unless sticky, where they cannot rename our folders). A level
+that fails this is refused, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from ..errors import CampaignSyncError
+
+
+def _private_dir(work_dir: Path, *names: str) -> Path:
+    """`work_dir/names...`, each level checked (and made, 0700) as the docstring above says."""
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _check_unshared(work_dir)
+    path = work_dir
+    for name in names:
+        path = path / name
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        problem = _not_our_folder(path)
+        if problem:
+            raise CampaignSyncError(
+                f"work_dir: {problem}; campaign-sync keeps private files only in folders of "
+                "its own: remove it (it is recreated) or set `work_dir` to another folder"
+            )
+    return path
+
+
+def _check_unshared(work_dir: Path) -> None:
+    mode = work_dir.stat().st_mode  # the operator's path: a link to it is theirs to make
+    if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+        raise CampaignSyncError(
+            f"work_dir: {work_dir} can be written by other users, who could swap the private "
+            "files kept there; make it private (chmod 700) or set `work_dir` to another folder"
+        )
+
+
+def _not_our_folder(path: Path) -> str | None:
+    """Why `path` is no private folder of ours (None: it is one, now 0700); OSError if absent."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a folder"
+    if info.st_uid != os.geteuid():
+        return f"{path} belongs to another user (uid {info.st_uid})"
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)  # ours, in a folder only we can write: nobody swapped it
+    return None
+
+
+def staging_file(work_dir: Path, job: str, suffix: str = "") -> Path:
+    """A new, empty, 0600 file under a name we choose, never the final name of anything."""
+    folder = _private_dir(work_dir, "staging", job)
+    # ".part" before the real suffix: readers still see ".csv.gz" and gunzip it.
+    fd, name = tempfile.mkstemp(prefix=f"{job}-", suffix=f".part{suffix}", dir=folder)
+    os.close(fd)
+    return Path(name)
+
+
+def clear_staging(work_dir: Path, job: str) -> int:
+    """Remove what killed runs of `job` left in staging; call it holding the job's lock.
+
+    Only in a staging folder that passes the checks above (a planted link must never make
+    us empty the folder it points to); staging_file() reports one that does not.
+    """
+    folder = work_dir / "staging" / job
+    try:
+        _check_unshared(work_dir)
+        if _not_our_folder(folder.parent) or _not_our_folder(folder):
+            return 0
+    except (CampaignSyncError, OSError):
+        return 0
+    removed = 0
+    for leftover in folder.iterdir():
+        leftover.unlink(missing_ok=True)  # removes a name, never what a link points to
+        removed += 1
+    return removed
+
+
+def rejects_file(work_dir: Path, job: str, run_id: int | None) -> Path:
+    """A new 0600 file for a run's rejected rows; named by job, time and run."""
+    folder = _private_dir(work_dir, "rejects")
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    tag = f"run{run_id}" if run_id else "dry-run"
+    fd, name = tempfile.mkstemp(prefix=f"{job}-{stamp}-{tag}-", suffix=".csv", dir=folder)
+    os.close(fd)
+    return Path(name)
+
+
+def remove_quietly(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,265 @@
+"""What is configured, running, due and failing: the data behind list-jobs, lists and check.
+
+Read-only, also when a run has died (runs.py shows its row as `interrupted` without
+writing), so that a status command answers at once even while a run holds the store's
+write lock. Light: it must not import transfer or mail code, so that monitoring stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from .. import store
+from ..config.model import Config, JobConfig
+from ..core.schedule import is_overdue, parse, zone
+from ..errors import StoreError
+from ..store import runs
+
+
+def open_store(config: Config) -> sqlite3.Connection | None:
+    """The store, or None when no job has run yet (status commands create nothing)."""
+    if "://" not in config.store and not Path(config.store).exists():
+        return None
+    return store.connect(config.store)
+
+
+def job_states(
+    config: Config, conn: sqlite3.Connection | None, now: datetime.datetime | None = None
+) -> list[dict[str, Any]]:
+    """One entry per configured job, in the documented list-jobs JSON shape (as of `now`)."""
+    tz = zone(config.timezone)
+    now = now.astimezone(tz) if now is not None else datetime.datetime.now(tz)
+    latest = runs.latest_per_job(conn) if conn else {}
+    active = runs.running(conn) if conn else {}
+    configured = _configured_since(config)
+    return [
+        _job_state(job, latest.get(name), active.get(name), conn, now, tz, configured)
+        for name, job in config.jobs.items()
+    ]
+
+
+def _configured_since(config: Config) -> datetime.datetime:
+    """When the config file last changed: every job in it is configured at least since
+    then, so a scheduled time after it that passed with no run at all is a missed run
+    (a crontab line missing, cron not running), not a job that is merely new. The inode's
+    change time counts too: a deployment that copies the file keeping its old mtime
+    (cp -p, rsync -a, tar) cannot keep that one."""
+    try:
+        status = config.path.stat()
+        stamp = max(status.st_mtime, status.st_ctime)
+    except OSError:
+        stamp = datetime.datetime.now(datetime.timezone.utc).timestamp()
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc)
+
+
+def _job_state(
+    job: JobConfig,
+    last: dict[str, Any] | None,
+    running: dict[str, Any] | None,
+    conn: sqlite3.Connection | None,
+    now: datetime.datetime,
+    tz: datetime.tzinfo,
+    configured: datetime.datetime,
+) -> dict[str, Any]:
+    finished = _last_finished(job, last, conn)
+    return {
+        "name": job.name,
+        "type": job.type,
+        "list": job.list,
+        "schedule": job.schedule,
+        "next_run": _next_run(job, now, tz),
+        "state": _state(job, finished, running, conn, now, tz, configured),
+        "running": _running_info(running, now) if running else None,
+        "last_run": finished,
+    }
+
+
+def _last_finished(
+    job: JobConfig, last: dict[str, Any] | None, conn: sqlite3.Connection | None
+) -> dict[str, Any] | None:
+    """The newest run that is not the one running now."""
+    if last is None or last["status"] != "running" or conn is None:
+        return last
+    older = runs.history(conn, job.name, 2)
+    return older[1] if len(older) > 1 else None
+
+
+def _running_info(run: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+    started = datetime.datetime.fromisoformat(run["started"])
+    return {
+        "run_id": run["run_id"],
+        "pid": run["pid"],
+        "started": run["started"],
+        "elapsed_seconds": round((now - started).total_seconds(), 1),
+    }
+
+
+def _next_run(job: JobConfig, now: datetime.datetime, tz: datetime.tzinfo) -> str | None:
+    if not job.schedule:
+        return None
+    return parse(job.schedule).next_after(now, tz).isoformat()
+
+
+def _state(
+    job: JobConfig,
+    last: dict[str, Any] | None,
+    running: dict[str, Any] | None,
+    conn: sqlite3.Connection | None,
+    now: datetime.datetime,
+    tz: datetime.tzinfo,
+    configured: datetime.datetime,
+) -> str:
+    if running:
+        return "running"
+    if last is None or conn is None:
+        if job.schedule and is_overdue(
+            parse(job.schedule), last_success=None, configured_since=configured, now=now, tz=tz
+        ):
+            return "overdue"
+        return "never-run"
+    if last["status"] in ("failed", "interrupted"):
+        return "failing"
+    if job.schedule and _overdue(job, conn, now, tz):
+        return "overdue"
+    return "idle"
+
+
+def _overdue(
+    job: JobConfig, conn: sqlite3.Connection, now: datetime.datetime, tz: datetime.tzinfo
+) -> bool:
+    """The last scheduled time (plus grace) passed without a successful run after it."""
+    success = runs.last_success(conn, job.name)
+    row = conn.execute("SELECT first_seen FROM jobs WHERE name = ?", (job.name,)).fetchone()
+    return is_overdue(
+        parse(job.schedule or ""),
+        last_success=_moment(success["started"]) if success else None,
+        configured_since=_moment(row[0]) if row else None,
+        now=now,
+        tz=tz,
+    )
+
+
+def _moment(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp)
+
+
+def check_problems(config: Config) -> list[str]:
+    """Everything `check` alerts on: places runs cannot write, then overdue or failing jobs.
+    A store that runs cannot write may not be readable either (a read-only folder leaves
+    SQLite no room for its -shm file): then its line says enough and the jobs go unread."""
+    found = unusable_paths(config)
+    try:
+        conn = open_store(config)
+    except StoreError:
+        if any(problem.startswith("store: ") for problem in found):
+            return found
+        raise
+    return found + problems(job_states(config, conn))
+
+
+def problems(states: list[dict[str, Any]]) -> list[str]:
+    """One line per job that monitoring should alert on."""
+    found = []
+    for state in states:
+        last = state["last_run"] or {}
+        if state["state"] == "failing":
+            # A dead run shown as interrupted has no end time yet: its start stands in.
+            when = last.get("finished") or last.get("started")
+            found.append(
+                f"{state['name']}: last run {last.get('status')} at {when}: "
+                f"{last.get('error') or 'no error recorded'}"
+            )
+        elif state["state"] == "overdue":
+            found.append(f"{state['name']}: overdue (schedule '{state['schedule']}')")
+    return found
+
+
+def unusable_paths(config: Config) -> list[str]:
+    """The folders every run writes to, where this user could not write: each run would
+    fail before it is even recorded, so monitoring must say so. Creates nothing."""
+    found = []
+    places = [("work_dir", config.work_dir), ("store", Path(config.store).parent)]
+    if config.log_file is not None:
+        places.append(("log_file", config.log_file.parent))
+    for key, folder in places:
+        problem = _unwritable(folder)
+        if problem:
+            found.append(f"{key}: {folder} {problem}; runs cannot start")
+        elif key == "store":
+            found += _unwritable_store_files(Path(config.store))
+    if config.log_file is not None and config.log_file.is_dir():
+        found.append(f"log_file: {config.log_file} is a folder; runs cannot start")
+    return found
+
+
+def _unwritable_store_files(path: Path) -> list[str]:
+    """The store file and its -wal/-shm companions, where they exist and this user could
+    not write them: every run would fail at its first write, before it is recorded."""
+    return [
+        f"store: {file} {_not_writable(file)}; runs cannot start"
+        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+        if file.is_file() and not os.access(file, os.W_OK)
+    ]
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why `folder` could not be used (or made) by this user; None if it could."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot be made: {existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" ({existing})"
+        return _not_writable(existing) + where
+    return None
+
+
+def _not_writable(path: Path) -> str:
+    """Why this user cannot write `path`, as far as can be told without trying."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return "is on a read-only file system"
+    return "is not writable for this user"
+
+
+def list_counts(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
+    """Per list: active, unsubscribed, blocklisted and outbounced members (by the rules
+    exports use, see statuses.py)."""
+    names = sorted({job.list for job in config.jobs.values() if job.list})
+    if conn is None:
+        return [_counts(name, {}) for name in names]
+    names = sorted(set(names) | {row[0] for row in conn.execute("SELECT name FROM lists")})
+    return [_counts(name, _statuses(conn, config, name)) for name in names]
+
+
+def _statuses(conn: sqlite3.Connection, config: Config, name: str) -> dict[str, int]:
+    from ..store.statuses import SqlPlan, status_checks, status_expression
+
+    row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return {}
+    plan = SqlPlan()
+    plan.param("list_id", int(row[0]))
+    plan.param("list_name", name)
+    conn.execute("BEGIN")  # one snapshot for the address sets and the count
+    try:
+        status = status_expression(status_checks(conn, plan, config.bounces))
+        rows = conn.execute(
+            f"SELECT {status} AS status, count(*) FROM recipients AS r "
+            "WHERE r.list_id = :list_id AND r.status != 'removed' GROUP BY 1",
+            plan.params,
+        ).fetchall()
+    finally:
+        conn.execute("ROLLBACK")  # also drops the plan's temp tables, made in this transaction
+    return {str(status): int(count) for status, count in rows}
+
+
+def _counts(name: str, counted: dict[str, int]) -> dict[str, Any]:
+    statuses = ("active", "unsubscribed", "blocklisted", "outbounced")
+    return {"list": name, **{status: counted.get(status, 0) for status in statuses}}

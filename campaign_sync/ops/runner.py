@@ -1,0 +1,563 @@
+"""Running one job: lock → fetch → merge / export / dispatch → commit → after-actions → notify.
+
+Every run is recorded and every failure becomes a failed run with a notice; the caller gets
+a RunResult whose `exit_code` is the documented one. Only the lock refusal (exit 75) and
+usage errors are raised instead: they change nothing and record nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import logging
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import store
+from ..config.model import Config, JobConfig
+from ..core import workdir
+from ..core.path_templates import render
+from ..core.schedule import zone
+from ..errors import (
+    EXIT_FAILED,
+    CampaignSyncError,
+    ConfigError,
+    LimitExceeded,
+    SourceMissing,
+    StoreError,
+    TransferError,
+    UsageError,
+    one_line,
+)
+from ..result import FileInfo, RunResult
+from ..store import runs
+from . import interrupts
+
+if TYPE_CHECKING:
+    from ..imports.common import Rejects
+from ..transfer import open_transfer
+from ..transfer.base import Progress
+
+log = logging.getLogger("campaign_sync")
+
+
+@dataclass
+class RunOptions:
+    file: Path | None = None  # import this local file instead of fetching the source
+    date: datetime.date | None = None  # render path placeholders for this day
+    dry_run: bool = False
+    force: bool = False
+    output: Path | None = None  # export: write here instead of uploading
+    progress: bool = False  # a progress bar for transfers, if stderr is a terminal
+
+
+@dataclass
+class RunContext:
+    config: Config
+    job: JobConfig
+    options: RunOptions
+    conn: sqlite3.Connection
+    result: RunResult
+
+    @property
+    def day(self) -> datetime.date:
+        if self.options.date:
+            return self.options.date
+        return datetime.datetime.now(zone(self.config.timezone)).date()
+
+    def progress(self, label: str) -> AbstractContextManager[Progress | None]:
+        from ..transfer.progress import transfer_progress
+
+        return transfer_progress(label, enabled=self.options.progress)
+
+
+def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunResult:
+    """Run job `name` as the command `kind` (import, export, dispatch) asked for."""
+    job = config.job(name)
+    if job.kind != kind:
+        raise UsageError(
+            f"'{name}' is a {job.type} job; run it with `campaign-sync {job.kind} {name}`"
+        )
+    if options.file is not None:
+        _check_file(options.file)
+    if options.output is not None:
+        _check_output(options.output)
+    with _notified_if_it_cannot_start(config, job, options), runs.job_lock(config.work_dir, name):
+        with interrupts.interruptible():  # waiting out a busy store can be stopped
+            conn = store.connect(_store_location(config, options))
+        try:
+            return _run_locked(config, job, options, conn)
+        finally:
+            conn.close()  # outside interruptible(): a signal here is only noted
+
+
+def _store_location(config: Config, options: RunOptions) -> str:
+    """The store; for a dry run before any real run, an empty one in memory: its counts are
+    a first run's, and no store file appears because somebody looked."""
+    if options.dry_run and not Path(config.store).exists():
+        return ":memory:"
+    return config.store
+
+
+@contextmanager
+def _notified_if_it_cannot_start(
+    config: Config, job: JobConfig, options: RunOptions
+) -> Iterator[None]:
+    """A run that fails before it can be recorded (no usable work_dir, a store that cannot
+    be opened) still sends its failure notice; the error then goes on to the caller."""
+    try:
+        yield
+    except (ConfigError, StoreError) as exc:
+        result = RunResult(
+            job=job.name, job_type=job.type, started=store.now(), dry_run=options.dry_run
+        )
+        _fail(result, str(exc), exc.exit_code)
+        result.finished = result.started
+        _scrub(config, result)
+        _notify(config, job, result)
+        raise
+
+
+def _check_file(file: Path) -> None:
+    """Refuse an --file that is no file to read, saying what it is instead."""
+    if file.is_dir():
+        raise UsageError(f"--file {file} is a folder; name the file to import")
+    if not file.exists():
+        raise UsageError(f"--file {file}: no such file")
+    if not file.is_file():
+        raise UsageError(f"--file {file} is not a regular file; name the file to import")
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an --output the export could not be placed at, before anything runs."""
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder; name the file to write")
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {output}: there is no folder {output.parent}")
+
+
+def _run_locked(
+    config: Config, job: JobConfig, options: RunOptions, conn: sqlite3.Connection
+) -> RunResult:
+    try:
+        with interrupts.interruptible():
+            runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
+            started = store.now()
+            result = RunResult(
+                job=job.name, job_type=job.type, started=started, dry_run=options.dry_run
+            )
+            if not options.dry_run:
+                result.run_id = runs.start(conn, job.name, job.type, started)
+    except sqlite3.Error as exc:  # locked past the busy timeout, read-only, disk full
+        raise store.failure("cannot record the run in the store", config.store, exc) from None
+    if workdir.clear_staging(config.work_dir, job.name):
+        log.info("%s: removed staging files left by an interrupted run", job.name)
+    ctx = RunContext(config, job, options, conn, result)
+    clock = time.monotonic()
+    log.info("%s: started%s", job.name, _run_label(result))
+    try:
+        with interrupts.interruptible():  # windows 2 and 4 of interrupts.py
+            if job.kind == "import":
+                _import(ctx)
+            elif job.kind == "export":
+                _export(ctx)
+            else:
+                _dispatch(ctx)
+    except CampaignSyncError as exc:
+        _fail(result, str(exc), exc.exit_code)
+    except OSError as exc:
+        # The machine, not the data: a full disk, a permission, a vanished folder.
+        _fail(result, _os_error(exc), EXIT_FAILED)
+    except sqlite3.Error as exc:
+        # The store refused a write (a full disk or an I/O error at the COMMIT, a lock held
+        # past the busy timeout): nothing of the failed transaction was kept.
+        _rollback(conn)
+        problem = store.failure("cannot write to the store", config.store, exc)
+        _fail(result, str(problem), EXIT_FAILED)
+        _unfinish(result)
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM from cron's `timeout`: the store says whether it came before
+        # the commit or after it.
+        _interrupted(ctx)
+    except BaseException as exc:
+        # A bug: record it, then let it propagate with its traceback.
+        _fail(result, f"internal error: {exc!r}", EXIT_FAILED)
+        _close(ctx, clock)
+        raise
+    _close(ctx, clock)
+    return result
+
+
+def _interrupted(ctx: RunContext) -> None:
+    """Report an interrupt as what the store holds, wherever it landed: a run whose row says
+    `succeeded` had its commit return and stands (only its tail, archiving the remote file,
+    is missing); anything else was rolled back and is recorded `interrupted`."""
+    result, conn = ctx.result, ctx.conn
+    _rollback(conn)
+    committed = (
+        result.run_id is not None
+        and conn.execute(
+            "SELECT status = 'succeeded' FROM runs WHERE id = ?", (result.run_id,)
+        ).fetchone()[0]
+    )
+    if committed:
+        result.warnings.append(
+            "interrupted after the run's changes were committed; what follows the commit "
+            "(archiving or deleting the source file) may not have happened"
+        )
+        _record(ctx)
+        return
+    if ctx.job.kind == "dispatch" and not result.dry_run:
+        reason = "interrupted; the sends made before it are recorded and will not be repeated"
+    else:
+        reason = "interrupted; the run was rolled back and recorded"
+    _fail(result, reason, EXIT_FAILED)
+    result.status = "interrupted"
+    _unfinish(result)
+
+
+def _unfinish(result: RunResult) -> None:
+    """Forget a finish set inside a transaction that was then rolled back: it did not
+    happen, and _close must record the run's real end."""
+    result.finished = result.duration_seconds = None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a transaction an error or interrupt left open. SQLite may already have rolled it
+    back itself (after a failed COMMIT, say), which is just as good."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _os_error(exc: OSError) -> str:
+    """'No space left on device: /var/…' — what and where, without a traceback."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _fail(result: RunResult, error: str, exit_code: int) -> None:
+    result.status = "failed"
+    result.error = one_line(error)
+    result.exit_code = exit_code
+
+
+def _close(ctx: RunContext, clock: float) -> None:
+    """Record the outcome (unless the data transaction already did) and send notices."""
+    result = ctx.result
+    _scrub(ctx.config, result)
+    if result.finished is None:
+        result.finished = store.now()
+        result.duration_seconds = round(time.monotonic() - clock, 3)
+        _record(ctx)
+    warned = len(result.warnings)
+    if not _notify(ctx.config, ctx.job, result):
+        # The run itself is recorded; only its notice was cut short.
+        result.warnings.append("interrupted while the notices were being sent")
+    late = interrupts.late()
+    if late:
+        result.warnings.append(late)
+    if len(result.warnings) != warned:
+        _record(ctx)  # keep the notice's warnings with the run
+    # INFO: a record for the log file; the CLI itself reports a failure on stderr.
+    log.info(
+        "%s: %s%s in %.2f s%s",
+        result.job,
+        result.status,
+        _run_label(result),
+        result.duration_seconds or 0.0,
+        _summary(result),
+    )
+
+
+def _notify(config: Config, job: JobConfig, result: RunResult) -> bool:
+    """Send the run's notices if it calls for any; False if a signal stopped them (a hanging
+    mail server must not keep a stopped job alive)."""
+    from .notify import notify, should_notify
+
+    if not should_notify(job, result):
+        return True
+    try:
+        with interrupts.interruptible():
+            notify(config, job, result, log=log)
+    except KeyboardInterrupt:
+        return False
+    return True
+
+
+def _run_label(result: RunResult) -> str:
+    return " (dry run)" if result.dry_run else f" (run {result.run_id})"
+
+
+def _summary(result: RunResult) -> str:
+    """One line for the log: what the run did, or why it failed or was skipped."""
+    counts = ", ".join(f"{k} {v}" for k, v in result.ordered_counts().items() if v)
+    detail = result.error or result.message or ""
+    return "".join(f": {part}" for part in (counts, detail) if part)
+
+
+def _record(ctx: RunContext) -> None:
+    """Write the run's outcome. When the store refuses even that (the disk is still full),
+    the run says so; its `running` row is then marked by the next run."""
+    result = ctx.result
+    if result.run_id is None:
+        return
+    try:
+        with store.transaction(ctx.conn):
+            runs.finish(ctx.conn, result)
+    except sqlite3.Error as exc:
+        problem = store.failure("cannot record the run in the store", ctx.config.store, exc)
+        result.warnings.append(str(problem))
+        log.warning("%s", problem)
+
+
+def _scrub(config: Config, result: RunResult) -> None:
+    """No secret leaves the process, even one a library quoted back in an error."""
+    from ..config.redact import Scrubber
+
+    scrub = Scrubber.from_config(config)
+    result.error = scrub(result.error) if result.error else result.error
+    result.message = scrub(result.message) if result.message else result.message
+    result.warnings = [scrub(warning) for warning in result.warnings]
+
+
+def _finish_in_transaction(ctx: RunContext, status: str) -> None:
+    """Mark the run finished as part of the caller's open transaction (data + record atomic)."""
+    result = ctx.result
+    result.status = status
+    result.finished = store.now()
+    started = datetime.datetime.fromisoformat(result.started or result.finished)
+    finished = datetime.datetime.fromisoformat(result.finished)
+    result.duration_seconds = round((finished - started).total_seconds(), 3)
+    if result.run_id is not None:
+        runs.finish(ctx.conn, result)
+
+
+# --------------------------------------------------------------------------- import
+
+
+def _import(ctx: RunContext) -> None:
+    job, options, result = ctx.job, ctx.options, ctx.result
+    staged: Path | None = None
+    remote: str | None = None
+    try:
+        if options.file is not None:
+            path, label = options.file, str(options.file)
+        else:
+            assert job.source is not None, "validated: an import without --file has a source"
+            remote = render(job.source.path, ctx.day)
+            staged = workdir.staging_file(ctx.config.work_dir, job.name, _suffix(remote))
+            try:
+                _fetch(ctx, remote, staged)
+            except SourceMissing as exc:
+                if job.source.missing == "skip":
+                    result.status = "skipped"
+                    result.message = f"{exc} (missing: skip)"
+                    return
+                raise
+            path, label = staged, remote
+        result.file = FileInfo(label, path.stat().st_size, _sha256(path))
+        previous = runs.already_imported(ctx.conn, job.name, result.file.sha256)
+        if previous and not options.force:
+            result.status = "skipped"
+            result.message = (
+                f"{label} was already imported by run {previous} (same SHA-256); "
+                "use --force to import it again"
+            )
+            if remote and not options.dry_run:
+                _after(ctx, remote)  # an earlier run may have died before archiving it
+            return
+        _merge_file(ctx, path, label)
+        if remote and not options.dry_run:
+            _after(ctx, remote)
+    finally:
+        workdir.remove_quietly(staged)
+
+
+def _suffix(remote: str) -> str:
+    return ".csv.gz" if remote.endswith(".gz") else ".csv"
+
+
+def _fetch(ctx: RunContext, remote: str, staged: Path) -> None:
+    """Fetch the source into the staging file, refusing one that changes while we read it."""
+    job = ctx.job
+    assert job.source is not None
+    server = ctx.config.servers[job.source.server]
+    with open_transfer(server) as transfer:
+        size_before = transfer.size(remote)
+        if size_before is None:
+            raise SourceMissing(f"no file {remote} on server '{server.name}'")
+        with ctx.progress(remote) as progress:
+            copied = transfer.fetch(remote, staged, progress)
+        size_after = transfer.size(remote)
+    if not copied == size_before == size_after:
+        raise TransferError(
+            f"{remote} on '{server.name}' changed size while it was fetched "
+            f"({size_before} → {size_after} bytes, {copied} copied); it is probably still "
+            "being uploaded — the next run will pick it up"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
+    from ..csvio.read import read_csv
+    from ..imports import merge
+    from ..imports.common import MergeContext
+
+    job, result, conn = ctx.job, ctx.result, ctx.conn
+    rejects = None
+    conn.execute("BEGIN IMMEDIATE")
+    # The change time is taken once we hold the write lock, so that every export
+    # watermark is either before it or after this transaction commits.
+    merge_ctx = MergeContext(
+        conn=conn,
+        job=job,
+        tz=zone(ctx.config.timezone),
+        work_dir=ctx.config.work_dir,
+        run_id=result.run_id,
+        force=ctx.options.force,
+        now=store.now(),
+        configured_lists=frozenset(j.list for j in ctx.config.jobs.values() if j.list),
+    )
+    try:
+        with read_csv(path, job.format, label=label, names=job.column_labels) as src:
+            counts, rejects = merge(merge_ctx, src, label)
+        result.counts = dict(counts)
+        _record_rejects(result, rejects)
+        if ctx.options.dry_run:
+            result.status = "succeeded"
+            result.message = "dry run: nothing was changed"
+            conn.execute("ROLLBACK")
+            return
+        _finish_in_transaction(ctx, "succeeded")
+    except LimitExceeded:
+        conn.execute("ROLLBACK")
+        if merge_ctx.counts is not None:  # what would have been applied, for the operator
+            result.counts = dict(merge_ctx.counts)
+        if merge_ctx.rejects is not None:
+            _record_rejects(result, merge_ctx.rejects)
+        raise
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _record_rejects(result: RunResult, rejects: Rejects) -> None:
+    result.rejects_file = str(rejects.path) if rejects.path else None
+    result.first_rejects = list(rejects.first)
+
+
+def _after(ctx: RunContext, remote: str) -> None:
+    """Archive or delete the imported remote file; a failure here is only a warning."""
+    source = ctx.job.source
+    assert source is not None
+    if source.after == "keep":
+        return
+    server = ctx.config.servers[source.server]
+    try:
+        with open_transfer(server) as transfer:
+            if source.after == "delete":
+                transfer.delete(remote)
+            else:
+                assert source.archive_dir is not None
+                transfer.archive(remote, render(source.archive_dir, ctx.day))
+    except CampaignSyncError as exc:
+        ctx.result.warnings.append(f"after: {source.after} of {remote} failed: {exc}")
+        log.warning("after: %s of %s failed: %s", source.after, remote, exc)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _export(ctx: RunContext) -> None:
+    from ..exports.export import write_export
+
+    job, options, result, conn = ctx.job, ctx.options, ctx.result, ctx.conn
+    assert job.target is not None
+    remote = render(job.target.path, ctx.day)
+    # Compressed or not as the file's final name says: --output x.csv is plain CSV.
+    final_name = str(options.output) if options.output else remote
+    staged = workdir.staging_file(ctx.config.work_dir, job.name, _suffix(final_name))
+    try:
+        changed_since = runs.last_watermark(conn, job.name) if job.changes_only else None
+        # Holding the write lock while reading makes the snapshot and its watermark agree:
+        # every import commits either wholly before it or gets a later change time.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result.watermark = store.now()
+            written = write_export(
+                conn,
+                job,
+                ctx.config.bounces,
+                staged,
+                changed_since=changed_since,
+                timezone=ctx.config.timezone,
+            )
+        finally:
+            conn.execute("ROLLBACK")
+        result.counts = {"written": written}
+        destination = str(options.output) if options.output else remote
+        result.file = FileInfo(destination, staged.stat().st_size, _sha256(staged))
+        if options.dry_run:
+            result.status = "succeeded"
+            result.message = f"dry run: {written} rows would be written to {destination}"
+            return
+        if options.output:
+            _place(staged, options.output)
+            result.watermark = None  # a look for the operator: the partner still gets these
+        else:
+            server = ctx.config.servers[job.target.server]
+            with open_transfer(server) as transfer, ctx.progress(remote) as progress:
+                transfer.put(staged, remote, atomic=job.target.atomic, progress=progress)
+        with store.transaction(conn):
+            _finish_in_transaction(ctx, "succeeded")
+    finally:
+        workdir.remove_quietly(staged)
+
+
+def _place(staged: Path, output: Path) -> None:
+    """Put the finished export at `output` whole or not at all: a rename, or across file
+    systems a copy beside it that is then renamed (never a half-written file there)."""
+    try:
+        staged.replace(output)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    # A new name of our own (O_EXCL, random, 0600): never a name someone could have put a
+    # symlink at beforehand.
+    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    partial = Path(name)
+    try:
+        with open(staged, "rb") as reader, open(fd, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        partial.replace(output)
+    finally:
+        workdir.remove_quietly(partial)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def _dispatch(ctx: RunContext) -> None:
+    from ..dispatch import dispatch
+
+    # Each send is committed on its own (exactly once needs that); dispatch sets the status
+    # and counts, and _close records the run.
+    dispatch(ctx.conn, ctx.config, ctx.job, ctx.result, dry_run=ctx.options.dry_run)
