@@ -15,8 +15,10 @@ import os
 import pty
 import select
 import shutil
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -377,6 +379,51 @@ def test_a_connection_killed_midway_leaves_the_target_empty(
     assert {name: n for name, n in counts.items() if name != "schema_version"} == dict.fromkeys(
         TABLES | {"meta"}, 0
     )
+
+
+def test_ctrl_c_midway_leaves_the_target_empty(source: Path, pg_schema: PgSchema) -> None:
+    make_empty_store(pg_schema)
+    # The copy stalls at the first send row; Ctrl-C comes while the server holds it there.
+    as_admin(
+        pg_schema,
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(120); RETURN NEW; END $$;"
+        "CREATE TRIGGER stall BEFORE INSERT ON sends FOR EACH ROW EXECUTE FUNCTION stall()",
+    )
+    process = subprocess.Popen(
+        ["campaign-sync", "--config", str(source / "campaign-sync.yaml"), "store", "copy",
+         "--to", pg_schema.url, "--schema", pg_schema.name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        with psycopg.connect(pg_schema.admin_url, autocommit=True) as admin:
+            until(
+                lambda: (
+                    admin.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                        "AND usename = 'campaign'"
+                    ).fetchall()[0][0]
+                    == 1
+                ),
+                "the copy stalls in the trigger",
+            )
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    assert err.splitlines() == ["campaign-sync: error: interrupted before anything was changed"]
+    assert all(n == 0 for name, n in pg_counts(pg_schema).items() if name != "schema_version")
+
+
+def until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.05)
 
 
 def test_a_copy_that_reads_back_different_is_exit_1_naming_the_table(
