@@ -49,8 +49,6 @@ KNOWN_DRIVER_USERS = {
     "campaign_sync.exports.export",
     "campaign_sync.imports.common",
     "campaign_sync.imports.recipients",
-    "campaign_sync.ops.monitor",
-    "campaign_sync.ops.runner",
 }
 
 

@@ -27,6 +27,7 @@ from ..core import addresses, workdir
 from ..core.dates import latest_allowed, parse_date
 from ..csvio.read import CsvRows
 from ..errors import InputError, LimitExceeded
+from ..store.base import Store
 
 # Defaults when a job sets no limit: a mostly broken file or a "sync" that empties a list
 # must not go through silently. --force (removals) or an explicit limit overrides.
@@ -40,7 +41,7 @@ TEMP_CACHE_KIB = 16 << 10
 
 @dataclass
 class MergeContext:
-    conn: sqlite3.Connection
+    store: Store
     job: JobConfig
     tz: tzinfo
     work_dir: Path
@@ -53,6 +54,11 @@ class MergeContext:
     rejects: Rejects | None = None
     # The lists the configuration's jobs name (some perhaps not in the store yet).
     configured_lists: frozenset[str] = frozenset()
+
+    @property
+    def conn(self) -> Any:
+        """The store's connection, for the backend's SQL."""
+        return self.store.conn
 
     @cached_property
     def latest(self) -> str:
