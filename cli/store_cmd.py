@@ -17,8 +17,6 @@ from . import output
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
-_SCHEMES = ("postgresql://", "postgres://")
-
 
 def store_group(json_option: Decorator, pass_settings: Decorator, engine_call: Decorator) -> Any:
     """The `store` group, its commands wrapped like every other command of main."""
@@ -57,12 +55,13 @@ def store_group(json_option: Decorator, pass_settings: Decorator, engine_call: D
 
 def _copy(settings: Any, url: str, schema_name: str | None) -> None:
     from campaign_sync.errors import UsageError
+    from campaign_sync.store.base import is_url
     from campaign_sync.store.copy import copy_store
 
-    if not url.startswith(_SCHEMES) or not _parses(url):
+    if not is_url(url) or not _parses(url):
         raise UsageError("--to takes a PostgreSQL URL: postgresql://USER@HOST:PORT/DATABASE")
     config = settings.config()
-    schema_name = schema_name or getattr(config, "store_schema", None) or "public"
+    schema_name = schema_name or config.store_schema
     shown = not (settings.as_json or settings.quiet)
     with _row_progress(shown) as progress:
         report = copy_store(config.store, url, schema_name, progress)

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from pgfixtures import PgSchema
     from pgserver import PgServer
 
-pytest_plugins = ["pgfixtures"]
-
 TABLES = {"lists", "recipients", "blocklist", "unsubscribers", "bounces", "jobs", "runs", "sends"}
 IDN = "juergen@bücher.de"
 SENDER = "welcome@example.com"
@@ -280,6 +278,26 @@ def test_copy_holds_every_row_of_every_table(source: Path, pg_schema: PgSchema) 
     assert pg_tables(pg_schema, sqlite_columns(source)) == before
     counts = pg_counts(pg_schema)
     assert set(counts) == TABLES | {"meta", "schema_version"}
+
+
+def test_the_copy_shows_the_same_history(source: Path, pg_schema: PgSchema) -> None:
+    ok(copy(source, pg_schema))
+    moved = source / "moved"  # the same installation, its config pointing at the copy
+    moved.mkdir()
+    config = (source / "campaign-sync.yaml").read_text(encoding="utf-8")
+    pointed = f"store: {pg_schema.url}\nstore_schema: {pg_schema.name}\n"
+    (moved / "campaign-sync.yaml").write_text(
+        config.replace("store: store.db\n", pointed), encoding="utf-8"
+    )
+
+    original = ok(cli(source, "--json", "history", "--limit", "1000"))
+    copied = ok(cli(moved, "--json", "history", "--limit", "1000"))
+
+    assert len(json.loads(original)) == 9
+    assert copied == original
+    # A config whose store is already PostgreSQL has nothing to copy from.
+    line = one_line(cli(moved, "store", "copy", "--to", pg_schema.url), 2)
+    assert "the config's `store` is not an SQLite file" in line
 
 
 def test_ids_continue_and_the_clock_floor_is_recorded(source: Path, pg_schema: PgSchema) -> None:

@@ -35,6 +35,7 @@ from ..errors import StoreError, StoreUnusable
 from . import connect as connect_sqlite
 from . import failure as sqlite_failure
 from . import now
+from .base import is_url
 from .postgres import connection, schema
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def _in_copy_words(exc: StoreError) -> StoreError:
 
 
 def _open_source(source: str) -> sqlite3.Connection:
-    if "://" in source:
+    if is_url(source):
         raise StoreUnusable(
             "the config's `store` is not an SQLite file; store copy copies an SQLite store "
             "into PostgreSQL (point --config at the SQLite installation's config)"
