@@ -34,9 +34,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StoreError, StoreUnusable
 from . import connect as connect_sqlite
 from . import failure as sqlite_failure
-from . import now
 from .base import is_url
-from .postgres import connection, schema
+from .postgres import NOW_SQL, connection, schema
 
 if TYPE_CHECKING:
     import psycopg
@@ -464,13 +463,12 @@ def _move_identities(pg: psycopg.Connection[Any], tables: list[Table]) -> None:
 def _record_meta(
     pg: psycopg.Connection[Any], lite: sqlite3.Connection, tables: list[Table], source: str
 ) -> str | None:
-    """Write the clock floor (newest store-clock timestamp copied) and when the copy ran."""
+    """Write the clock floor (newest store-clock timestamp copied) and when the copy ran,
+    by the server's clock: the PostgreSQL store's clock from now on."""
     floor = _clock_floor(lite, tables, source)
-    values = [(COPIED_AT_KEY, now())]
+    pg.execute(f"INSERT INTO meta (key, value) VALUES (%s, {NOW_SQL})", (COPIED_AT_KEY,))
     if floor is not None:
-        values.append((CLOCK_FLOOR_KEY, floor))
-    with pg.cursor() as cursor:
-        cursor.executemany("INSERT INTO meta (key, value) VALUES (%s, %s)", values)
+        pg.execute("INSERT INTO meta (key, value) VALUES (%s, %s)", (CLOCK_FLOOR_KEY, floor))
     return floor
 
 
