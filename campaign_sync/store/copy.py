@@ -12,9 +12,10 @@ How it stays safe:
 * "Empty" means the schema holds no tables at all, or a campaign-sync store whose every table
   (meta included) has no row. Anything else is refused before a row is written (exit 2).
 * Proof: per table, the row count and a SHA-256 over a canonical text of every row in key
-  order, computed on the SQLite side while copying and on the PostgreSQL side by reading the
-  rows back inside the same transaction, before COMMIT. jsonb columns are compared by value:
-  both sides' JSON is parsed and written again with sorted keys (jsonb reorders keys).
+  order (see _Digest), computed on the SQLite side while copying and on the PostgreSQL side
+  by reading the rows back inside the same transaction, before COMMIT. jsonb columns are
+  compared by value: both sides' JSON is parsed and written again with sorted keys (jsonb
+  reorders keys and spaces them its own way).
 
 The tables and columns come from the SQLite store itself, so a table added by a later schema
 step is copied (and checked against the target's columns) without a list to keep in step.
