@@ -32,7 +32,6 @@ from campaign_sync.store.postgres import connection, locks, schema
 if TYPE_CHECKING:
     from pgserver import PgServer
 
-pytest_plugins = ["pgfixtures"]
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "postgresql.md"
 EXAMPLE_NAME = re.compile(r"\bcampaign")  # the page's role, database, schema and reader
