@@ -25,12 +25,15 @@ import psycopg
 import pytest
 from smtp_server import SmtpTestServer
 
+from campaign_sync import config as config_module
 from campaign_sync.config.model import BounceLimits
+from campaign_sync.ops.runner import RunOptions, run_job
 from campaign_sync.store.base import Store
 from campaign_sync.store.open import open_store
 
 if TYPE_CHECKING:
     from pgfixtures import PgSchema
+    from pgserver import PgServer
 
 pytest_plugins = ["pgfixtures"]
 
@@ -337,7 +340,9 @@ def _mailing(folder: Path) -> None:
     (folder / "welcome.eml").write_bytes(msg.as_bytes())
 
 
-def _workspace(root: Path, pg_schema: PgSchema, smtp: SmtpTestServer, rate: int) -> Path:
+def _workspace(
+    root: Path, pg_schema: PgSchema, smtp: SmtpTestServer, rate: int, notify: str = "[]"
+) -> Path:
     config = root / "campaign-sync.yaml"
     config.write_text(
         textwrap.dedent(
@@ -353,6 +358,7 @@ def _workspace(root: Path, pg_schema: PgSchema, smtp: SmtpTestServer, rate: int)
                 list: newsletter
                 mailings: mailings
                 rate: {rate}
+                notify: {notify}
             """
         ),
         encoding="utf-8",
@@ -490,3 +496,57 @@ def test_runs_on_three_hosts_past_the_job_lock_share_the_sends(
     assert states == [("sent", len(due))]
     [(hosts_seen,)] = pg.conn.execute("SELECT count(DISTINCT host) FROM runs").fetchall()
     assert hosts_seen == 3
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_server_restart_mid_dispatch_fails_the_run_and_the_next_mails_nobody_twice(
+    pg: Store, pg_schema: PgSchema, pg_server: PgServer, smtp: SmtpTestServer, tmp_path: Path
+) -> None:
+    """PostgreSQL crash-restarts while the SMTP server holds the third message: that send
+    cannot be settled, the run fails with one line, and the next run reports the send as
+    unknown (the lock that said its run was alive went with the restart) and mails the rest."""
+    due = _seed_due(pg, 6)
+    path = _workspace(tmp_path, pg_schema, smtp, rate=1000, notify="[ops@example.com]")
+    config = config_module.load(str(path))
+    handler = smtp._handler
+    real = type(handler).handle_DATA
+
+    async def restart_on_third(srv: Any, session: Any, envelope: Any) -> str:
+        reply: str = await real(handler, srv, session, envelope)
+        if len(smtp.messages) == 3:
+            pg_server.restart_immediate()  # before the client has its reply
+        return reply
+
+    handler.handle_DATA = restart_on_third  # type: ignore[method-assign]
+
+    failed = run_job(config, "welcome", "dispatch", RunOptions())
+    handler.handle_DATA = real.__get__(handler)  # type: ignore[method-assign]
+
+    assert (failed.status, failed.exit_code) == ("failed", 1)
+    assert failed.error is not None
+    assert "the connection to the server was lost" in failed.error
+    assert "\n" not in failed.error and "Traceback" not in failed.error
+    [notice] = [m for m in smtp.messages if m.rcpt_tos == ["ops@example.com"]]
+    assert failed.error in notice.text
+    smtp.messages.remove(notice)
+    assert _received(smtp) == Counter(dict.fromkeys(due[:3], 1))
+
+    rerun = run_job(config, "welcome", "dispatch", RunOptions())
+
+    assert (rerun.status, rerun.counts["unknown"], rerun.counts["sent"]) == ("succeeded", 1, 3)
+    assert any(due[2] in warning for warning in rerun.warnings)
+    mailed = _received(smtp)
+    assert mailed.pop("ops@example.com") == 1  # the rerun's notice of the unknown outcome
+    assert mailed == Counter(dict.fromkeys(due, 1))  # nobody twice, nobody missing
+    with psycopg.connect(pg_schema.url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{pg_schema.name}"')
+        states = dict(conn.execute("SELECT email, state FROM sends").fetchall())
+        runs = conn.execute("SELECT status, error FROM runs ORDER BY id").fetchall()
+    assert states == {**dict.fromkeys(due, "sent"), due[2]: "unknown"}
+    # The failed run could not record itself on the lost connection; the rerun did.
+    assert [status for status, _ in runs] in (
+        ["failed", "succeeded"],
+        ["interrupted", "succeeded"],
+    )
