@@ -9,7 +9,9 @@ The SMTP server counts what each address received: nobody may get the mailing tw
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -550,3 +552,65 @@ def test_server_restart_mid_dispatch_fails_the_run_and_the_next_mails_nobody_twi
         ["failed", "succeeded"],
         ["interrupted", "succeeded"],
     )
+
+
+def _namespace_init(proc: subprocess.Popen[str]) -> int:
+    """The pid (as this host sees it) of the first process in `proc`'s PID namespace:
+    killing it ends every process of that "host" at once."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    _until(lambda: children.read_text().split(), "unshare has forked the host's first process")
+    return int(children.read_text().split()[0])
+
+
+def _job_lock_released(store: Store) -> bool:
+    row = store.conn.execute(
+        "SELECT count(*) FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.objsubid = 1 AND (l.classid::bigint << 32) | l.objid::bigint "
+        "= hashtextextended(current_schema() || '/job/welcome', 0)"
+    ).fetchone()
+    return bool(row and row[0] == 0)
+
+
+def test_a_host_killed_mid_send_leaves_an_unknown_send_that_another_host_never_repeats(
+    pg: Store, pg_schema: PgSchema, smtp: SmtpTestServer, tmp_path: Path
+) -> None:
+    """Host A is killed whole (its PID namespace) while the SMTP server holds its fourth
+    message; host B, with another hostname and its own pids, runs the job next: A's run is
+    interrupted, the send A had in flight is reported unknown and not repeated, the rest
+    are mailed once."""
+    due = _seed_due(pg, 8)
+    config = _workspace(tmp_path, pg_schema, smtp, rate=1000)
+    handler = smtp._handler
+    real = type(handler).handle_DATA
+    victim: list[int] = []
+
+    async def kill_host_on_fourth(srv: Any, session: Any, envelope: Any) -> str:
+        reply: str = await real(handler, srv, session, envelope)
+        if len(smtp.messages) == 4:
+            os.kill(victim[0], signal.SIGKILL)  # before the client has its reply
+        return reply
+
+    handler.handle_DATA = kill_host_on_fourth  # type: ignore[method-assign]
+    host_a = _host("host-a", config, tmp_path / "go", "cli")
+    victim.append(_namespace_init(host_a))
+    (tmp_path / "go").touch()
+    host_a.communicate(timeout=120)
+    handler.handle_DATA = real.__get__(handler)  # type: ignore[method-assign]
+    assert host_a.returncode != 0
+    assert _received(smtp) == Counter(dict.fromkeys(due[:4], 1))
+    _until(lambda: _job_lock_released(pg), "the server has ended host A's session")
+
+    [(code, out, err)] = _on_hosts(config, "cli", ["host-b"])
+
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["counts"]["unknown"], result["counts"]["sent"]) == (1, 4)
+    assert any(due[3] in warning for warning in result["warnings"])
+    assert _received(smtp) == Counter(dict.fromkeys(due, 1))
+    runs = pg.conn.execute("SELECT host, status FROM runs ORDER BY id").fetchall()
+    assert runs == [("host-a", "interrupted"), ("host-b", "succeeded")]
+    [(state, run_host)] = pg.conn.execute(
+        "SELECT s.state, r.host FROM sends s JOIN runs r ON r.id = s.run_id WHERE s.email = %s",
+        (due[3],),
+    ).fetchall()
+    assert (state, run_host) == ("unknown", "host-a")
