@@ -25,7 +25,6 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from ..statuses import unsubscription_wins
-from . import NOW_SQL
 from .connection import driver
 
 if TYPE_CHECKING:
@@ -139,16 +138,13 @@ def claim(
 
     A new address is inserted; an existing row is taken over only while it is `deferred`.
     One statement in autocommit: committed as it returns, atomic against any other run's.
-    The store's clock is read in it (one round trip per claim, which counts when the
-    database is across a network).
     """
+    now = store.now()
     row = store.conn.execute(
-        f"""
-        WITH clock AS (SELECT {NOW_SQL} AS now)
+        """
         INSERT INTO sends (job, email, list, mailing, mailing_id, message_id, state,
                            attempts, run_id, created_at, updated_at)
-        SELECT %s, %s, %s, %s, %s, %s, 'sending', 1, %s::bigint, clock.now, clock.now
-        FROM clock
+        VALUES (%s, %s, %s, %s, %s, %s, 'sending', 1, %s, %s, %s)
         ON CONFLICT (job, email) DO UPDATE SET
             state = 'sending', attempts = sends.attempts + 1, list = excluded.list,
             mailing = excluded.mailing, mailing_id = excluded.mailing_id,
@@ -157,7 +153,7 @@ def claim(
         WHERE sends.state = 'deferred'
         RETURNING id
         """,
-        (job, email, list_name, mailing, mailing_id, message_id, run_id),
+        (job, email, list_name, mailing, mailing_id, message_id, run_id, now, now),
     ).fetchone()
     return int(row[0]) if row else None
 
@@ -174,8 +170,8 @@ def settle(
     conn = store.conn
     if bounce is None:  # one statement: atomic on its own, and no export looks at sends
         conn.execute(
-            f"UPDATE sends SET state = %s, detail = %s, updated_at = {NOW_SQL} WHERE id = %s",
-            (state, detail, send_id),
+            "UPDATE sends SET state = %s, detail = %s, updated_at = %s WHERE id = %s",
+            (state, detail, store.now(), send_id),
         )
         return
     with store.transaction():
@@ -201,9 +197,9 @@ def dead_sends(store: Store, job: str, detail: str, *, mark: bool) -> list[DeadS
     where = f"s.job = %s AND s.state = 'sending' AND NOT {_RUN_LOCK_HELD}"
     if mark:
         rows = store.conn.execute(
-            f"UPDATE sends AS s SET state = 'unknown', updated_at = {NOW_SQL}, detail = %s "
+            "UPDATE sends AS s SET state = 'unknown', updated_at = %s, detail = %s "
             f"WHERE {where} RETURNING s.id, s.email, s.message_id, s.run_id",
-            (detail, job),
+            (store.now(), detail, job),
         ).fetchall()
     else:
         rows = store.conn.execute(
