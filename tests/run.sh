@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs, then run it: ruff, then pytest.
+# Install everything the test suite needs, then run it: ruff, mypy, the docs build, pytest.
 # Developers and CI (.ci/run) use this same script. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,9 +37,11 @@ if ! python3 tests/pgserver.py bindir >/dev/null; then
   fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 python3 -m ruff check .
 python3 -m mypy campaign_sync cli
+# The docs site must build without a warning: a broken link or anchor fails here.
+python3 -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 
 # A throwaway PostgreSQL for the suite: it exports CAMPAIGN_SYNC_TEST_PG (the superuser's URL),
 # CAMPAIGN_SYNC_TEST_PG_DIR (its folder) and PGPASSFILE. Stopped and removed on any exit,
