@@ -27,7 +27,7 @@ from typing import Any
 TREE = Path(__file__).resolve().parent.parent
 BENCH_GEN = TREE / "bench" / "gen_recipients.py"
 
-# Every child's exit code, by name, as the README documents them.
+# Every child's exit code, by name, as docs/commands.md documents them.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING, EXIT_LOCKED = 0, 1, 2, 3, 75
 
 _SHIM: Path | None = None
