@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,19 +273,27 @@ def test_every_command_option_and_argument_is_documented() -> None:
 # The checks above must be able to fail: the same comparisons over edited copies of the pages.
 
 
+def newly_reported(check: Callable[[str], list[str]], text: str, edited: str) -> set[str]:
+    """What `check` says of the edited page that it does not say of the page itself."""
+    return set(check(edited)) - set(check(text))
+
+
 def test_a_missing_or_unknown_key_is_reported(accepted: dict[str, set[str]]) -> None:
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
-    before = set(compare_keys(documented_keys(text), accepted))
 
-    def added(edited: str) -> set[str]:
-        return set(compare_keys(documented_keys(edited), accepted)) - before
+    def check(page: str) -> list[str]:
+        return compare_keys(documented_keys(page), accepted)
 
     without = re.sub(r"^\| `retries` \|.*\n", "", text, flags=re.M)
-    assert added(without) == {"servers: `retries` is accepted but not documented"}
+    assert newly_reported(check, text, without) == {
+        "servers: `retries` is accepted but not documented"
+    }
     extra = text.replace("| `hard_limit` |", "| `medium_limit` | x |\n| `hard_limit` |", 1)
-    assert added(extra) == {"bounces: `medium_limit` is documented but the validator refuses it"}
+    assert newly_reported(check, text, extra) == {
+        "bounces: `medium_limit` is documented but the validator refuses it"
+    }
     nowhere = text.replace("<!-- keys: bounces -->", "<!-- keys: bounce -->", 1)
-    assert added(nowhere) == {
+    assert newly_reported(check, text, nowhere) == {
         "<!-- keys: bounce -->: the validator has no such section",
         "bounces: `hard_limit` is accepted but not documented",
         "bounces: `soft_limit` is accepted but not documented",
@@ -295,14 +303,17 @@ def test_a_missing_or_unknown_key_is_reported(accepted: dict[str, set[str]]) -> 
 def test_a_missing_or_unknown_option_is_reported() -> None:
     text = (DOCS / "commands.md").read_text(encoding="utf-8")
     actual = cli_parameters()
-    before = set(compare_parameters(documented_parameters(text), actual))
 
-    def added(edited: str) -> set[str]:
-        return set(compare_parameters(documented_parameters(edited), actual)) - before
+    def check(page: str) -> list[str]:
+        return compare_parameters(documented_parameters(page), actual)
 
     without = re.sub(r"^\| `--force` \|.*\n", "", text, flags=re.M)
-    assert added(without) == {"import: `--force` is not documented"}
+    assert newly_reported(check, text, without) == {"import: `--force` is not documented"}
     extra = text.replace("| `--schema NAME` |", "| `--drop` | x |\n| `--schema NAME` |", 1)
-    assert added(extra) == {"store copy: `--drop` is documented but the command has none"}
-    no_section = text.replace("<!-- options: store copy -->", "", 1)
-    assert added(no_section) == {"`store copy` is not documented (no <!-- options: store copy -->)"}
+    assert newly_reported(check, text, extra) == {
+        "store copy: `--drop` is documented but the command has none"
+    }
+    unmarked = text.replace("<!-- options: store copy -->", "", 1)
+    assert newly_reported(check, text, unmarked) == {
+        "`store copy` is not documented (no <!-- options: store copy -->)"
+    }
