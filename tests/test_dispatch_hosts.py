@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from pgfixtures import PgSchema
     from pgserver import PgServer
 
-pytest_plugins = ["pgfixtures"]
 
 WAIT = 30.0  # seconds a condition may take on a loaded machine before the test fails
 FIRST_RUN = "2026-11-01T00:00:00.000000+00:00"
