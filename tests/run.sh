@@ -40,8 +40,14 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 python3 -m ruff check .
 python3 -m mypy campaign_sync cli
-# The docs site must build without a warning: a broken link or anchor fails here.
-python3 -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+# The docs site must build without a warning: a broken link or anchor fails here. Its log is
+# shown only then (mkdocs --quiet would also hide the warnings, and strict mode then passes).
+docs_site=$(mktemp -d)
+docs_log=$(python3 -m mkdocs build --strict --site-dir "$docs_site" 2>&1) || {
+  printf '%s\n' "$docs_log" >&2
+  exit 1
+}
+rm -rf "$docs_site"
 
 # A throwaway PostgreSQL for the suite: it exports CAMPAIGN_SYNC_TEST_PG (the superuser's URL),
 # CAMPAIGN_SYNC_TEST_PG_DIR (its folder) and PGPASSFILE. Stopped and removed on any exit,
