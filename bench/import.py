@@ -68,11 +68,11 @@ FLOOR = """\
 import sys
 sys.path.insert(0, {root!r})
 from campaign_sync import store
-from campaign_sync.imports import common
+from campaign_sync.store.sqlite import staging
 conn = store.connect({store!r})
 conn.execute("ATTACH ? AS src", ({source!r},))
-conn.execute(f"PRAGMA main.cache_size = -{{common.MAIN_CACHE_KIB}}")
-conn.execute(f"PRAGMA temp.cache_size = -{{common.TEMP_CACHE_KIB}}")
+conn.execute(f"PRAGMA main.cache_size = -{{staging.MAIN_CACHE_KIB}}")
+conn.execute(f"PRAGMA temp.cache_size = -{{staging.TEMP_CACHE_KIB}}")
 with store.transaction(conn):
     list_id = store.list_id(conn, "bench", create=True)
     now = store.now()

@@ -1,0 +1,1 @@
+"""The SQLite store backend: each concern's SQL in its own module (staging, recipients, …)."""
