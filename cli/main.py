@@ -255,8 +255,7 @@ def list_jobs(settings: Settings, running: bool) -> None:
     from campaign_sync.ops import monitor
 
     config = settings.config()
-    conn = monitor.open_store(config)
-    states = monitor.job_states(config, conn)
+    states = monitor.job_states(config, monitor.open_store(config))
     if running:
         states = [state for state in states if state["running"]]
     output.show_jobs(states, settings.as_json, running_only=running, tz=_zone(config))
@@ -271,13 +270,11 @@ def list_jobs(settings: Settings, running: bool) -> None:
 def history(settings: Settings, job: str | None, limit: int) -> None:
     """Recent runs, newest first, of one job or of all."""
     from campaign_sync.ops import monitor
-    from campaign_sync.store import runs
 
     config = settings.config()
     if job is not None:
         config.job(job)
-    conn = monitor.open_store(config)
-    records = runs.history(conn, job, limit) if conn else []
+    records = monitor.history(monitor.open_store(config), job, limit)
     output.show_history(records, settings.as_json, tz=_zone(config))
 
 
@@ -400,9 +397,9 @@ def metrics(settings: Settings, output_path: str | None) -> None:
     from campaign_sync.ops.metrics import render, write_atomically
 
     config = settings.config(log_file_required=False)
-    conn = monitor.open_store(config)
+    store = monitor.open_store(config)
     now = datetime.datetime.now(datetime.timezone.utc)
-    text = render(monitor.job_states(config, conn, now), monitor.list_counts(config, conn), now)
+    text = render(monitor.job_states(config, store, now), monitor.list_counts(config, store), now)
     if output_path is None:
         if settings.as_json:
             output.emit_json({"metrics": text})

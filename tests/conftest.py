@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from campaign_sync_cli.main import main
 from hypothesis import settings
+from pgfixtures import PgSchema, pg_schema, pg_server, pg_url  # noqa: F401  (shared fixtures)
 
 # Tests run the console script installed beside this interpreter, not whatever a version
 # manager's shim on PATH points at (and without the shim's start-up cost).
@@ -58,7 +59,16 @@ jobs:
 
 @dataclass
 class Workspace:
+    """A test's folder with its config, its local 'server' folder and its store.
+
+    `kind` is the store's backend: "sqlite" (the file `store.db`) or "postgres" (`pg`, a schema
+    of its own on the suite's server). Tests that read the store use query(), recipients() and
+    dump(), which work on both; `?` placeholders are translated for PostgreSQL.
+    """
+
     root: Path
+    kind: str = "sqlite"
+    pg: PgSchema | None = None
 
     @property
     def config(self) -> Path:
@@ -72,8 +82,17 @@ class Workspace:
     def store(self) -> Path:
         return self.root / "store.db"
 
+    @property
+    def store_setting(self) -> str:
+        """The config's store line(s) for this workspace's backend."""
+        if self.pg is None:
+            return "store: store.db"
+        return f"store: {self.pg.url}\nstore_schema: {self.pg.name}"
+
     def write_config(self, extra: str = "", *, text: str | None = None) -> Path:
         body = text if text is not None else BASE_CONFIG.format(extra=textwrap.dedent(extra))
+        if self.pg is not None:
+            body = body.replace("store: store.db", self.store_setting, 1)
         self.config.write_text(body, encoding="utf-8")
         return self.config
 
@@ -111,8 +130,21 @@ class Workspace:
         )
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of `sql` (with `?` placeholders) from the store, committed if it writes."""
+        if self.pg is not None:
+            with self._pg() as conn:
+                cursor = conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+                return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
         with sqlite3.connect(self.store) as conn:
             return conn.execute(sql, params).fetchall()
+
+    def _pg(self) -> Any:
+        import psycopg
+
+        assert self.pg is not None
+        conn = psycopg.connect(self.pg.url, autocommit=True)
+        conn.execute(f'SET search_path TO "{self.pg.name}"')
+        return conn
 
     def recipients(self, list_name: str = "newsletter") -> dict[str, tuple[str, dict[str, Any]]]:
         rows = self.query(
@@ -120,17 +152,55 @@ class Workspace:
             "WHERE l.name = ? ORDER BY r.email",
             (list_name,),
         )
-        return {email: (status, json.loads(fields)) for email, status, fields in rows}
+        return {
+            email: (status, fields if isinstance(fields, dict) else json.loads(fields))
+            for email, status, fields in rows
+        }
 
     def dump(self) -> list[str]:
         """Every row of every table, for before/after comparisons."""
+        if self.pg is not None:
+            with self._pg() as conn:
+                tables = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                        "ORDER BY tablename"
+                    )
+                ]
+                return [
+                    f"{table}: {row!r}"
+                    for table in tables
+                    for row in conn.execute(f'SELECT * FROM "{table}" AS t ORDER BY t::text')
+                ]
         with sqlite3.connect(self.store) as conn:
             return list(conn.iterdump())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "stores(*kinds): run each test that uses `ws` once per store backend named "
+        "(sqlite, postgres)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("stores")
+    if marker is not None and "ws" in metafunc.fixturenames:
+        metafunc.parametrize("store_kind", marker.args)
+
+
 @pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
-    workspace = Workspace(tmp_path)
+def store_kind() -> str:
+    """The backend of `ws`: SQLite unless the test is marked with `stores(...)`."""
+    return "sqlite"
+
+
+@pytest.fixture
+def ws(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> Workspace:
+    pg = request.getfixturevalue("pg_schema") if store_kind == "postgres" else None
+    workspace = Workspace(tmp_path, store_kind, pg)
     workspace.inbox.mkdir()
     workspace.write_config()
     return workspace

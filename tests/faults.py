@@ -145,7 +145,7 @@ def arm_signal(point: str) -> None:
     from campaign_sync_cli import output
 
     from campaign_sync.ops import notify, runner
-    from campaign_sync.store import runs
+    from campaign_sync.store.sqlite import runs
 
     for module, name, at in (
         (runs, "start", "start"),

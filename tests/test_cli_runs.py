@@ -390,19 +390,35 @@ def test_unusable_paths_in_the_config_are_one_line_exit_2_and_nothing_recorded(
     assert done.stderr == f"campaign-sync: error: {expected.format(root=ws.root)}\n"
 
 
-def test_a_server_url_as_store_is_a_config_error_that_never_shows_the_url(
+def test_an_unreachable_postgresql_store_is_one_line_that_never_shows_the_password(
     ws: Workspace,
 ) -> None:
     text = ws.config.read_text().replace(
-        "store: store.db", "store: postgresql://u:${STORE_PW}@db.example/cs"
+        "store: store.db", "store: postgresql://u:${STORE_PW}@db.example.invalid/cs"
+    )
+    ws.write_config(text=text)
+    done = ws.run("--json", "list-jobs", env={"STORE_PW": "pgS3cret"})
+    assert done.returncode == 1
+    assert "pgS3cret" not in done.stdout + done.stderr
+    assert json.loads(done.stdout)["error"] == (
+        "cannot connect to the store postgresql://u@db.example.invalid/cs: the host name "
+        "db.example.invalid cannot be resolved; check the host in `store` and this machine's DNS"
+    )
+
+
+def test_a_store_url_of_another_kind_is_a_config_error_that_never_shows_the_url(
+    ws: Workspace,
+) -> None:
+    text = ws.config.read_text().replace(
+        "store: store.db", "store: mysql://u:${STORE_PW}@db.example/cs"
     )
     ws.write_config(text=text)
     done = ws.run("--json", "list-jobs", env={"STORE_PW": "pgS3cret"})
     assert done.returncode == 2
     assert "pgS3cret" not in done.stdout + done.stderr
     assert json.loads(done.stdout)["error"] == (
-        f"{ws.config}: At 'store': server URLs are not supported by this version, only SQLite "
-        "files; set `store` to a file path"
+        f"{ws.config}: At 'store': set `store` to an SQLite file path or a PostgreSQL URL "
+        "(postgresql://USER@HOST:PORT/DATABASE)"
     )
 
 
@@ -640,7 +656,7 @@ def test_an_interrupt_while_notices_go_out_keeps_the_run_as_it_ended(
 def test_an_interrupt_just_before_the_commit_is_recorded_as_interrupted(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from campaign_sync.store import runs
+    from campaign_sync.store.sqlite import runs
 
     finish, calls = runs.finish, []
 

@@ -663,7 +663,7 @@ def test_dry_run_lists_recipients_and_changes_nothing(ws: Dispatch, smtp: SmtpTe
 
 def test_lock_refuses_an_overlapping_run(ws: Dispatch, tmp_path: Path) -> None:
     ws.seed({"anna@example.com": NEW_DOI})
-    from campaign_sync.store.runs import job_lock
+    from campaign_sync.store.sqlite.runs import job_lock
 
     config = config_module.load(str(ws.config_path))
     with job_lock(config.work_dir, "welcome"), pytest.raises(JobLocked) as info:
@@ -716,11 +716,10 @@ def settle(*args, **kwargs):
 mail.SmtpSession.send = send
 dispatch.settle = settle
 if point == "unlocked":  # a second run that ignores the lock: state-level safety only
-    from campaign_sync import store
     from campaign_sync.ops import runner
+    from campaign_sync.store.open import open_store
     cfg = config.load({config!r})
-    conn = store.connect(cfg.store)
-    result = runner._run_locked(cfg, cfg.job("welcome"), RunOptions(), conn)
+    result = runner._run_locked(cfg, cfg.job("welcome"), RunOptions(), open_store(cfg.store))
 else:
     result = run_job(config.load({config!r}), "welcome", "dispatch", RunOptions())
 print(json.dumps(result.as_dict()))

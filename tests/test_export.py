@@ -34,6 +34,7 @@ from campaign_sync.exports import export
 from campaign_sync.exports.export import write_export
 from campaign_sync.ops.runner import RunOptions, run_job
 from campaign_sync.result import RunResult
+from campaign_sync.store.sqlite import SqliteStore
 
 T1 = "2026-01-10T08:00:00.000000+00:00"
 T2 = "2026-02-20T09:30:00.000000+00:00"
@@ -702,13 +703,13 @@ def test_changes_only_watermark_is_not_moved_by_a_failed_run(env: Env):
 
 def test_staging_file_is_private(tmp_path: Path):
     staging = workdir.staging_file(tmp_path / "var", "job", ".csv")
-    conn = store.connect(str(tmp_path / "store.db"))
+    opened = SqliteStore(str(tmp_path / "store.db"))
     job = JobConfig(
         name="job",
         type="blocklist-export",
         target=TargetConfig(server="partner", path="/x.csv"),
     )
-    write_export(conn, job, BounceLimits(), staging, changed_since=None)
+    write_export(opened, job, BounceLimits(), staging, changed_since=None)
     assert stat.S_IMODE(staging.stat().st_mode) == 0o600
     assert staging.read_bytes() == b"pattern,reason,created,modified\r\n"
 
@@ -870,7 +871,8 @@ def test_blocklist_in_sql_agrees_with_the_matcher(tmp_path_factory, patterns):
     if not patterns:
         return
     tmp = tmp_path_factory.mktemp("bl")
-    conn = store.connect(str(tmp / "store.db"))
+    opened = SqliteStore(str(tmp / "store.db"))
+    conn = opened.conn
     list_id = store.list_id(conn, "newsletter", create=True)
     conn.executemany(
         "INSERT INTO recipients (list_id, email, created_at, updated_at) VALUES (?, ?, ?, ?)",
@@ -889,7 +891,7 @@ def test_blocklist_in_sql_agrees_with_the_matcher(tmp_path_factory, patterns):
         include="all",
     )
     staging = workdir.staging_file(tmp / "var", "job", ".csv")
-    write_export(conn, job, BounceLimits(), staging, changed_since=None)
+    write_export(opened, job, BounceLimits(), staging, changed_since=None)
     got = dict(line.split(",") for line in staging.read_text().splitlines()[1:])
     matcher = Blocklist(patterns)
     expected = {

@@ -7,29 +7,26 @@ runner does, with the same change time on both, then compares every table of the
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from test_import_recipients import CONFIG as RECIPIENT_JOBS
 
-from campaign_sync import config, store
+from campaign_sync import config
 from campaign_sync.core.schedule import zone
 from campaign_sync.csvio.read import read_csv
 from campaign_sync.errors import CampaignSyncError
 from campaign_sync.imports import merge
 from campaign_sync.imports.common import MergeContext
+from campaign_sync.store.base import Store
+from campaign_sync.store.open import open_store
 
 if TYPE_CHECKING:
     from pgfixtures import PgSchema
-
-pytest_plugins = ["pgfixtures"]
 
 # The recipient tests' jobs, and the list jobs they lack.
 CONFIG = (
@@ -56,44 +53,29 @@ TABLES = {
 }
 
 
-@dataclass
-class Backend:
-    """One store as the engine sees it: its connection and its SQL modules."""
-
-    kind: str
-    conn: Any
-
-    def sql(self, concern: str) -> ModuleType:
-        return importlib.import_module(f"campaign_sync.store.{self.kind}.{concern}")
-
-    def begin(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
-
-    def end(self, commit: bool) -> None:
-        self.conn.execute("COMMIT" if commit else "ROLLBACK")
-
-    def tables(self) -> dict[str, list[tuple[Any, ...]]]:
-        found = {}
-        for name, select in TABLES.items():
-            rows = self.conn.execute(select).fetchall()
-            if name == "recipients":  # fields: JSON text on SQLite, jsonb on PostgreSQL
-                rows = [
-                    (*row[:3], json.loads(row[3]) if isinstance(row[3], str) else row[3], *row[4:])
-                    for row in rows
-                ]
-            found[name] = [tuple(row) for row in rows]
-        return found
+def tables(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows, fields as dicts (JSON text on SQLite, jsonb on PostgreSQL)."""
+    found = {}
+    for name, select in TABLES.items():
+        rows = [tuple(row) for row in store.conn.execute(select).fetchall()]
+        if name == "recipients":
+            rows = [
+                (*row[:3], json.loads(row[3]) if isinstance(row[3], str) else row[3], *row[4:])
+                for row in rows
+            ]
+        found[name] = rows
+    return found
 
 
 class Pair:
     """The two stores, fed the same files with the same clock."""
 
-    def __init__(self, tmp: Path, sqlite: Backend, postgres: Backend) -> None:
+    def __init__(self, tmp: Path, sqlite: Store, postgres: Store) -> None:
         path = tmp / "campaign-sync.yaml"
         path.write_text(CONFIG)
         (tmp / "var").mkdir()
         self.config = config.load(str(path))
-        self.tmp, self.backends = tmp, (sqlite, postgres)
+        self.tmp, self.stores = tmp, (sqlite, postgres)
         self.step = 0
 
     def run(self, job: str, content: str | bytes, *, force: bool = False) -> dict[str, Any]:
@@ -102,17 +84,15 @@ class Pair:
         now = f"2026-03-01T10:00:{self.step:02d}.000000+00:00"
         path = self.tmp / f"in-{self.step}.csv"
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-        outcomes = [self._merge(backend, job, path, now, force) for backend in self.backends]
+        outcomes = [self._merge(store, job, path, now, force) for store in self.stores]
         assert outcomes[0] == outcomes[1], job
-        assert self.backends[0].tables() == self.backends[1].tables(), job
+        assert tables(self.stores[0]) == tables(self.stores[1]), job
         return outcomes[0]
 
-    def _merge(
-        self, backend: Backend, job: str, path: Path, now: str, force: bool
-    ) -> dict[str, Any]:
+    def _merge(self, store: Store, job: str, path: Path, now: str, force: bool) -> dict[str, Any]:
         cfg = self.config
         ctx = MergeContext(
-            conn=backend.conn,
+            store=store,
             job=cfg.jobs[job],
             tz=zone(cfg.timezone),
             work_dir=cfg.work_dir,
@@ -120,30 +100,26 @@ class Pair:
             force=force,
             now=now,
             configured_lists=frozenset(j.list for j in cfg.jobs.values() if j.list),
-            store=backend,
         )
-        backend.begin()
+        store.begin_write()
         try:
             with read_csv(path, ctx.job.format, label="in", names=ctx.job.column_labels) as src:
                 counts, rejects = merge(ctx, src, "in")
         except CampaignSyncError as exc:
-            backend.end(commit=False)
+            store.rollback()
             # (Each run's rejects file has a name of its own.)
             error = re.sub(r"in \S+\.csv", "in REJECTS", str(exc))
             return {"error": error, "counts": dict(ctx.counts or {})}
-        backend.end(commit=True)
+        store.commit()
         return {"counts": dict(counts), "rejected": rejects.count}
 
 
 @pytest.fixture
 def pair(tmp_path: Path, pg_schema: PgSchema) -> Iterator[Pair]:
-    from campaign_sync.store.postgres import connection, schema
-
-    lite = store.connect(str(tmp_path / "store.db"))
-    pg = connection.connect(pg_schema.url, pg_schema.name)
-    schema.migrate(pg, pg_schema.url, pg_schema.name)
+    lite = open_store(str(tmp_path / "store.db"))
+    pg = open_store(pg_schema.url, schema=pg_schema.name)
     try:
-        yield Pair(tmp_path, Backend("sqlite", lite), Backend("postgres", pg))
+        yield Pair(tmp_path, lite, pg)
     finally:
         lite.close()
         pg.close()

@@ -13,6 +13,9 @@ from conftest import Workspace
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+# Every test runs on both store backends (tests/conftest.py).
+pytestmark = pytest.mark.stores("sqlite", "postgres")
+
 CONFIG = """\
 store: store.db
 work_dir: var
@@ -468,7 +471,7 @@ def test_first_import_straight_into_the_store_matches_the_general_path(
     # store exactly what deciding row by row against the store does.
     import importlib
 
-    rec = importlib.import_module("campaign_sync.store.sqlite.recipients")
+    rec = importlib.import_module(f"campaign_sync.store.{cs.kind}.recipients")
 
     run(cs, "block", "pattern\n*@spam.de\n")
     content = (

@@ -47,8 +47,6 @@ DRIVERS = ("sqlite3", "psycopg")
 KNOWN_DRIVER_USERS = {
     "campaign_sync.dispatch",
     "campaign_sync.exports.export",
-    "campaign_sync.ops.monitor",
-    "campaign_sync.ops.runner",
 }
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from pgfixtures import PgSchema
     from pgserver import PgServer
 
-pytest_plugins = ["pgfixtures"]
+
 
 WAIT = 30.0  # seconds a condition may take on a loaded machine before the test fails
 

@@ -220,7 +220,7 @@ def test_a_new_store_and_work_dir_are_private_whatever_the_umask(tmp_path: Path)
     import os
     import stat
 
-    from campaign_sync.store import runs
+    from campaign_sync.store.sqlite import runs
 
     old = os.umask(0o022)
     try:

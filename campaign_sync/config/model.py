@@ -172,6 +172,12 @@ class JobConfig:
         return "dispatch"
 
 
+# A PostgreSQL store is named by a URL with one of these schemes; anything else is a file.
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")
+# A PostgreSQL store's schema: a plain identifier, never quoted by the operator.
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -184,6 +190,7 @@ class Config:
     notify: NotifyConfig
     bounces: BounceLimits
     jobs: dict[str, JobConfig]
+    store_schema: str = "public"  # a PostgreSQL store's schema
 
     def job(self, name: str) -> JobConfig:
         try:

@@ -84,6 +84,17 @@ def configured_secrets(config: Config) -> list[tuple[str, str | None]]:
             (f"servers.{name}.password", server.password),
             (f"servers.{name}.key_passphrase", server.key_passphrase),
         ]
+    if "://" in config.store:
+        # A password in the store's URL (better kept in PGPASSFILE or PGPASSWORD, which
+        # campaign-sync never reads back), as written and decoded.
+        from urllib.parse import unquote
+
+        password = url_password(config.store)
+        found += [("store", password), ("store", unquote(password or ""))]
+    import os
+
+    if os.environ.get("PGPASSWORD"):  # libpq's own setting: masked like a config secret
+        found.append(("PGPASSWORD", os.environ["PGPASSWORD"]))
     if config.notify.webhook:
         # Credentials embedded in the webhook URL are secrets too, as written and decoded
         # (the decoded form is what goes into the Authorization header).

@@ -13,6 +13,8 @@ from .checks import (
 )
 from .model import (
     JOB_NAME,
+    SCHEMA_NAME,
+    STORE_URL_SCHEMES,
     BounceLimits,
     Config,
     JobConfig,
@@ -25,6 +27,7 @@ from .validate_servers import ServerChecks, is_loopback
 
 TOP_LEVEL_KEYS = (
     "store",
+    "store_schema",
     "work_dir",
     "timezone",
     "log_file",
@@ -83,18 +86,39 @@ class Validator(ServerChecks, JobChecks):
             notify=self.attempt(lambda: self.notify(top.get("notify")), NotifyConfig()),
             bounces=self.attempt(lambda: self.bounces(top.get("bounces")), BounceLimits()),
             jobs=jobs,
+            store_schema=self.attempt(
+                lambda: self.store_schema(top.get("store_schema"), top.get("store")), "public"
+            ),
         )
 
     def store(self, value: Any) -> str:
         store = self.string(value, "store")
+        if store.startswith(STORE_URL_SCHEMES):
+            return store
         if "://" in store:
             # Not quoted back: a server URL may carry a password.
             raise self.fail(
                 "store",
-                "server URLs are not supported by this version, only SQLite files; "
-                "set `store` to a file path",
+                "set `store` to an SQLite file path or a PostgreSQL URL "
+                "(postgresql://USER@HOST:PORT/DATABASE)",
             )
         return str(self.local_path(store, "store"))
+
+    def store_schema(self, value: Any, store: Any) -> str:
+        if value is None:
+            return "public"
+        schema = self.string(value, "store_schema")
+        if not (isinstance(store, str) and store.startswith(STORE_URL_SCHEMES)):
+            raise self.fail(
+                "store_schema", "only a PostgreSQL store has a schema; remove `store_schema`"
+            )
+        if not SCHEMA_NAME.fullmatch(schema):
+            raise self.fail(
+                "store_schema",
+                f"'{schema}' is not a plain PostgreSQL name: use letters, digits, _ and $, "
+                "starting with a letter or _, at most 63 characters",
+            )
+        return schema
 
     def timezone(self, value: Any) -> str | None:
         if value is None:

@@ -34,7 +34,8 @@ from .. import store
 from ..core.addresses import Blocklist
 from ..core.dates import latest_allowed
 from ..errors import InputError, MailError
-from ..store import runs
+from ..store.base import Store
+from ..store.sqlite import runs
 from ..store.statuses import outbounced_sql, unsubscription_wins
 from .mailing import Mailing, latest_mailing, new_message_id, personalise
 
@@ -65,7 +66,7 @@ class Selection:
 
 
 def dispatch(
-    conn: sqlite3.Connection,
+    store: Store,
     config: Config,
     job: JobConfig,
     result: RunResult,
@@ -75,6 +76,7 @@ def dispatch(
     """Run one doi-dispatch: report dead sends, pick recipients, send; counts go on `result`."""
     assert job.list is not None and job.mailings is not None, "validated by the config"
     assert config.smtp is not None, "validated: a doi-dispatch job needs smtp"
+    conn = store.conn
     counts = result.counts
     counts.update(sent=0, skipped=0, bounced=0, unknown=0)
     counts["unknown"] = _settle_dead_sends(conn, job.name, result, dry_run=dry_run)

@@ -23,6 +23,7 @@ from ..core.dates import date_formatter
 from ..core.schedule import zone
 from ..csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter
 from ..errors import InputError
+from ..store.base import Store
 from ..store.statuses import (
     SqlPlan,
     blocklist_sql,
@@ -54,7 +55,7 @@ OWN_WEIGHT, CHILD_WEIGHT = 9, 11
 
 
 def write_export(
-    conn: sqlite3.Connection,
+    store: Store,
     job: JobConfig,
     bounces: BounceLimits,
     staging: Path,
@@ -69,6 +70,7 @@ def write_export(
     config's (None: the machine's zone): a job's `date_format` writes dates in it. The file
     is gzipped when `staging` is named like one (the caller names it after the final name).
     """
+    conn = store.conn
     writer = CsvWriter(staging, job.format, compress=staging.name.endswith(".gz"))
     try:
         _register_date_format(conn, job.format.date_format, timezone)

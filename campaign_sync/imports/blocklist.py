@@ -41,7 +41,7 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
             raise RowRejected(f"invalid pattern: {problem}")
         return pattern, None if reason_of is None else reason_of(row).strip()
 
-    sql = ctx.sql("blocklist")
+    sql = ctx.store.sql("blocklist")
     distinct = stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn))
     counts.update(sql.classify(conn, job.mode))
     if job.mode == "replace":

@@ -53,7 +53,7 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
         # the same address, type and date in one file is one bounce.
         return (email, kind, when, 0) if when else (email, kind, ctx.now, next(undated))
 
-    sql = ctx.sql("bounces")
+    sql = ctx.store.sql("bounces")
     stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn))
     counts.update(sql.classify(conn))
     sql.apply(conn, job.name, ctx.now)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import importlib
 import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -19,15 +18,15 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from functools import cached_property
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from .. import store
 from ..config.model import FIELD_NAME, FILE_FIELDS, REQUIRED_FIELDS, JobConfig, Limit
 from ..core import addresses, workdir
 from ..core.dates import latest_allowed, parse_date
 from ..csvio.read import CsvRows
 from ..errors import InputError, LimitExceeded
-from ..store import now as store_now
+from ..store.base import Store
 
 # Defaults when a job sets no limit: a mostly broken file or a "sync" that empties a list
 # must not go through silently. --force (removals) or an explicit limit overrides.
@@ -38,27 +37,24 @@ FIRST_REJECTS = 10
 
 @dataclass
 class MergeContext:
-    conn: Any  # the store's connection, in the transaction the caller opened
+    store: Store
     job: JobConfig
     tz: tzinfo
     work_dir: Path
     run_id: int | None
     force: bool = False
-    now: str = field(default_factory=store_now)
+    now: str = field(default_factory=store.now)
     # What the run has seen once its rows are staged (set by check_rejects): a run that a
     # limit stops still reports its counts and its rejects file.
     counts: Counter[str] | None = None
     rejects: Rejects | None = None
     # The lists the configuration's jobs name (some perhaps not in the store yet).
     configured_lists: frozenset[str] = frozenset()
-    # The store (campaign_sync.store.base.Store); None: `conn` is an SQLite store's.
-    store: Any = None
 
-    def sql(self, concern: str) -> ModuleType:
-        """The store backend's SQL module for `concern` ("recipients", "blocklist", …)."""
-        if self.store is not None:
-            return self.store.sql(concern)
-        return importlib.import_module(f"campaign_sync.store.sqlite.{concern}")
+    @property
+    def conn(self) -> Any:
+        """The store's connection, for the backend's SQL."""
+        return self.store.conn
 
     @cached_property
     def latest(self) -> str:

@@ -33,7 +33,7 @@ from .common import (
 
 
 def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rejects]:
-    job, conn, sql = ctx.job, ctx.conn, ctx.sql("recipients")
+    job, conn, sql = ctx.job, ctx.conn, ctx.store.sql("recipients")
     assert job.list is not None
     columns = resolve_columns(src, job, name)
     reserved = sorted(set(columns) & set(RESERVED_FIELDS))

@@ -42,7 +42,7 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
     )
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
-    sql = ctx.sql("unsubscribers")
+    sql = ctx.store.sql("unsubscribers")
     lists = ctx.configured_lists | sql.list_names(conn)
     default_list = job.defaults.get("list")
     if default_list is not None and default_list not in lists:  # else every row is rejected

@@ -9,37 +9,47 @@ from __future__ import annotations
 
 import datetime
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .. import store
 from ..config.model import Config, JobConfig
 from ..core.schedule import is_overdue, parse, zone
 from ..errors import StoreError
-from ..store import runs
+from ..store.base import Store, is_url
+from ..store.open import open_store as _open
 
 
-def open_store(config: Config) -> sqlite3.Connection | None:
+def open_store(config: Config) -> Store | None:
     """The store, or None when no job has run yet (status commands create nothing)."""
-    if "://" not in config.store and not Path(config.store).exists():
+    if not is_url(config.store) and not Path(config.store).exists():
         return None
-    return store.connect(config.store)
+    try:
+        return _open(config.store, schema=config.store_schema, create=False)
+    except StoreError as exc:
+        if is_url(config.store) and "does not exist yet" in str(exc):
+            return None  # no run has created it in its schema yet
+        raise
 
 
 def job_states(
-    config: Config, conn: sqlite3.Connection | None, now: datetime.datetime | None = None
+    config: Config, store: Store | None, now: datetime.datetime | None = None
 ) -> list[dict[str, Any]]:
     """One entry per configured job, in the documented list-jobs JSON shape (as of `now`)."""
     tz = zone(config.timezone)
     now = now.astimezone(tz) if now is not None else datetime.datetime.now(tz)
-    latest = runs.latest_per_job(conn) if conn else {}
-    active = runs.running(conn) if conn else {}
+    runs = store.sql("runs") if store else None
+    latest = runs.latest_per_job(store.conn) if store and runs else {}
+    active = runs.running(store.conn) if store and runs else {}
     configured = _configured_since(config)
     return [
-        _job_state(job, latest.get(name), active.get(name), conn, now, tz, configured)
+        _job_state(job, latest.get(name), active.get(name), store, now, tz, configured)
         for name, job in config.jobs.items()
     ]
+
+
+def history(store: Store | None, job: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` runs, of `job` or of all jobs, newest first."""
+    return store.sql("runs").history(store.conn, job, limit) if store else []
 
 
 def _configured_since(config: Config) -> datetime.datetime:
@@ -60,31 +70,31 @@ def _job_state(
     job: JobConfig,
     last: dict[str, Any] | None,
     running: dict[str, Any] | None,
-    conn: sqlite3.Connection | None,
+    store: Store | None,
     now: datetime.datetime,
     tz: datetime.tzinfo,
     configured: datetime.datetime,
 ) -> dict[str, Any]:
-    finished = _last_finished(job, last, conn)
+    finished = _last_finished(job, last, store)
     return {
         "name": job.name,
         "type": job.type,
         "list": job.list,
         "schedule": job.schedule,
         "next_run": _next_run(job, now, tz),
-        "state": _state(job, finished, running, conn, now, tz, configured),
+        "state": _state(job, finished, running, store, now, tz, configured),
         "running": _running_info(running, now) if running else None,
         "last_run": finished,
     }
 
 
 def _last_finished(
-    job: JobConfig, last: dict[str, Any] | None, conn: sqlite3.Connection | None
+    job: JobConfig, last: dict[str, Any] | None, store: Store | None
 ) -> dict[str, Any] | None:
     """The newest run that is not the one running now."""
-    if last is None or last["status"] != "running" or conn is None:
+    if last is None or last["status"] != "running" or store is None:
         return last
-    older = runs.history(conn, job.name, 2)
+    older = store.sql("runs").history(store.conn, job.name, 2)
     return older[1] if len(older) > 1 else None
 
 
@@ -108,14 +118,14 @@ def _state(
     job: JobConfig,
     last: dict[str, Any] | None,
     running: dict[str, Any] | None,
-    conn: sqlite3.Connection | None,
+    store: Store | None,
     now: datetime.datetime,
     tz: datetime.tzinfo,
     configured: datetime.datetime,
 ) -> str:
     if running:
         return "running"
-    if last is None or conn is None:
+    if last is None or store is None:
         if job.schedule and is_overdue(
             parse(job.schedule), last_success=None, configured_since=configured, now=now, tz=tz
         ):
@@ -123,21 +133,22 @@ def _state(
         return "never-run"
     if last["status"] in ("failed", "interrupted"):
         return "failing"
-    if job.schedule and _overdue(job, conn, now, tz):
+    if job.schedule and _overdue(job, store, now, tz):
         return "overdue"
     return "idle"
 
 
 def _overdue(
-    job: JobConfig, conn: sqlite3.Connection, now: datetime.datetime, tz: datetime.tzinfo
+    job: JobConfig, store: Store, now: datetime.datetime, tz: datetime.tzinfo
 ) -> bool:
     """The last scheduled time (plus grace) passed without a successful run after it."""
-    success = runs.last_success(conn, job.name)
-    row = conn.execute("SELECT first_seen FROM jobs WHERE name = ?", (job.name,)).fetchone()
+    runs = store.sql("runs")
+    success = runs.last_success(store.conn, job.name)
+    first_seen = runs.first_seen(store.conn, job.name)
     return is_overdue(
         parse(job.schedule or ""),
         last_success=_moment(success["started"]) if success else None,
-        configured_since=_moment(row[0]) if row else None,
+        configured_since=_moment(first_seen) if first_seen else None,
         now=now,
         tz=tz,
     )
@@ -153,12 +164,12 @@ def check_problems(config: Config) -> list[str]:
     SQLite no room for its -shm file): then its line says enough and the jobs go unread."""
     found = unusable_paths(config)
     try:
-        conn = open_store(config)
+        store = open_store(config)
     except StoreError:
         if any(problem.startswith("store: ") for problem in found):
             return found
         raise
-    return found + problems(job_states(config, conn))
+    return found + problems(job_states(config, store))
 
 
 def problems(states: list[dict[str, Any]]) -> list[str]:
@@ -182,7 +193,9 @@ def unusable_paths(config: Config) -> list[str]:
     """The folders every run writes to, where this user could not write: each run would
     fail before it is even recorded, so monitoring must say so. Creates nothing."""
     found = []
-    places = [("work_dir", config.work_dir), ("store", Path(config.store).parent)]
+    places = [("work_dir", config.work_dir)]
+    if not is_url(config.store):  # a PostgreSQL store is the server's to keep writable
+        places.append(("store", Path(config.store).parent))
     if config.log_file is not None:
         places.append(("log_file", config.log_file.parent))
     for key, folder in places:
@@ -228,17 +241,18 @@ def _not_writable(path: Path) -> str:
     return "is not writable for this user"
 
 
-def list_counts(config: Config, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
+def list_counts(config: Config, store: Store | None) -> list[dict[str, Any]]:
     """Per list: active, unsubscribed, blocklisted and outbounced members (by the rules
     exports use, see statuses.py)."""
     names = sorted({job.list for job in config.jobs.values() if job.list})
-    if conn is None:
+    if store is None:
         return [_counts(name, {}) for name in names]
+    conn = store.conn
     names = sorted(set(names) | {row[0] for row in conn.execute("SELECT name FROM lists")})
     return [_counts(name, _statuses(conn, config, name)) for name in names]
 
 
-def _statuses(conn: sqlite3.Connection, config: Config, name: str) -> dict[str, int]:
+def _statuses(conn: Any, config: Config, name: str) -> dict[str, int]:
     from ..store.statuses import SqlPlan, status_checks, status_expression
 
     row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()

@@ -12,16 +12,15 @@ import errno
 import hashlib
 import logging
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from .. import store
 from ..config.model import Config, JobConfig
 from ..core import workdir
 from ..core.path_templates import render
@@ -38,7 +37,9 @@ from ..errors import (
     one_line,
 )
 from ..result import FileInfo, RunResult
-from ..store import runs
+from ..store import now as _host_now
+from ..store.base import Store, is_url
+from ..store.open import open_store, store_class
 from . import interrupts
 
 if TYPE_CHECKING:
@@ -64,8 +65,16 @@ class RunContext:
     config: Config
     job: JobConfig
     options: RunOptions
-    conn: sqlite3.Connection
+    store: Store
     result: RunResult
+
+    @property
+    def conn(self) -> Any:
+        return self.store.conn
+
+    @property
+    def runs(self) -> ModuleType:
+        return self.store.sql("runs")
 
     @property
     def day(self) -> datetime.date:
@@ -90,19 +99,24 @@ def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunRes
         _check_file(options.file)
     if options.output is not None:
         _check_output(options.output)
-    with _notified_if_it_cannot_start(config, job, options), runs.job_lock(config.work_dir, name):
+    location = _store_location(config, options)
+    with (
+        _notified_if_it_cannot_start(config, job, options),
+        store_class(location).job_lock_before_opening(config.work_dir, name),
+    ):
         with interrupts.interruptible():  # waiting out a busy store can be stopped
-            conn = store.connect(_store_location(config, options))
+            store = open_store(location, schema=config.store_schema)
         try:
-            return _run_locked(config, job, options, conn)
+            with store.job_lock(config.work_dir, name):
+                return _run_locked(config, job, options, store)
         finally:
-            conn.close()  # outside interruptible(): a signal here is only noted
+            store.close()  # outside interruptible(): a signal here is only noted
 
 
 def _store_location(config: Config, options: RunOptions) -> str:
     """The store; for a dry run before any real run, an empty one in memory: its counts are
     a first run's, and no store file appears because somebody looked."""
-    if options.dry_run and not Path(config.store).exists():
+    if options.dry_run and not is_url(config.store) and not Path(config.store).exists():
         return ":memory:"
     return config.store
 
@@ -117,7 +131,7 @@ def _notified_if_it_cannot_start(
         yield
     except (ConfigError, StoreError) as exc:
         result = RunResult(
-            job=job.name, job_type=job.type, started=store.now(), dry_run=options.dry_run
+            job=job.name, job_type=job.type, started=_host_now(), dry_run=options.dry_run
         )
         _fail(result, str(exc), exc.exit_code)
         result.finished = result.started
@@ -145,22 +159,23 @@ def _check_output(output: Path) -> None:
 
 
 def _run_locked(
-    config: Config, job: JobConfig, options: RunOptions, conn: sqlite3.Connection
+    config: Config, job: JobConfig, options: RunOptions, store: Store
 ) -> RunResult:
+    runs = store.sql("runs")
     try:
         with interrupts.interruptible():
-            runs.mark_interrupted(conn, job.name)  # we hold the lock: any running row is dead
+            runs.mark_interrupted(store.conn, job.name)  # we hold the lock: running rows are dead
             started = store.now()
             result = RunResult(
                 job=job.name, job_type=job.type, started=started, dry_run=options.dry_run
             )
             if not options.dry_run:
-                result.run_id = runs.start(conn, job.name, job.type, started)
-    except sqlite3.Error as exc:  # locked past the busy timeout, read-only, disk full
-        raise store.failure("cannot record the run in the store", config.store, exc) from None
+                result.run_id = runs.start(store.conn, job.name, job.type, started)
+    except store.errors as exc:  # locked past the busy timeout, read-only, disk full
+        raise store.failure("cannot record the run in the store", exc) from None
     if workdir.clear_staging(config.work_dir, job.name):
         log.info("%s: removed staging files left by an interrupted run", job.name)
-    ctx = RunContext(config, job, options, conn, result)
+    ctx = RunContext(config, job, options, store, result)
     clock = time.monotonic()
     log.info("%s: started%s", job.name, _run_label(result))
     try:
@@ -176,11 +191,11 @@ def _run_locked(
     except OSError as exc:
         # The machine, not the data: a full disk, a permission, a vanished folder.
         _fail(result, _os_error(exc), EXIT_FAILED)
-    except sqlite3.Error as exc:
+    except store.errors as exc:
         # The store refused a write (a full disk or an I/O error at the COMMIT, a lock held
-        # past the busy timeout): nothing of the failed transaction was kept.
-        _rollback(conn)
-        problem = store.failure("cannot write to the store", config.store, exc)
+        # past the busy timeout, a lost server): nothing of the failed transaction was kept.
+        store.rollback()
+        problem = store.failure("cannot write to the store", exc)
         _fail(result, str(problem), EXIT_FAILED)
         _unfinish(result)
     except KeyboardInterrupt:
@@ -200,14 +215,9 @@ def _interrupted(ctx: RunContext) -> None:
     """Report an interrupt as what the store holds, wherever it landed: a run whose row says
     `succeeded` had its commit return and stands (only its tail, archiving the remote file,
     is missing); anything else was rolled back and is recorded `interrupted`."""
-    result, conn = ctx.result, ctx.conn
-    _rollback(conn)
-    committed = (
-        result.run_id is not None
-        and conn.execute(
-            "SELECT status = 'succeeded' FROM runs WHERE id = ?", (result.run_id,)
-        ).fetchone()[0]
-    )
+    result = ctx.result
+    ctx.store.rollback()
+    committed = result.run_id is not None and ctx.runs.succeeded(ctx.conn, result.run_id)
     if committed:
         result.warnings.append(
             "interrupted after the run's changes were committed; what follows the commit "
@@ -230,14 +240,6 @@ def _unfinish(result: RunResult) -> None:
     result.finished = result.duration_seconds = None
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    """End a transaction an error or interrupt left open. SQLite may already have rolled it
-    back itself (after a failed COMMIT, say), which is just as good."""
-    if conn.in_transaction:
-        with suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-
-
 def _os_error(exc: OSError) -> str:
     """'No space left on device: /var/…' — what and where, without a traceback."""
     where = f": {exc.filename}" if exc.filename else ""
@@ -250,12 +252,20 @@ def _fail(result: RunResult, error: str, exit_code: int) -> None:
     result.exit_code = exit_code
 
 
+def _now(store: Store) -> str:
+    """The store's clock, or this host's when the store cannot be asked (its server gone)."""
+    try:
+        return store.now()
+    except store.errors:
+        return _host_now()
+
+
 def _close(ctx: RunContext, clock: float) -> None:
     """Record the outcome (unless the data transaction already did) and send notices."""
     result = ctx.result
     _scrub(ctx.config, result)
     if result.finished is None:
-        result.finished = store.now()
+        result.finished = _now(ctx.store)
         result.duration_seconds = round(time.monotonic() - clock, 3)
         _record(ctx)
     warned = len(result.warnings)
@@ -311,10 +321,10 @@ def _record(ctx: RunContext) -> None:
     if result.run_id is None:
         return
     try:
-        with store.transaction(ctx.conn):
-            runs.finish(ctx.conn, result)
-    except sqlite3.Error as exc:
-        problem = store.failure("cannot record the run in the store", ctx.config.store, exc)
+        with ctx.store.transaction():
+            ctx.runs.finish(ctx.conn, result)
+    except ctx.store.errors as exc:
+        problem = ctx.store.failure("cannot record the run in the store", exc)
         result.warnings.append(str(problem))
         log.warning("%s", problem)
 
@@ -333,12 +343,12 @@ def _finish_in_transaction(ctx: RunContext, status: str) -> None:
     """Mark the run finished as part of the caller's open transaction (data + record atomic)."""
     result = ctx.result
     result.status = status
-    result.finished = store.now()
+    result.finished = ctx.store.now()
     started = datetime.datetime.fromisoformat(result.started or result.finished)
     finished = datetime.datetime.fromisoformat(result.finished)
     result.duration_seconds = round((finished - started).total_seconds(), 3)
     if result.run_id is not None:
-        runs.finish(ctx.conn, result)
+        ctx.runs.finish(ctx.conn, result)
 
 
 # --------------------------------------------------------------------------- import
@@ -365,7 +375,7 @@ def _import(ctx: RunContext) -> None:
                 raise
             path, label = staged, remote
         result.file = FileInfo(label, path.stat().st_size, _sha256(path))
-        previous = runs.already_imported(ctx.conn, job.name, result.file.sha256)
+        previous = ctx.runs.already_imported(ctx.conn, job.name, result.file.sha256)
         if previous and not options.force:
             result.status = "skipped"
             result.message = (
@@ -419,13 +429,13 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
     from ..imports import merge
     from ..imports.common import MergeContext
 
-    job, result, conn = ctx.job, ctx.result, ctx.conn
+    job, result, store = ctx.job, ctx.result, ctx.store
     rejects = None
-    conn.execute("BEGIN IMMEDIATE")
+    store.begin_write()
     # The change time is taken once we hold the write lock, so that every export
     # watermark is either before it or after this transaction commits.
     merge_ctx = MergeContext(
-        conn=conn,
+        store=store,
         job=job,
         tz=zone(ctx.config.timezone),
         work_dir=ctx.config.work_dir,
@@ -442,20 +452,20 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
         if ctx.options.dry_run:
             result.status = "succeeded"
             result.message = "dry run: nothing was changed"
-            conn.execute("ROLLBACK")
+            store.rollback()
             return
         _finish_in_transaction(ctx, "succeeded")
     except LimitExceeded:
-        conn.execute("ROLLBACK")
+        store.rollback()
         if merge_ctx.counts is not None:  # what would have been applied, for the operator
             result.counts = dict(merge_ctx.counts)
         if merge_ctx.rejects is not None:
             _record_rejects(result, merge_ctx.rejects)
         raise
     except BaseException:
-        conn.execute("ROLLBACK")
+        store.rollback()
         raise
-    conn.execute("COMMIT")
+    store.commit()
 
 
 def _record_rejects(result: RunResult, rejects: Rejects) -> None:
@@ -488,21 +498,20 @@ def _after(ctx: RunContext, remote: str) -> None:
 def _export(ctx: RunContext) -> None:
     from ..exports.export import write_export
 
-    job, options, result, conn = ctx.job, ctx.options, ctx.result, ctx.conn
+    job, options, result, store = ctx.job, ctx.options, ctx.result, ctx.store
     assert job.target is not None
     remote = render(job.target.path, ctx.day)
     # Compressed or not as the file's final name says: --output x.csv is plain CSV.
     final_name = str(options.output) if options.output else remote
     staged = workdir.staging_file(ctx.config.work_dir, job.name, _suffix(final_name))
     try:
-        changed_since = runs.last_watermark(conn, job.name) if job.changes_only else None
-        # Holding the write lock while reading makes the snapshot and its watermark agree:
-        # every import commits either wholly before it or gets a later change time.
-        conn.execute("BEGIN IMMEDIATE")
+        changed_since = ctx.runs.last_watermark(ctx.conn, job.name) if job.changes_only else None
+        # The snapshot and its watermark agree: every import commits either wholly before
+        # it or gets a later change time (Store.begin_snapshot).
+        result.watermark = store.begin_snapshot()
         try:
-            result.watermark = store.now()
             written = write_export(
-                conn,
+                store,
                 job,
                 ctx.config.bounces,
                 staged,
@@ -510,7 +519,7 @@ def _export(ctx: RunContext) -> None:
                 timezone=ctx.config.timezone,
             )
         finally:
-            conn.execute("ROLLBACK")
+            store.rollback()
         result.counts = {"written": written}
         destination = str(options.output) if options.output else remote
         result.file = FileInfo(destination, staged.stat().st_size, _sha256(staged))
@@ -525,7 +534,7 @@ def _export(ctx: RunContext) -> None:
             server = ctx.config.servers[job.target.server]
             with open_transfer(server) as transfer, ctx.progress(remote) as progress:
                 transfer.put(staged, remote, atomic=job.target.atomic, progress=progress)
-        with store.transaction(conn):
+        with store.transaction():
             _finish_in_transaction(ctx, "succeeded")
     finally:
         workdir.remove_quietly(staged)
@@ -560,4 +569,4 @@ def _dispatch(ctx: RunContext) -> None:
 
     # Each send is committed on its own (exactly once needs that); dispatch sets the status
     # and counts, and _close records the run.
-    dispatch(ctx.conn, ctx.config, ctx.job, ctx.result, dry_run=ctx.options.dry_run)
+    dispatch(ctx.store, ctx.config, ctx.job, ctx.result, dry_run=ctx.options.dry_run)

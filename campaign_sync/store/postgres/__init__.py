@@ -1,5 +1,96 @@
-"""The PostgreSQL store backend: one store shared by several cron hosts.
+"""The PostgreSQL store backend: one store shared by several cron hosts and the platform.
 
 Imported only when `store` is a postgresql:// URL; psycopg (the `postgres` extra) is imported
 inside, on first use, never by this package's import.
+
+The clock is the server's (clock_timestamp()), not the host's: change times and watermarks
+written by several hosts must be ordered by one clock, whatever the hosts' own clocks say.
+
+Writers and export snapshots (how the changes-only watermark stays exact): every writing
+transaction first takes a transaction-level advisory lock on the schema's "write" key, and
+only then reads the clock for its change times; it holds the lock until it commits. An
+export takes the same lock as a session lock *before* it begins its REPEATABLE READ
+transaction, reads the clock inside it (which also fixes the snapshot), and lets the lock
+go. So no writer is in flight when the snapshot is taken: every change time below the
+watermark belongs to a transaction that committed before the snapshot and is in it, and
+every writer that follows reads a later clock. Exports hold the lock for a moment, not for
+the whole export; writers queue on one another, as on SQLite.
 """
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from ...errors import StoreError
+from ..base import Store
+from . import locks
+from .connection import check_schema_name, connect, display, driver, failure
+from .schema import migrate, version
+
+# The store's text form of a moment: UTC, microseconds, "+00:00", as SQLite's stores write.
+NOW_SQL = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+_WRITE_KEY = "SELECT {fn}(hashtextextended(current_schema() || '/write', 0))"
+
+
+class PostgresStore(Store):
+    kind = "postgres"
+
+    def __init__(self, url: str, *, schema: str = "public", create: bool = True) -> None:
+        self.url = url
+        self.schema = check_schema_name(schema)
+        self.location = f"{display(url)} (schema {schema})"
+        self.errors = (driver().Error,)
+        self.conn: Any = connect(url, schema)
+        try:
+            self._open(create)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _open(self, create: bool) -> None:
+        if create:
+            migrate(self.conn, self.url, self.schema)
+            return
+        try:
+            found = version(self.conn)
+        except self.errors as exc:
+            raise self.failure("cannot read the store", exc) from None
+        if not found:
+            raise StoreError(
+                f"store {self.location} does not exist yet (it is created by the first run)"
+            )
+        migrate(self.conn, self.url, self.schema)  # refuses a newer store with one line
+
+    def now(self) -> str:
+        return str(self.conn.execute(f"SELECT {NOW_SQL}").fetchone()[0])
+
+    def failure(self, doing: str, exc: BaseException) -> StoreError:
+        assert isinstance(exc, Exception)
+        return failure(doing, self.url, exc)
+
+    def job_lock(self, work_dir: Path, job: str) -> AbstractContextManager[None]:
+        # A session advisory lock: the server drops it when this connection ends, on any host.
+        return locks.job_lock(self.conn, self.schema, job)
+
+    def begin_write(self) -> None:
+        self.conn.execute("BEGIN")
+        self.conn.execute(_WRITE_KEY.format(fn="pg_advisory_xact_lock"))
+
+    def begin_snapshot(self) -> str:
+        self.conn.execute(_WRITE_KEY.format(fn="pg_advisory_lock"))
+        try:
+            self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            watermark = self.now()  # the transaction's first query: its snapshot is taken here
+        finally:
+            self.conn.execute(_WRITE_KEY.format(fn="pg_advisory_unlock"))
+        return watermark
+
+    @property
+    def in_transaction(self) -> bool:
+        status = self.conn.info.transaction_status
+        return bool(status != driver().pq.TransactionStatus.IDLE)
+
+    def close(self) -> None:
+        self.conn.close()

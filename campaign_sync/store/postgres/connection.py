@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ...config.model import SCHEMA_NAME
 from ...errors import StoreError, StoreUnusable
 
 if TYPE_CHECKING:
@@ -50,9 +51,6 @@ _SERVER_SETTINGS = {
     "tcp_keepalives_count": "3",
 }
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
-
-
 def driver() -> ModuleType:
     """psycopg, or a one-line StoreUnusable (exit 2) saying how to install it."""
     try:
@@ -68,7 +66,7 @@ def driver() -> ModuleType:
 def check_schema_name(schema: str) -> str:
     """`schema` if it is a plain PostgreSQL identifier (letters, digits, _ and $, not
     starting with a digit, at most 63 bytes); else a one-line StoreUnusable."""
-    if not _IDENTIFIER.fullmatch(schema):
+    if not SCHEMA_NAME.fullmatch(schema):
         raise StoreUnusable(
             f"store_schema '{schema}' is not a plain schema name; use letters, digits and _ "
             "(not starting with a digit, at most 63 characters)"

@@ -77,6 +77,10 @@ ORDER BY r.id
 """
 
 
+# The same, for the connection's own schema (a store's connection has it as search path).
+DEAD_RUNNING_RUNS_HERE = DEAD_RUNNING_RUNS.replace("%(schema)s", "current_schema()")
+
+
 def dead_running_runs(conn: psycopg.Connection[Any], schema: str) -> list[tuple[int, str]]:
     """(run id, job) of every `running` run, of any host, whose process has died."""
     rows = conn.execute(DEAD_RUNNING_RUNS, {"schema": schema}).fetchall()

@@ -1,0 +1,25 @@
+"""Opening the store a config names: a path is an SQLite file (the default, nothing to set
+up); a postgresql:// or postgres:// URL is a PostgreSQL store, whose driver is imported only
+then. Kept apart from base.py so that the backends, which build on base, are below it.
+"""
+
+from __future__ import annotations
+
+from .base import Store, is_url
+
+
+def store_class(location: str) -> type[Store]:
+    """The backend for a store at `location` (its driver is imported only now)."""
+    if is_url(location):
+        from .postgres import PostgresStore
+
+        return PostgresStore
+    from .sqlite import SqliteStore
+
+    return SqliteStore
+
+
+def open_store(location: str, *, schema: str = "public", create: bool = True) -> Store:
+    """Open the store at `location` (path or URL), creating and migrating it as needed;
+    `create=False` refuses one that does not exist yet (StoreError)."""
+    return store_class(location)(location, schema=schema, create=create)

@@ -1,0 +1,200 @@
+"""Run records and the per-job lock on an SQLite store.
+
+A process that died leaves a `running` row behind. Status commands only read: they show
+such a row as `interrupted` when its pid no longer exists on this host, and never wait for
+the store's write lock to say so. The next run of any job writes it (`mark_interrupted`),
+and for its own job it needs no pid: it holds the job's lock, so no other run of the job is alive.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ... import store
+from ...errors import ConfigError, JobLocked
+from ...result import RunResult
+from ..runs import DEAD_RUN_ERROR, FINISH_COLUMNS, as_record, finish_values, seen_dead
+
+
+@contextmanager
+def job_lock(work_dir: Path, job: str) -> Iterator[None]:
+    """Hold the job's lock for the block, or raise JobLocked at once (exit 75).
+
+    flock is released by the kernel when the process dies, so a crash never leaves a
+    stale lock behind.
+    """
+    lock_dir = work_dir / "locks"
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # private when we make it
+        lock_dir.mkdir(exist_ok=True, mode=0o700)
+        fd = os.open(lock_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use {lock_dir}: {exc.strerror}; set `work_dir` to a folder this user "
+            "can write",
+            key="work_dir",
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobLocked(
+                f"another run of '{job}' is in progress; this one changed nothing "
+                "(see `campaign-sync list-jobs --running`)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def start(conn: sqlite3.Connection, job: str, job_type: str, started: str) -> int:
+    """Record a new running run (its own small transaction) and return its id."""
+    with store.transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO jobs (name, first_seen) VALUES (?, ?)", (job, started))
+        cursor = conn.execute(
+            "INSERT INTO runs (job, type, status, pid, host, started) "
+            "VALUES (?, ?, 'running', ?, ?, ?)",
+            (job, job_type, os.getpid(), socket.gethostname(), started),
+        )
+    return int(cursor.lastrowid or 0)
+
+
+def finish(conn: sqlite3.Connection, result: RunResult) -> None:
+    """Write the run's outcome; the caller decides which transaction this joins."""
+    assignments = ", ".join(f"{column} = ?" for column in FINISH_COLUMNS)
+    conn.execute(
+        f"UPDATE runs SET {assignments} WHERE id = ?", (*finish_values(result), result.run_id)
+    )
+
+
+def mark_interrupted(conn: sqlite3.Connection, job: str | None = None) -> None:
+    """Mark `running` runs whose process is gone as `interrupted`.
+
+    With `job` given, the caller holds that job's lock, so every running row of the job
+    is dead whatever its pid says (a pid can be reused).
+    """
+    rows = conn.execute(
+        "SELECT id, job, pid, host FROM runs WHERE status = 'running'"
+        + (" AND job = ?" if job else ""),
+        (job,) if job else (),
+    ).fetchall()
+    here = socket.gethostname()
+    dead = [
+        run_id for run_id, run_job, pid, host in rows if run_job == job or _gone(pid, host, here)
+    ]
+    if not dead:
+        return
+    finished = store.now()
+    with store.transaction(conn):
+        conn.executemany(
+            "UPDATE runs SET status = 'interrupted', finished = ?, "
+            "error = coalesce(error, ?) WHERE id = ? AND status = 'running'",
+            [(finished, DEAD_RUN_ERROR, run_id) for run_id in dead],
+        )
+
+
+def _gone(pid: int | None, host: str | None, here: str) -> bool:
+    """Whether a run's process is known to be gone (only a pid on this host can be checked)."""
+    return host == here and not process_alive(pid)
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists on this host."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def succeeded(conn: sqlite3.Connection, run_id: int) -> bool:
+    """Whether the run's row says `succeeded` (its data transaction committed)."""
+    row = conn.execute("SELECT status = 'succeeded' FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def first_seen(conn: sqlite3.Connection, job: str) -> str | None:
+    """When the store first saw a run of `job` (its schedule counts from then)."""
+    row = conn.execute("SELECT first_seen FROM jobs WHERE name = ?", (job,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def already_imported(conn: sqlite3.Connection, job: str, sha256: str) -> int | None:
+    """The id of a successful run of `job` that imported a file with this checksum."""
+    row = conn.execute(
+        "SELECT id FROM runs WHERE job = ? AND file_sha256 = ? AND status = 'succeeded' "
+        "ORDER BY id DESC LIMIT 1",
+        (job, sha256),
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def last_success(conn: sqlite3.Connection, job: str) -> dict[str, Any] | None:
+    """The newest run that did its job: succeeded, or skipped (the file was already
+    imported, or absent with `missing: skip`), which answers a schedule just as well."""
+    found = _select(
+        conn,
+        "SELECT * FROM runs WHERE job = ? AND status IN ('succeeded', 'skipped') "
+        "ORDER BY id DESC LIMIT 1",
+        (job,),
+    )
+    return found[0] if found else None
+
+
+def last_watermark(conn: sqlite3.Connection, job: str) -> str | None:
+    """Up to when the last successful export of `job` to its target included changes, if it
+    ever ran (runs that wrote to --output have none: they did not reach the partner)."""
+    row = conn.execute(
+        "SELECT watermark FROM runs WHERE job = ? AND status = 'succeeded' "
+        "AND watermark IS NOT NULL ORDER BY id DESC LIMIT 1",
+        (job,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def history(conn: sqlite3.Connection, job: str | None, limit: int) -> list[dict[str, Any]]:
+    query = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY id DESC LIMIT ?"
+    return _select(conn, query, (job, limit) if job else (limit,))
+
+
+def latest_per_job(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """The newest run of every job that ever ran."""
+    found = _select(conn, "SELECT * FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)")
+    return {record["job"]: record for record in found}
+
+
+def running(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    found = _select(conn, "SELECT * FROM runs WHERE status = 'running' ORDER BY id")
+    return {record["job"]: record for record in found if record["status"] == "running"}
+
+
+def _select(
+    conn: sqlite3.Connection, query: str, params: tuple[Any, ...] = ()
+) -> list[dict[str, Any]]:
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    here = socket.gethostname()
+    return [_as_seen(_as_dict(row), here) for row in cursor.execute(query, params).fetchall()]
+
+
+def _as_seen(record: dict[str, Any], here: str) -> dict[str, Any]:
+    """A run as it is: a `running` row whose process is gone reads `interrupted`, as the
+    next run will record it (reading it so takes no write, so no wait for a busy store)."""
+    if record["status"] == "running" and _gone(record["pid"], record["host"], here):
+        return seen_dead(record)
+    return record
+
+
+def _as_dict(raw: sqlite3.Row) -> dict[str, Any]:
+    return as_record(dict(zip(raw.keys(), tuple(raw), strict=True)))
