@@ -10,9 +10,12 @@ the caller owns: a failure anywhere leaves nothing behind.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
+
+from ...errors import InputError
 
 if TYPE_CHECKING:
     import psycopg
@@ -24,6 +27,8 @@ _NULL = "\\N"
 # What COPY's text format escapes inside a value (a backslash and the row/column separators).
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _SPECIAL = ("\\", "\t", "\n", "\r")
+# A JSON \u0000 escape: preceded by an even number of backslashes (none, or escaped ones).
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def stage(
@@ -70,11 +75,33 @@ def _column(values: tuple[Any, ...]) -> Sequence[str]:
     """One column of a block as COPY text. Plain text columns without a character to escape,
     the common case, go through as they are (the check is one scan of their joined text)."""
     if all(type(value) is str for value in values):
-        joined = "".join(values)
-        if not any(char in joined for char in _SPECIAL):
-            return values
-        return [value.translate(_ESCAPES) for value in values]
-    return [_NULL if value is None else str(value).translate(_ESCAPES) for value in values]
+        texts: Sequence[str] = values
+        nulls = False
+    else:
+        texts = [_NULL if value is None else str(value) for value in values]
+        nulls = True
+    joined = "".join(texts)
+    if "\x00" in joined or "u0000" in joined:
+        _check_holdable(values)
+    if not any(char in joined for char in _SPECIAL):
+        return texts
+    if not nulls:
+        return [text.translate(_ESCAPES) for text in texts]
+    return [
+        text if value is None else text.translate(_ESCAPES)
+        for value, text in zip(values, texts, strict=True)
+    ]
+
+
+def _check_holdable(values: Iterable[Any]) -> None:
+    """PostgreSQL cannot store a NUL character in text, nor its escape \\u0000 in jsonb
+    (SQLite can): the file is refused in words of its own, nothing applied."""
+    for value in values:
+        if isinstance(value, str) and ("\x00" in value or _JSON_NUL.search(value)):
+            raise InputError(
+                "the file holds a NUL character (\\0) in a value, which a PostgreSQL store "
+                "cannot hold; nothing was applied; remove it from the file"
+            )
 
 
 def cluster(conn: psycopg.Connection[Any], columns: str, key: list[str], names: list[str]) -> int:
