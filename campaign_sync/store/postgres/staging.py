@@ -107,7 +107,10 @@ def _check_holdable(values: Iterable[Any]) -> None:
 def cluster(conn: psycopg.Connection[Any], columns: str, key: list[str], names: list[str]) -> int:
     """Keep the last staged row of each key in `incoming` (its `action` NULL, for the import
     type to decide); returns how many keys there are."""
-    conn.execute(f"CREATE TEMP TABLE incoming ({columns}, action text) ON COMMIT DROP")
+    # `action` has the same type (collation included) in every import's `incoming`: psycopg
+    # prepares a statement run often on a connection, and a prepared query whose result
+    # type changed fails ("cached plan must not change result type").
+    conn.execute(f'CREATE TEMP TABLE incoming ({columns}, action text COLLATE "C") ON COMMIT DROP')
     listed, keys = ", ".join(names), ", ".join(key)
     cursor = conn.execute(
         f"INSERT INTO incoming ({listed}) SELECT DISTINCT ON ({keys}) {listed} "
