@@ -64,7 +64,13 @@ class PostgresStore(Store):
         migrate(self.conn, self.url, self.schema)  # refuses a newer store with one line
 
     def now(self) -> str:
-        return str(self.conn.execute(f"SELECT {NOW_SQL}").fetchone()[0])
+        # Never before the newest time a copied SQLite store holds (`store copy` records it
+        # as meta.clock_floor): that host's clock may have been ahead of this server's, and
+        # a change stamped before the last export's watermark would be missed by the next.
+        row = self.conn.execute(
+            f"SELECT greatest({NOW_SQL}, (SELECT value FROM meta WHERE key = 'clock_floor'))"
+        ).fetchone()
+        return str(row[0])
 
     def failure(self, doing: str, exc: BaseException) -> StoreError:
         assert isinstance(exc, Exception)
