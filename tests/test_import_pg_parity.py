@@ -114,12 +114,14 @@ class Pair:
             store.rollback()
             # (Each run's rejects file has a name of its own.)
             error = re.sub(r"in \S+\.csv", "in REJECTS", str(exc))
-            return {"error": error, "counts": dict(ctx.counts or {})}
+            counts = dict(ctx.counts or {})
+            return {"error": error, "counts": counts, "order": list(counts)}
         except BaseException:
             store.rollback()
             raise
         store.commit()
-        return {"counts": dict(counts), "rejected": rejects.count}
+        # (The keys' order too: run documents show the counts as the import made them.)
+        return {"counts": dict(counts), "order": list(counts), "rejected": rejects.count}
 
 
 @pytest.fixture
