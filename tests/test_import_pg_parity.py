@@ -332,3 +332,40 @@ def test_random_import_sequences_agree(
             pair.run(job, content, force=force)
     finally:
         lite.close()
+
+
+# Any text but NUL (which PostgreSQL cannot hold: test_import_pg.py), as a file's cells.
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
+
+
+@settings(
+    max_examples=examples(30),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    cells=st.lists(st.tuples(st.sampled_from(EMAILS), TEXT, TEXT), min_size=1, max_size=5),
+    reason=TEXT,
+)
+def test_any_text_in_cells_agrees(
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_store: Store,
+    cells: list[tuple[str, str, str]],
+    reason: str,
+) -> None:
+    # Tabs, line breaks, backslashes, quotes and \\N-like text go through COPY's escaping and
+    # JSON's, and come out as SQLite stores them.
+    tmp = tmp_path_factory.mktemp("text")
+    pg_store.conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    lite = open_store(str(tmp / "store.db"))
+    try:
+        pair = Pair(tmp, lite, pg_store)
+        rows = [[email, first, city] for email, first, city in cells]
+        pair.run("rec-lax", _csv([["email", "first_name", "city"], *rows]))
+        pair.run(
+            "rec-lax", _csv([["email", "city"], *([email, first] for email, first, _ in cells)])
+        )
+        pair.run("block-lax", _csv([["pattern", "reason"], ["*@spam.de", reason]]))
+        pair.run("unsub-lax", _csv([["email", "list", "reason"], [cells[0][0], "", reason]]))
+    finally:
+        lite.close()
