@@ -11,7 +11,8 @@ The markup these tests read (write new reference tables the same way):
     - `top` (the top level), `smtp`, `notify`, `bounces`;
     - `servers` (the keys a server takes; the tables per server type both feed it);
     - `jobs:TYPE` (a job of that type: `jobs:recipient-import`) and `jobs:TYPE.PART` for a
-      mapping inside one (`jobs:bounce-import.source`, `jobs:recipient-export.format`).
+      mapping inside one (`jobs:bounce-import.source`, `jobs:recipient-export.format`,
+      `jobs:doi-dispatch.notify`).
   A section's documented keys are those of every table whose marker matches it, so the keys
   that all jobs share are one table that feeds every job type.
 * docs/commands.md: a line `<!-- options: COMMAND -->` right before a table (or, for a command
@@ -103,7 +104,8 @@ def probe_config(base: Path) -> dict[str, Any]:
     named after its type and given every mapping its type can hold."""
     jobs: dict[str, Any] = {}
     for kind in JOB_TYPES:
-        job: dict[str, Any] = {"type": kind, "list": "newsletter"}
+        # (a job's notify as a mapping: the list form has no keys to check)
+        job: dict[str, Any] = {"type": kind, "list": "newsletter", "notify": {"to": []}}
         if kind.endswith("-import"):
             job["source"] = {"server": "inbox", "path": "/in.csv"}
             job["format"] = {"delimiter": ";"}
@@ -254,6 +256,7 @@ def test_the_probe_reaches_every_part_of_the_config(accepted: dict[str, set[str]
     assert expected <= accepted.keys()
     assert {"jobs:recipient-import.source", "jobs:recipient-import.format"} <= accepted.keys()
     assert {"jobs:bounce-export.target", "jobs:bounce-export.format"} <= accepted.keys()
+    assert "jobs:doi-dispatch.notify" in accepted
 
 
 def test_local_servers_document_the_keys_a_local_server_takes(
