@@ -30,11 +30,11 @@ from campaign_sync.config.model import BounceLimits, CsvFormat, JobConfig, Targe
 from campaign_sync.core import addresses, workdir
 from campaign_sync.csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
 from campaign_sync.errors import InputError
-from campaign_sync.exports import export
 from campaign_sync.exports.export import write_export
 from campaign_sync.ops.runner import RunOptions, run_job
 from campaign_sync.result import RunResult
 from campaign_sync.store.sqlite import SqliteStore
+from campaign_sync.store.sqlite import exports as export
 
 T1 = "2026-01-10T08:00:00.000000+00:00"
 T2 = "2026-02-20T09:30:00.000000+00:00"
@@ -222,7 +222,7 @@ def in_parts(
 @pytest.fixture(autouse=True, scope="module", params=["whole", "in parts"])
 def parts(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test here runs twice: recipient lists read by one connection, and in three
-    parts by three processes at once (exports/parts.py), which must give the same bytes."""
+    parts by three processes at once (store/sqlite/parts.py), which must give the same bytes."""
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "in parts":
             in_parts(patch)

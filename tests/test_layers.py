@@ -46,7 +46,6 @@ RANKS = {
 DRIVERS = ("sqlite3", "psycopg")
 KNOWN_DRIVER_USERS = {
     "campaign_sync.dispatch",
-    "campaign_sync.exports.export",
     "campaign_sync.imports.common",
     "campaign_sync.imports.recipients",
 }
