@@ -26,6 +26,7 @@ from campaign_sync.errors import (
 from . import output
 from .completion import complete_jobs
 from .logs import setup_logging
+from .store_cmd import store_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -475,3 +476,6 @@ def check(settings: Settings) -> None:
             "\n".join(found) if found else f"OK: {len(config.jobs)} jobs, none overdue or failing"
         )
     sys.exit(EXIT_FAILED if found else 0)
+
+
+main.add_command(store_group(json_option, pass_settings, engine_call))

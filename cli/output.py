@@ -97,6 +97,7 @@ def show_jobs(
             [
                 s["name"],
                 s["type"],
+                s["running"]["host"] or "-",
                 str(s["running"]["pid"]),
                 _when(s["running"]["started"], tz),
                 f"{s['running']['elapsed_seconds']:.0f} s",
@@ -106,7 +107,7 @@ def show_jobs(
         if not rows:
             click.echo("no job is running")
             return
-        _table("Running jobs", ["JOB", "TYPE", "PID", "STARTED", "ELAPSED"], rows)
+        _table("Running jobs", ["JOB", "TYPE", "HOST", "PID", "STARTED", "ELAPSED"], rows)
         return
     rows = []
     for s in states:

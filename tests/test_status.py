@@ -171,13 +171,14 @@ def test_running_job_shows_pid_and_elapsed_time(ws: Workspace) -> None:
     found = states(ws, "--running")
     assert list(found) == ["newsletter-export"]
     running = found["newsletter-export"]["running"]
-    assert running["pid"] == os.getpid()
+    assert (running["host"], running["pid"]) == (os.uname().nodename, os.getpid())
     assert 60 <= running["elapsed_seconds"] < 600
     assert found["newsletter-export"]["state"] == "running"
     plain = ws.run("list-jobs", "--running")
-    assert plain.stdout.splitlines()[1].split()[:3] == [
+    assert plain.stdout.splitlines()[1].split()[:4] == [
         "newsletter-export",
         "recipient-export",
+        os.uname().nodename,
         str(os.getpid()),
     ]
 

@@ -131,9 +131,11 @@ def test_a_running_run_shows_while_its_lock_is_held(ws: Workspace) -> None:
     )
     with job_locked(ws, "strict-import"):
         running = _json(ws.run("--json", "list-jobs", "--running"))
-        assert [(s["name"], s["state"], s["running"]["pid"]) for s in running] == [
-            ("strict-import", "running", pid)
-        ]
+        assert [
+            (s["name"], s["state"], s["running"]["host"], s["running"]["pid"]) for s in running
+        ] == [("strict-import", "running", host, pid)]
+        table = ws.run("list-jobs", "--running").stdout.splitlines()
+        assert table[1].split()[:4] == ["strict-import", "recipient-import", host, str(pid)]
         assert ws.run("import", "strict-import").returncode == 75
     assert ws.query("SELECT status FROM runs WHERE id = 2") == [("running",)]
 

@@ -103,6 +103,7 @@ def _running_info(run: dict[str, Any], now: datetime.datetime) -> dict[str, Any]
     started = datetime.datetime.fromisoformat(run["started"])
     return {
         "run_id": run["run_id"],
+        "host": run["host"],
         "pid": run["pid"],
         "started": run["started"],
         "elapsed_seconds": round((now - started).total_seconds(), 1),

@@ -64,7 +64,13 @@ class PostgresStore(Store):
         migrate(self.conn, self.url, self.schema)  # refuses a newer store with one line
 
     def now(self) -> str:
-        return str(self.conn.execute(f"SELECT {NOW_SQL}").fetchone()[0])
+        # Never before the newest time a copied SQLite store holds (`store copy` records it
+        # as meta.clock_floor): that host's clock may have been ahead of this server's, and
+        # a change stamped before the last export's watermark would be missed by the next.
+        row = self.conn.execute(
+            f"SELECT greatest({NOW_SQL}, (SELECT value FROM meta WHERE key = 'clock_floor'))"
+        ).fetchone()
+        return str(row[0])
 
     def failure(self, doing: str, exc: BaseException) -> StoreError:
         assert isinstance(exc, Exception)
@@ -91,6 +97,17 @@ class PostgresStore(Store):
     def in_transaction(self) -> bool:
         status = self.conn.info.transaction_status
         return bool(status != driver().pq.TransactionStatus.IDLE)
+
+    def reopen(self) -> bool:
+        if not self.conn.broken:
+            return False
+        try:
+            fresh = connect(self.url, self.schema)
+        except StoreError:
+            return False
+        self.conn.close()
+        self.conn = fresh
+        return True
 
     def close(self) -> None:
         self.conn.close()
