@@ -411,3 +411,94 @@ def test_changes_only_runs_through_the_cli_on_both_stores(ws: Workspace) -> None
     assert (ws.inbox / "export" / "changes.csv").read_bytes() == (
         b"email,first_name,status\r\nbob@example.com,'=cmd|' /C calc'!A0,active\r\n"
     )
+
+
+# --------------------------------------------------------------------------- after store copy
+
+COPY_CONFIG = """\
+store: store.db
+work_dir: var
+timezone: Europe/Berlin
+bounces: {hard_limit: 2, soft_limit: 3}
+servers:
+  outbox: {type: local, path: outbox}
+jobs:
+  rec: {type: recipient-import, list: news, mode: replace, max_removals: 100%}
+  block: {type: blocklist-import}
+  unsub: {type: unsubscriber-import}
+  bounce: {type: bounce-import}
+  everyone:
+    type: recipient-export
+    list: news
+    target: {server: outbox, path: /everyone.csv.gz}
+    include: all
+  active:
+    type: recipient-export
+    list: news
+    target: {server: outbox, path: /active.csv}
+    fields: [email, first_name, doi_confirmed_at]
+    format: {delimiter: ";", encoding: utf-8-sig, date_format: "%d.%m.%Y %H:%M"}
+  changes:
+    type: recipient-export
+    list: news
+    target: {server: outbox, path: /changes.csv}
+    fields: [email, first_name]
+    changes_only: true
+  blocked: {type: blocklist-export, target: {server: outbox, path: /blocked.csv}}
+  unsubscribed:
+    type: unsubscriber-export
+    list: news
+    target: {server: outbox, path: /unsub.csv}
+  outbounced: {type: bounce-export, target: {server: outbox, path: /bounced.csv}}
+"""
+COPY_FILES = {
+    "rec": (
+        "email,first_name,last_name,doi_confirmed_at\n"
+        "anna@example.com,Anna,Schmidt,2026-11-20T10:15:00+01:00\n"
+        "ben@example.com,=1+2,Müller,2026-11-22T09:00:00Z\n"
+        'juergen@bücher.de,Jürgen,"Groß, Dr.",\n'
+        "carla@example.org,Carla,Rossi,\n"
+        "spam1@spam.example,Spam,,\n"
+    ),
+    "block": "pattern,reason\n*@spam.example,spam\nc?rla@*,typo\n",
+    "unsub": "email,list,date,reason\nben@example.com,news,2026-11-25,asked\n",
+    "bounce": (
+        "email,type,date\nanna@example.com,hard,2026-11-26T08:00:00Z\n"
+        "anna@example.com,hard,2026-11-27T08:00:00Z\n"
+    ),
+}
+
+
+def test_every_export_and_lists_from_a_copied_store_are_the_same_bytes(
+    tmp_path: Path, pg_schema: PgSchema
+) -> None:
+    """An SQLite store built by the real commands, copied by `store copy`: every export
+    kind and `lists --json` give the same bytes from the copy as from the original."""
+    ws = Workspace(tmp_path)
+    (tmp_path / "outbox").mkdir()
+    ws.write_config(text=COPY_CONFIG)
+    for job, content in COPY_FILES.items():
+        source = tmp_path / f"{job}.csv"
+        source.write_text(content, encoding="utf-8")
+        done = ws.cli("import", job, "--file", str(source))
+        assert done.exit_code == 0, done.output
+    assert ws.cli("export", "changes").exit_code == 0  # a watermark to copy along
+    copied = ws.cli("store", "copy", "--to", pg_schema.url, "--schema", pg_schema.name)
+    assert copied.exit_code == 0, copied.output
+    moved = Workspace(tmp_path, "postgres", pg_schema)
+    files: dict[str, list[bytes]] = {}
+    for where in (ws, moved):
+        where.write_config(text=COPY_CONFIG)
+        for job in ("everyone", "active", "changes", "blocked", "unsubscribed", "outbounced"):
+            out = tmp_path / f"{where.kind}-{job}.csv"
+            done = where.cli("export", job, "--output", str(out))
+            assert done.exit_code == 0, done.output
+            files.setdefault(job, []).append(out.read_bytes())
+        files.setdefault("lists", []).append(where.cli("--json", "lists").stdout.encode())
+    for job, (original, copy) in files.items():
+        assert copy == original, job
+    assert b"spam1@spam.example,Spam,,blocklisted" in files["everyone"][0]
+    assert files["changes"][0] == b"email,first_name,status\r\n"  # nothing since the watermark
+    assert json.loads(files["lists"][0]) == [
+        {"list": "news", "active": 1, "unsubscribed": 1, "blocklisted": 2, "outbounced": 1}
+    ]
