@@ -371,7 +371,7 @@ def bench_postgres(folder: Path, args: argparse.Namespace, config: str) -> None:
     store_line = f"store: '{args.store}'\nstore_schema: {PG_SCHEMA}\n"
     (folder / "campaign-sync.yaml").write_text(config.replace("store: store.db\n", store_line))
     run_psql(args.store, theirs)  # warm-up: the tables in the server's cache for both
-    psql_times, psql_cpu, cs_walls, cs_cpu, rss = [], [], [], [], []
+    psql_times, psql_cpu, cs_walls, cs_cpu, cs_inner, rss = [], [], [], [], [], []
     for _ in range(args.rounds):
         wall, cpu = run_psql(args.store, theirs)
         psql_times.append(wall)
@@ -379,12 +379,14 @@ def bench_postgres(folder: Path, args: argparse.Namespace, config: str) -> None:
         wall, cpu, report = run_campaign_sync(folder, ours, args.upload)
         cs_walls.append(wall)
         cs_cpu.append(cpu)
+        cs_inner.append(report["seconds"])
         rss.append(report["rss_kb"] / 1024)
     same = ours.read_bytes() == (folder / "campaign-sync.csv").read_bytes()
     print(f"rows: campaign-sync {report['written']:,}, psql {count_lines(theirs) - 1:,}")
     print(f"same bytes as from the SQLite store: {'yes' if same else 'NO'}")
     show("psql \\copy … CSV HEADER", psql_times)
     show("campaign-sync (child process)", cs_walls)
+    show("  of which run_job", cs_inner)
     show("psql, CPU (client)", psql_cpu)
     show("campaign-sync, CPU (client)", cs_cpu)
     ratio = statistics.median(cs_walls) / statistics.median(psql_times)

@@ -24,9 +24,11 @@ from pgfixtures import PgSchema
 
 from campaign_sync import store as sqlite_store
 from campaign_sync.config.model import BounceLimits, CsvFormat, JobConfig, TargetConfig
+from campaign_sync.errors import InputError
 from campaign_sync.exports.export import write_export
 from campaign_sync.store.base import Store
 from campaign_sync.store.postgres import PostgresStore
+from campaign_sync.store.postgres import exports as pg_exports
 from campaign_sync.store.sqlite import SqliteStore
 
 T0 = "2026-01-01T00:00:00.000000+00:00"
@@ -262,6 +264,23 @@ def test_gzip_and_an_encoding_that_cannot_hold_a_name_fail_alike(
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
     assert "'Ł' (U+0141) cannot be written in latin-1" in errors[0]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 300])
+def test_a_failure_while_the_copy_still_sends_leaves_the_connection_usable(
+    stores: tuple[Store, Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
+) -> None:
+    """The writer stops in the middle of COPY's rows (small blocks: the failing row comes
+    long before the last): the COPY is cancelled and drained, the snapshot rolls back, and
+    the same connection runs the next export."""
+    _, pg = stores
+    monkeypatch.setattr(pg_exports, "BLOCK_BYTES", block_bytes)
+    job = _job(fields=("email", "first_name"), include="all", format=CsvFormat(encoding="latin-1"))
+    with pytest.raises(InputError, match="column first_name: 'Ł'"):
+        _export(pg, job, tmp_path / "failed.csv")
+    assert not pg.in_transaction
+    assert pg.conn.execute("SELECT count(*) FROM recipients").fetchone()[0] == len(MEMBERS) + 1
+    _same(stores, tmp_path, _job(include="all"))
 
 
 def test_a_list_never_imported_into_is_a_header_alike(

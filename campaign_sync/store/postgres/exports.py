@@ -358,7 +358,8 @@ def copy_out(conn: Connection, statement: str, params: dict) -> Generator[bytes,
         finally:
             if not done:  # stopped half-way: the server must stop sending
                 _abandon(conn)
-            pgconn.nonblocking = was_nonblocking
+            with suppress(psycopg.Error):  # a lost connection: the first error is the one
+                pgconn.nonblocking = was_nonblocking
 
 
 def _expect(pgconn: Any, status: Any, encoding: str) -> None:
