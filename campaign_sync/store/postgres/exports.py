@@ -263,11 +263,13 @@ def _filter(
     if changed_since is not None:
         plan.conditions.append(f"({_changed(conn, plan, changed_since)})")
     elif job.include == "active":
-        # status 'active' already rules out removed and unsubscribed records.
+        # status 'active' already rules out removed and unsubscribed records; the address
+        # sets of the other statuses are one union, for one lookup per row.
         plan.conditions.append("r.status = 'active'")
-        for name in ("unsubscribed", "blocklisted", "outbounced"):
-            if name in checks:
-                plan.conditions.append(f"NOT ({checks[name]})")
+        if plan.inactive:
+            plan.conditions.append(f"NOT (r.email IN ({' UNION '.join(plan.inactive)}))")
+        if "blocklisted" in checks:
+            plan.conditions.append(f"NOT ({checks['blocklisted']})")
     else:
         plan.conditions.append("r.status <> 'removed'")
 

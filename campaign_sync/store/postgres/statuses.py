@@ -6,7 +6,8 @@ address sets SQLite keeps in its temp database are sub-selects here, each built 
 hash table by the server (a hashed SubPlan), and the blocked addresses and domains are array
 constants (hashed too). Checks as expressions, not joins: the list is then read in the
 primary key's order with each check a hash lookup per row, and no sort of the whole result
-is needed (joins made the planner sort a million wide rows on disk; 4.5x slower). A bigger
+is needed (joins made the planner sort a million wide rows on disk; 4.5x slower). An active
+export looks each row up once in the union of the never-active sets, as SQLite does. A bigger
 work_mem for the snapshot keeps even large sets hashed (EXPORT_WORK_MEM).
 
 Blocklist patterns are sorted as on SQLite (statuses.sort_patterns); the few that need the
@@ -38,7 +39,9 @@ if TYPE_CHECKING:
 else:
     Connection = Any
 
-DOMAIN_SQL = "substr(r.email, strpos(r.email, '@') + 1)"
+# A stored address has exactly one @. (split_part: 0.15 s less per million rows than substr
+# and strpos.)
+DOMAIN_SQL = "split_part(r.email, '@', 2)"
 # Memory for the server's hash tables of address sets (and its sorts) in an export's or a
 # count's transaction: about 1.5 M addresses stay one in-memory hash table per check.
 EXPORT_WORK_MEM = "64MB"
@@ -51,6 +54,9 @@ class Plan:
 
     params: dict[str, object] = field(default_factory=dict)
     conditions: list[str] = field(default_factory=list)
+    # Sub-selects of addresses that are never active (unsubscribed, outbounced): an active
+    # export looks each row up once in their union.
+    inactive: list[str] = field(default_factory=list)
 
     def param(self, name: str, value: object) -> str:
         self.params[name] = value
@@ -141,13 +147,16 @@ def status_checks(conn: Connection, plan: Plan, limits: BounceLimits) -> dict[st
             "ON m.list_id = %(list_id)s AND m.email = u.email "
             f"WHERE u.list IN ('', %(list_name)s) AND {wins}"
         )
+        plan.inactive.append(select)
         unsubscribed += f" OR r.email IN ({select})"
     checks = {"removed": "r.status = 'removed'", "unsubscribed": unsubscribed}
     patterns = [str(row[0]) for row in conn.execute("SELECT pattern FROM blocklist")]
     if patterns:
         checks["blocklisted"] = blocklist_sql(conn, plan, patterns, "cs_blocked")
     if has_rows(conn, "bounces"):
-        checks["outbounced"] = f"r.email IN ({_outbounced(plan, limits)})"
+        outbounced = _outbounced(plan, limits)
+        plan.inactive.append(outbounced)
+        checks["outbounced"] = f"r.email IN ({outbounced})"
     return checks
 
 
