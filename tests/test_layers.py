@@ -45,8 +45,6 @@ RANKS = {
 # only shrink (an entry that no longer imports a driver fails the test: remove it).
 DRIVERS = ("sqlite3", "psycopg")
 KNOWN_DRIVER_USERS = {
-    "campaign_sync.imports.common",
-    "campaign_sync.imports.recipients",
 }
 
 
