@@ -356,9 +356,6 @@ ROUND_TRIPS = {
 }
 
 
-# Seeds or checks through an import: PostgreSQL imports are another branch's; on both
-# stores once they are merged.
-@pytest.mark.stores("sqlite")
 @pytest.mark.parametrize("date_format", list(ROUND_TRIPS))
 def test_dates_in_a_date_format_come_back_the_same_after_export_and_reimport(
     env: Env, date_format: str
@@ -523,9 +520,6 @@ def test_formula_like_cells_are_neutralised_and_quoted_where_needed(env: Env):
 FORMULA_ADDRESSES = ["+1-1@example.com", "-x@example.com", "=a@example.com"]
 
 
-# Seeds or checks through an import: PostgreSQL imports are another branch's; on both
-# stores once they are merged.
-@pytest.mark.stores("sqlite")
 def test_addresses_are_written_as_stored_and_come_back_the_same(env: Env):
     """A formula-like address goes out byte for byte ('+1-1@… with a quote would be another
     valid address); every other cell is still neutralised. The file imports back into a
@@ -557,9 +551,6 @@ def test_addresses_are_written_as_stored_and_come_back_the_same(env: Env):
     assert [email for (email,) in copied] == [*FORMULA_ADDRESSES, "ok@example.com"]
 
 
-# Seeds or checks through an import: PostgreSQL imports are another branch's; on both
-# stores once they are merged.
-@pytest.mark.stores("sqlite")
 @pytest.mark.parametrize(
     ("kind", "header", "dates"),
     [("unsubscriber", "email,list,date,reason", f",,{T1},"), ("blocklist", "", f",,{T1},{T1}")],
@@ -675,9 +666,6 @@ def test_single_column_with_empty_cells(env: Env):
 # --------------------------------------------------------------------------- changes only
 
 
-# Seeds or checks through an import: PostgreSQL imports are another branch's; on both
-# stores once they are merged.
-@pytest.mark.stores("sqlite")
 def test_changes_only_across_runs_includes_updates_and_removals(env: Env):
     env.write("fields: [email, first_name]\nchanges_only: true", mode="replace")
     env.import_file(
