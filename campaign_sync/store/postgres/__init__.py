@@ -19,6 +19,7 @@ the whole export; writers queue on one another, as on SQLite.
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .schema import migrate, version
 
 # The store's text form of a moment: UTC, microseconds, "+00:00", as SQLite's stores write.
 NOW_SQL = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+_REOPEN_SECONDS = 30  # how long a lost connection is retried to record the run's end
 _WRITE_KEY = "SELECT {fn}(hashtextextended(current_schema() || '/write', 0))"
 
 
@@ -99,12 +101,21 @@ class PostgresStore(Store):
         return bool(status != driver().pq.TransactionStatus.IDLE)
 
     def reopen(self) -> bool:
+        # A crash-restarted server refuses connections while it recovers (seconds): wait
+        # for it a little, so that the run can still record how it ended.
         if not self.conn.broken:
             return False
-        try:
-            fresh = connect(self.url, self.schema)
-        except StoreError:
-            return False
+        deadline = time.monotonic() + _REOPEN_SECONDS
+        pause = 0.2
+        while True:
+            try:
+                fresh = connect(self.url, self.schema)
+                break
+            except StoreError:
+                if time.monotonic() + pause > deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
         self.conn.close()
         self.conn = fresh
         return True
