@@ -28,7 +28,7 @@ from ...errors import StoreError
 from ..base import Store
 from . import locks
 from .connection import check_schema_name, connect, display, driver, failure
-from .schema import migrate, version
+from .schema import SCHEMA_VERSION, migrate, version
 
 # The store's text form of a moment: UTC, microseconds, "+00:00", as SQLite's stores write.
 NOW_SQL = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
@@ -52,14 +52,15 @@ class PostgresStore(Store):
             raise
 
     def _open(self, create: bool) -> None:
-        if create:
-            migrate(self.conn, self.url, self.schema)
-            return
+        # A store at this version needs nothing more (two cheap queries: status commands
+        # stay fast); anything else goes through migrate, which creates, upgrades or refuses.
         try:
             found = version(self.conn)
         except self.errors as exc:
             raise self.failure("cannot read the store", exc) from None
-        if not found:
+        if found == SCHEMA_VERSION:
+            return
+        if not found and not create:
             raise StoreError(
                 f"store {self.location} does not exist yet (it is created by the first run)"
             )
