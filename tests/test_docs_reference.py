@@ -1,6 +1,6 @@
 """The reference pages kept complete: every config key the validator accepts is in
 docs/configuration.md and every key there is one it accepts; every command, option and argument
-of the CLI is in docs/commands.md and nothing else is.
+of the CLI is in docs/commands.md and nothing else is; the README's links stay in the repository.
 
 The markup these tests read (write new reference tables the same way):
 
@@ -271,6 +271,17 @@ def test_local_servers_document_the_keys_a_local_server_takes(
 def test_every_command_option_and_argument_is_documented() -> None:
     text = (DOCS / "commands.md").read_text(encoding="utf-8")
     assert compare_parameters(documented_parameters(text), cli_parameters()) == []
+
+
+def test_the_readme_links_only_to_files_of_the_repository() -> None:
+    # MkDocs checks the links of docs/ (mkdocs build --strict); the README is not part of it.
+    root = DOCS.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert targets, "the README links into docs/"
+    for target in targets:
+        path = (root / target.split("#", 1)[0]).resolve()
+        assert path.is_relative_to(root) and path.exists(), f"README links to {target}"
 
 
 # The checks above must be able to fail: the same comparisons over edited copies of the pages.
