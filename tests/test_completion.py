@@ -40,9 +40,11 @@ def complete(ws: Workspace, words: str, shell: str = "bash", **env: str) -> list
         timeout=30,
     )
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
-    if shell == "bash":  # "type,value" per line
-        return [line.split(",", 1)[1] for line in done.stdout.splitlines() if line]
-    return done.stdout.splitlines()[1::3]  # zsh and fish: type, value, help per item
+    lines = done.stdout.splitlines()
+    if shell == "bash" or (shell == "fish" and lines and "," in lines[0]):
+        # "type,value" per line (fish since Click 8.5: "type,value<TAB>help")
+        return [line.split(",", 1)[1].split("\t", 1)[0] for line in lines if line]
+    return lines[1::3]  # zsh, and fish before Click 8.5: type, value, help per item
 
 
 @pytest.fixture
