@@ -256,7 +256,8 @@ def list_jobs(settings: Settings, running: bool) -> None:
     from campaign_sync.ops import monitor
 
     config = settings.config()
-    states = monitor.job_states(config, monitor.open_store(config))
+    with monitor.opened_store(config) as store:
+        states = monitor.job_states(config, store)
     if running:
         states = [state for state in states if state["running"]]
     output.show_jobs(states, settings.as_json, running_only=running, tz=_zone(config))
@@ -275,7 +276,8 @@ def history(settings: Settings, job: str | None, limit: int) -> None:
     config = settings.config()
     if job is not None:
         config.job(job)
-    records = monitor.history(monitor.open_store(config), job, limit)
+    with monitor.opened_store(config) as store:
+        records = monitor.history(store, job, limit)
     output.show_history(records, settings.as_json, tz=_zone(config))
 
 
@@ -288,7 +290,9 @@ def lists(settings: Settings) -> None:
     from campaign_sync.ops import monitor
 
     config = settings.config()
-    output.show_lists(monitor.list_counts(config, monitor.open_store(config)), settings.as_json)
+    with monitor.opened_store(config) as store:
+        counts = monitor.list_counts(config, store)
+    output.show_lists(counts, settings.as_json)
 
 
 @main.command()
@@ -398,9 +402,11 @@ def metrics(settings: Settings, output_path: str | None) -> None:
     from campaign_sync.ops.metrics import render, write_atomically
 
     config = settings.config(log_file_required=False)
-    store = monitor.open_store(config)
     now = datetime.datetime.now(datetime.timezone.utc)
-    text = render(monitor.job_states(config, store, now), monitor.list_counts(config, store), now)
+    with monitor.opened_store(config) as store:
+        text = render(
+            monitor.job_states(config, store, now), monitor.list_counts(config, store), now
+        )
     if output_path is None:
         if settings.as_json:
             output.emit_json({"metrics": text})

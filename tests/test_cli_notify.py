@@ -20,12 +20,12 @@ def smtp() -> Iterator[SmtpTestServer]:
 
 def configure(ws: Workspace, host: str, port: int, webhook: str | None = None) -> None:
     extra = (
-        f"smtp:\n  host: {host}\n  port: {port}\n  from: sync@example.com\n  timeout: 3\n"
+        f"smtp:\n  host: {host}\n  port: {port}\n  from: sync@example.com\n  timeout: 30\n"
         "  password: ${SMTP_PASSWORD:-}\n"
         "notify:\n  to: [ops@example.com]\n"
     )
     if webhook:
-        extra += f"  webhook: {webhook}\n  webhook_timeout: 2\n"
+        extra += f"  webhook: {webhook}\n  webhook_timeout: 60\n"
     ws.write_config(text=ws.config.read_text() + extra)
 
 

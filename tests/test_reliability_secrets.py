@@ -110,11 +110,11 @@ smtp:
   user: mailer
   password: ${{SMTP_PASS}}
   from: sync@example.com
-  timeout: 5
+  timeout: 30
 notify:
   to: [ops@example.com]
   webhook: {hook}
-  webhook_timeout: 5
+  webhook_timeout: 60
 """
 
 
@@ -134,7 +134,7 @@ servers:
     key_passphrase: ${{KEY_PASS}}
     known_hosts: {server.known_hosts}
     protocol: sftp
-    timeout: 5
+    timeout: 30
     retries: 0
   pw-only:
     type: ssh
@@ -143,7 +143,7 @@ servers:
     user: {server.user}
     password: ${{SSH_PASS}}
     known_hosts: {server.known_hosts}
-    timeout: 5
+    timeout: 30
     retries: 0
 {_notices(smtp, hook)}jobs:
   partner-import:
@@ -262,7 +262,7 @@ def test_webhook_with_credentials_in_the_url_is_posted_with_basic_auth(tmp_path:
         config = tmp_path / "campaign-sync.yaml"
         config.write_text(
             "store: store.db\nwork_dir: var\nservers:\n  inbox: {type: local, path: inbox}\n"
-            f"notify:\n  webhook: {url}\n  webhook_timeout: 5\njobs:\n"
+            f"notify:\n  webhook: {url}\n  webhook_timeout: 60\njobs:\n"
             "  list-import:\n    type: recipient-import\n    list: newsletter\n"
             "    source: {server: inbox, path: /list.csv}\n    format: {delimiter: ';'}\n"
             "    max_rejects: 50%\n",

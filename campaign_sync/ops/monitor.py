@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +20,17 @@ from ..core.schedule import is_overdue, parse, zone
 from ..errors import StoreError
 from ..store.base import Store, is_url
 from ..store.open import open_store as _open
+
+
+@contextmanager
+def opened_store(config: Config) -> Iterator[Store | None]:
+    """open_store() for the block, closed after it (a PostgreSQL session ends at once)."""
+    store = open_store(config)
+    try:
+        yield store
+    finally:
+        if store is not None:
+            store.close()
 
 
 def open_store(config: Config) -> Store | None:
@@ -164,12 +177,12 @@ def check_problems(config: Config) -> list[str]:
     SQLite no room for its -shm file): then its line says enough and the jobs go unread."""
     found = unusable_paths(config)
     try:
-        store = open_store(config)
+        with opened_store(config) as store:
+            return found + problems(job_states(config, store))
     except StoreError:
         if any(problem.startswith("store: ") for problem in found):
             return found
         raise
-    return found + problems(job_states(config, store))
 
 
 def problems(states: list[dict[str, Any]]) -> list[str]:
