@@ -15,6 +15,7 @@ import datetime
 import json
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -758,3 +759,18 @@ def test_every_key_has_a_schema(schema: dict[str, Any]) -> None:
 
     walk(schema, "")
     assert untyped == []
+
+
+def test_the_command_loads_nothing_heavy() -> None:
+    """`schema` builds from the config vocabulary only: no SSH, mail, store or progress code."""
+    probe = (
+        "import sys\n"
+        "from campaign_sync_cli.main import main\n"
+        "try:\n    main(['schema'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('paramiko', 'scp', 'rich', 'smtplib', 'sqlite3', 'psycopg', 'dateutil') "
+        "or m.startswith(('campaign_sync.store', 'campaign_sync.ops'))), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip() == "[]"
+    json.loads(done.stdout)

@@ -18,6 +18,7 @@ them; so are `on`/`off`, which YAML 1.2 editors read as text and the loader as t
 from __future__ import annotations
 
 import re
+from dataclasses import MISSING, fields
 from typing import Any
 
 from ..core.schedule import WEEKDAYS
@@ -38,9 +39,13 @@ from .model import (
     SCHEMA_NAME,
     STORE_URL_SCHEMES,
     BounceLimits,
+    CsvFormat,
+    JobConfig,
     NotifyConfig,
     ServerConfig,
     SmtpConfig,
+    SourceConfig,
+    TargetConfig,
 )
 from .validate import SMTP_KEYS, TOP_LEVEL_KEYS
 from .validate_servers import SERVER_KEYS, SERVER_TYPES, SSH_PROTOCOLS
@@ -178,9 +183,9 @@ def described(schema: Schema, description: str, default: Any = None) -> Schema:
     return out
 
 
-def _defaults(config: Any) -> dict[str, Any]:
+def _defaults(config: type) -> dict[str, Any]:
     """The model's defaults by field name (the dataclass is what the program uses)."""
-    return dict(vars(config()))
+    return {f.name: f.default for f in fields(config) if f.default is not MISSING}
 
 
 # -- shared definitions -----------------------------------------------------------------------
@@ -262,10 +267,11 @@ def definitions() -> Schema:
         # Only {date} and {date:<strftime>} placeholders, braces balanced.
         "remote_path": or_env(
             {
+                "description": "on the server; {date} and {date:%Y%m%d} are filled in",
                 "anyOf": [
                     {"type": "string", "pattern": r"^[^{}]*(?:\{date(?::[^{}]*)?\}[^{}]*)*$"},
                     {"type": "number"},
-                ]
+                ],
             }
         ),
         "server_ref": described(TEXT, "the name of a server under `servers`"),
@@ -280,7 +286,7 @@ def definitions() -> Schema:
 
 
 def server() -> Schema:
-    defaults = _defaults(lambda: ServerConfig(name="", type="ssh"))
+    defaults = _defaults(ServerConfig)
     properties = {
         "type": choice(SERVER_TYPES, "local: a folder on this machine; ssh: an SCP/SFTP server"),
         "path": described(TEXT, "type local: the folder that remote paths are relative to"),
@@ -380,16 +386,19 @@ def bounces() -> Schema:
 
 
 def csv_format(*, imports: bool) -> Schema:
+    defaults = _defaults(CsvFormat)
+    one_character = {"$ref": "#/$defs/one_character"}
     properties = {
         "delimiter": described(
-            either({"const": "\\t"}, {"$ref": "#/$defs/one_character"}), "one character; \\t: tab"
+            either({"const": "\\t"}, one_character), "\\t: tab", defaults["delimiter"]
         ),
-        "quotechar": {"$ref": "#/$defs/one_character"},
-        "encoding": described(TEXT, "a Python codec name, e.g. utf-8, cp1252"),
+        "quotechar": described(one_character, "", defaults["quotechar"]),
+        "encoding": described(TEXT, "a Python codec name", defaults["encoding"]),
         "date_format": described(nullable(TEXT), "a strptime format; ISO 8601 when not set"),
     }
     if imports:
-        properties["header"] = described(BOOLEAN, "false: the first line is already data")
+        header = described(BOOLEAN, "false: the first line is data", defaults["header"])
+        properties["header"] = header
     return nullable(mapping(properties, description="the CSV dialect"))
 
 
@@ -409,6 +418,54 @@ def _default_value(kind: str, name: str) -> Schema:
     return TEXT
 
 
+def source() -> Schema:
+    """An import's `source`."""
+    defaults = _defaults(SourceConfig)
+    return nullable(
+        mapping(
+            {
+                "server": {"$ref": "#/$defs/server_ref"},
+                "path": {"$ref": "#/$defs/remote_path"},
+                "missing": described(
+                    choice(SOURCE_MISSING), "no file: fail the run, or skip it", defaults["missing"]
+                ),
+                "after": described(
+                    choice(SOURCE_AFTER), "what happens to an imported file", defaults["after"]
+                ),
+                "archive_dir": TEXT,
+            },
+            required=("server", "path"),
+            description="where the file comes from",
+        )
+        | {
+            "if": {"required": ["after"], "properties": {"after": {"const": "archive"}}},
+            "then": {"required": ["archive_dir"]},
+        }
+    )
+
+
+def target() -> Schema:
+    """An export's `target`."""
+    return mapping(
+        {
+            "server": {"$ref": "#/$defs/server_ref"},
+            "path": {"$ref": "#/$defs/remote_path"},
+            "atomic": described(
+                BOOLEAN,
+                "write under a temporary name, then rename",
+                _defaults(TargetConfig)["atomic"],
+            ),
+        },
+        required=("server", "path"),
+        description="where the file goes",
+    )
+
+
+def job_notify() -> Schema:
+    """A job's own `notify`: addresses, or a mapping of addresses and Apprise URLs."""
+    return nullable(either(ADDRESSES, mapping({"to": ADDRESSES, "urls": {"$ref": "#/$defs/urls"}})))
+
+
 def import_keys(kind: str) -> dict[str, Schema]:
     field = _field(kind)
     identity = REQUIRED_FIELDS[kind][0]
@@ -425,27 +482,8 @@ def import_keys(kind: str) -> dict[str, Schema]:
         defaults["properties"] = special
     modes = ADDING_MODES if kind in ADDING_TYPES else IMPORT_MODES
     return {
-        "source": nullable(
-            mapping(
-                {
-                    "server": {"$ref": "#/$defs/server_ref"},
-                    "path": described(
-                        {"$ref": "#/$defs/remote_path"},
-                        "on the server; {date} and {date:%Y%m%d} are filled in",
-                    ),
-                    "missing": choice(SOURCE_MISSING, "no file: fail the run, or skip it"),
-                    "after": choice(SOURCE_AFTER, "what happens to an imported file"),
-                    "archive_dir": TEXT,
-                },
-                required=("server", "path"),
-                description="where the file comes from",
-            )
-            | {
-                "if": {"required": ["after"], "properties": {"after": {"const": "archive"}}},
-                "then": {"required": ["archive_dir"]},
-            }
-        ),
-        "format": csv_format(imports=True),
+        "source": {"$ref": "#/$defs/source"},
+        "format": {"$ref": "#/$defs/import_format"},
         "columns": nullable(
             {
                 "description": "header: field (or, with format.header false, the field of "
@@ -457,7 +495,7 @@ def import_keys(kind: str) -> dict[str, Schema]:
             }
         ),
         "defaults": nullable(defaults),
-        "mode": nullable(choice(modes)),
+        "mode": described(nullable(choice(modes)), "", _defaults(JobConfig)["mode"]),
         "max_rejects": described(nullable(LIMIT), "fail the run above this many rejected rows"),
         "max_removals": described(nullable(LIMIT), "mode replace: fail above this many removals"),
     }
@@ -512,20 +550,10 @@ def import_rules(kind: str) -> list[Schema]:
 
 
 def export_keys() -> dict[str, Schema]:
+    job = _defaults(JobConfig)
     return {
-        "target": mapping(
-            {
-                "server": {"$ref": "#/$defs/server_ref"},
-                "path": described(
-                    {"$ref": "#/$defs/remote_path"},
-                    "on the server; {date} and {date:%Y%m%d} are filled in",
-                ),
-                "atomic": described(BOOLEAN, "write under a temporary name, then rename", True),
-            },
-            required=("server", "path"),
-            description="where the file goes",
-        ),
-        "format": csv_format(imports=False),
+        "target": {"$ref": "#/$defs/target"},
+        "format": {"$ref": "#/$defs/export_format"},
         "fields": nullable(
             {
                 "type": "array",
@@ -534,9 +562,13 @@ def export_keys() -> dict[str, Schema]:
                 "items": {"$ref": "#/$defs/field_name"},
             }
         ),
-        "include": nullable(choice(EXPORT_INCLUDE, "active: only who may be mailed")),
-        "changes_only": nullable(
-            described(BOOLEAN, "only rows changed since the last successful export")
+        "include": described(
+            nullable(choice(EXPORT_INCLUDE)), "active: only who may be mailed", job["include"]
+        ),
+        "changes_only": described(
+            nullable(BOOLEAN),
+            "only rows changed since the last successful export",
+            job["changes_only"],
         ),
     }
 
@@ -557,9 +589,7 @@ def job_branch(kind: str) -> Schema:
             TEXT if list_required else nullable(TEXT), "the recipient list the job works on"
         ),
         "schedule": nullable({"$ref": "#/$defs/schedule"}),
-        "notify": nullable(
-            either(ADDRESSES, mapping({"to": ADDRESSES, "urls": {"$ref": "#/$defs/urls"}}))
-        ),
+        "notify": {"$ref": "#/$defs/job_notify"},
     }
     rules: list[Schema] = []
     required: tuple[str, ...] = ("list",) if list_required else ()
@@ -669,6 +699,11 @@ def config_schema() -> Schema:
         "notify": notify(),
         "bounces": bounces(),
         "job": job(),
+        "job_notify": job_notify(),
+        "source": source(),
+        "target": target(),
+        "import_format": csv_format(imports=True),
+        "export_format": csv_format(imports=False),
     }
     return {
         "$schema": DIALECT,
