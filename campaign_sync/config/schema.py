@@ -21,7 +21,7 @@ import re
 from dataclasses import MISSING, fields
 from typing import Any
 
-from ..core.schedule import WEEKDAYS
+from ..core.schedule import GRAMMAR, WEEKDAYS
 from .checks import BOUNCE_LIMIT_RANGE, MAX_LIMIT_COUNT, RATE_RANGE, TIMEOUT_RANGE
 from .load import _ENV_REF as ENV_REFERENCE
 from .model import (
@@ -67,6 +67,7 @@ EXPORT_INCLUDE = ("active", "all")
 # Import types that only add rows, and the modes that do that.
 ADDING_TYPES = ("unsubscriber-import", "bounce-import")
 ADDING_MODES = ("upsert", "add-only")
+FIELD_NAME_TEXT = "a field name: lower-case letters, digits and _"
 PORT_RANGE = (1, 65535)
 RETRIES_RANGE = (0, 20)
 
@@ -105,6 +106,11 @@ def one_of_words(words: tuple[str, ...]) -> str:
     return "(?:" + "|".join(caseless(word) for word in words) + ")"
 
 
+def matching(regex: str, expected: str) -> Schema:
+    """Text matching regex; editors say `expected` instead of showing the regex."""
+    return {"type": "string", "pattern": regex, "patternErrorMessage": f"expected {expected}"}
+
+
 def either(*options: Schema) -> Schema:
     """anyOf, with nested anyOfs flattened so that editors show one list of alternatives."""
     flat: list[Schema] = []
@@ -118,8 +124,9 @@ def or_env(schema: Schema) -> Schema:
 
 
 def nullable(schema: Schema) -> Schema:
-    """A key the validator treats as not set when it is empty (`key:` in YAML)."""
-    return either(NULL, schema)
+    """A key the validator treats as not set when it is empty (`key:` in YAML). Null comes
+    last: editors report the first alternative's complaint."""
+    return either(schema, NULL)
 
 
 def choice(values: tuple[str, ...], description: str = "") -> Schema:
@@ -232,7 +239,7 @@ def definitions() -> Schema:
         "false": either(
             {"const": False}, {"type": "string", "pattern": f"^{one_of_words(false_words)}$"}
         ),
-        "address": or_env({"type": "string", "pattern": "@"}),
+        "address": or_env(matching("@", "an email address")),
         "addresses": {
             "description": "an email address or a list of them",
             "anyOf": [
@@ -251,25 +258,27 @@ def definitions() -> Schema:
         "limit": {
             "description": "a count of rows (50) or a share of the data rows (1%)",
             "anyOf": [
+                # The text first: editors report the first alternative's complaint.
+                matching(_limit_pattern(), "a count or a percentage up to 100%, like 1%"),
                 {"type": "number", "minimum": 0, "maximum": MAX_LIMIT_COUNT},
-                {"type": "string", "pattern": _limit_pattern()},
                 ENV,
             ],
         },
         "schedule": or_env(
-            {
-                "type": "string",
-                "description": "hourly :MM, daily HH:MM, weekly mon[,thu] HH:MM or "
-                "monthly 1..28|last HH:MM, in the config's time zone",
-                "pattern": _schedule_pattern(),
-            }
+            described(
+                matching(_schedule_pattern(), GRAMMAR),
+                "when cron runs the job, in the config's time zone",
+            )
         ),
         # Only {date} and {date:<strftime>} placeholders, braces balanced.
         "remote_path": or_env(
             {
                 "description": "on the server; {date} and {date:%Y%m%d} are filled in",
                 "anyOf": [
-                    {"type": "string", "pattern": r"^[^{}]*(?:\{date(?::[^{}]*)?\}[^{}]*)*$"},
+                    matching(
+                        r"^[^{}]*(?:\{date(?::[^{}]*)?\}[^{}]*)*$",
+                        "a path whose only placeholders are {date} and {date:%Y%m%d}",
+                    ),
                     {"type": "number"},
                 ],
             }
@@ -278,7 +287,7 @@ def definitions() -> Schema:
         "one_character": or_env(
             {"type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ["\r", "\n"]}}
         ),
-        "field_name": or_env({"type": "string", "pattern": anchored(FIELD_NAME)}),
+        "field_name": or_env(matching(anchored(FIELD_NAME), FIELD_NAME_TEXT)),
     }
 
 
@@ -297,7 +306,9 @@ def server() -> Schema:
         "key_passphrase": SECRET,
         "password": SECRET,
         "known_hosts": described(nullable(TEXT), "default: ~/.ssh/known_hosts"),
-        "host_key": nullable(or_env({"type": "string", "pattern": f"^{HOST_KEY}$"})),
+        "host_key": nullable(
+            or_env(matching(f"^{HOST_KEY}$", "a fingerprint like SHA256:<43 base64 characters>"))
+        ),
         "protocol": described(choice(SSH_PROTOCOLS), "", defaults["protocol"]),
         "timeout": described(TIMEOUT, "seconds", defaults["timeout"]),
         "retries": described(integer(*RETRIES_RANGE), "", defaults["retries"]),
@@ -333,7 +344,7 @@ def smtp() -> Schema:
         "ssl": described(BOOLEAN, "TLS from the start (port 465)", defaults["ssl"]),
         "user": nullable(either({"const": ""}, TEXT)),
         "password": SECRET,
-        "from": described(or_env({"type": "string", "pattern": "@"}), "", defaults["sender"]),
+        "from": described(or_env(matching("@", "an email address")), "", defaults["sender"]),
         "timeout": described(TIMEOUT, "seconds", defaults["timeout"]),
         "allow_plaintext_auth": described(
             BOOLEAN,
@@ -363,11 +374,13 @@ def notify() -> Schema:
             "to": described(ADDRESSES, "who gets a notice after each run"),
             "webhook": nullable(
                 or_env(
-                    {
-                        "type": "string",
-                        "description": "the run as JSON, POSTed to this http(s) URL",
-                        "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+(?:[/?#]\S*)?$",
-                    }
+                    described(
+                        matching(
+                            r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+(?:[/?#]\S*)?$",
+                            "an http:// or https:// URL",
+                        ),
+                        "the run as JSON, POSTed to this URL",
+                    )
                 )
             ),
             "webhook_timeout": described(TIMEOUT, "seconds", defaults["webhook_timeout"]),
@@ -408,13 +421,13 @@ def _field(kind: str) -> Schema:
     if known is not None:
         return or_env({"enum": list(known)})
     return or_env(
-        {"type": "string", "pattern": anchored(FIELD_NAME), "not": {"enum": list(RESERVED_FIELDS)}}
+        matching(anchored(FIELD_NAME), FIELD_NAME_TEXT) | {"not": {"enum": list(RESERVED_FIELDS)}}
     )
 
 
 def _default_value(kind: str, name: str) -> Schema:
     if kind == "bounce-import" and name == "type":
-        return or_env({"type": "string", "pattern": rf"^\s*{one_of_words(BOUNCE_TYPES)}\s*$"})
+        return or_env(matching(rf"^\s*{one_of_words(BOUNCE_TYPES)}\s*$", " or ".join(BOUNCE_TYPES)))
     return TEXT
 
 
@@ -620,7 +633,10 @@ def _names(item: Schema, description: str) -> Schema:
         {
             "type": "object",
             "description": description,
-            "propertyNames": {"pattern": anchored(JOB_NAME)},
+            "propertyNames": matching(
+                anchored(JOB_NAME),
+                "letters, digits, '-', '_' and '.', starting with a letter or digit",
+            ),
             "additionalProperties": item,
         }
     )
@@ -629,7 +645,7 @@ def _names(item: Schema, description: str) -> Schema:
 def _store() -> Schema:
     schemes = "|".join(literal(scheme) for scheme in STORE_URL_SCHEMES)
     store = either(
-        {"type": "string", "pattern": f"^(?:{schemes})"},
+        matching(f"^(?:{schemes})", "a file path or a postgresql:// URL"),
         # A file: any other text, but no other kind of URL.
         {"type": "string", "pattern": r"^(?![\s\S]*://)[\s\S]*\S"},
         {"type": "number"},
@@ -647,7 +663,11 @@ def _top_level_rules() -> list[Schema]:
             "if": {"required": ["store_schema"], "properties": {"store_schema": {"not": NULL}}},
             "then": {
                 "required": ["store"],
-                "properties": {"store": or_env({"type": "string", "pattern": f"^(?:{schemes})"})},
+                "properties": {
+                    "store": or_env(
+                        matching(f"^(?:{schemes})", "a PostgreSQL URL, for store_schema")
+                    )
+                },
             },
         },
         {  # a dispatch job sends through smtp
@@ -669,14 +689,21 @@ def top_level() -> dict[str, Schema]:
     properties = {
         "store": _store(),
         "store_schema": described(
-            nullable(or_env({"type": "string", "pattern": anchored(SCHEMA_NAME)})),
+            nullable(
+                or_env(
+                    matching(
+                        anchored(SCHEMA_NAME),
+                        "a plain PostgreSQL name: letters, digits, _ and $, at most 63",
+                    )
+                )
+            ),
             "a PostgreSQL store's schema",
             "public",
         ),
         "work_dir": described(TEXT, "staging copies, rejects files and locks", "var"),
         "timezone": described(
             nullable(
-                or_env({"type": "string", "pattern": r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$"})
+                or_env(matching(r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$", "a time zone name"))
             ),
             "an IANA time zone such as Europe/Berlin; the machine's zone when not set",
         ),
