@@ -1,12 +1,14 @@
 """The config file's JSON Schema (draft 2020-12), printed by `campaign-sync schema` so that an
 editor validates and completes campaign-sync.yaml as it is typed.
 
-The schema is built from the validator's own vocabulary: the top-level keys, job types, import
-modes, bounce types, the fields each import type takes, the name patterns and the numeric
-ranges are imported from model.py, checks.py and validate.py. Where the validator spells a
-section's keys or choices inline in its code, the table below repeats them, and
-tests/test_schema.py reads the validator's own messages ("allowed here: ...", "is not one of: ...",
-"out of range (...)") to keep the two in agreement.
+The schema is built from the validator's own vocabulary: the top-level, smtp and server keys,
+server types and protocols (validate.py, validate_servers.py), job types, import modes, bounce
+types, the fields each import type takes and the name patterns (model.py), the numeric ranges
+(checks.py), the schedule grammar (core/schedule.py), the ${VAR} syntax (load.py) and the
+defaults (the model's dataclasses). What validate_jobs.py spells inline in its code (each job
+type's keys, source, target and format keys, their choices) and the port and retries ranges
+are repeated in the table below; tests/test_schema.py reads the validator's own messages
+("allowed here: ...", "is not one of: ...", "out of range (...)") to keep the two in agreement.
 
 `${VAR}` references: load.py replaces them before validating, and an editor sees the raw file.
 So wherever a single value (a number, a true/false, a choice, a path) is expected, a string
@@ -264,11 +266,9 @@ def definitions() -> Schema:
                 ENV,
             ],
         },
-        "schedule": or_env(
-            described(
-                matching(_schedule_pattern(), GRAMMAR),
-                "when cron runs the job, in the config's time zone",
-            )
+        "schedule": described(
+            or_env(matching(_schedule_pattern(), GRAMMAR)),
+            "when cron runs the job, in the config's time zone",
         ),
         # Only {date} and {date:<strftime>} placeholders, braces balanced.
         "remote_path": or_env(
@@ -372,16 +372,16 @@ def notify() -> Schema:
     return mapping(
         {
             "to": described(ADDRESSES, "who gets a notice after each run"),
-            "webhook": nullable(
-                or_env(
-                    described(
+            "webhook": described(
+                nullable(
+                    or_env(
                         matching(
                             r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+(?:[/?#]\S*)?$",
                             "an http:// or https:// URL",
-                        ),
-                        "the run as JSON, POSTed to this URL",
+                        )
                     )
-                )
+                ),
+                "the run as JSON, POSTed to this URL",
             ),
             "webhook_timeout": described(TIMEOUT, "seconds", defaults["webhook_timeout"]),
             "urls": {"$ref": "#/$defs/urls"},
