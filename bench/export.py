@@ -1,6 +1,8 @@
-"""Export benchmark: a 1,000,000-recipient list to CSV by campaign-sync vs `sqlite3 -csv`.
+"""Export benchmark: a 1,000,000-recipient list to CSV by campaign-sync vs `sqlite3 -csv`,
+or, with --store URL, from a PostgreSQL store vs `psql -c "\\copy (SELECT …) TO file CSV HEADER"`.
 
     python bench/export.py [--rows 1000000] [--rounds 3] [--upload] [--keep DIR]
+    python bench/export.py --store postgresql://USER@HOST:PORT/DB [--rows …] [--rounds …]
 
 Targets (issue 5): campaign-sync takes at most 1.5x the time of
 `sqlite3 -csv DB "SELECT <the same columns> ..." > file`, measured in the same run, and its
@@ -16,6 +18,12 @@ same private staging file and SHA-256 as an upload), and the child reports its o
 (`resource.getrusage`). `--upload` puts the file on a local server folder instead (copy + fsync).
 The sqlite3 baseline selects the same columns of the list's `active` records; campaign-sync
 additionally checks unsubscribers, blocklist and bounces, neutralises and quotes.
+
+With --store, the same SQLite store is generated and copied row for row into a fresh schema
+`bench_export` of that server (the URL's role must be allowed to create it; the password comes
+from PGPASSFILE or PGPASSWORD), the job runs on that store, and the baseline is psql's
+client-side `\\copy` of the same columns of the `active` records in email order, as CSV with a
+header. The two stores' files must be byte-identical (checked once). Targets: the same 1.5x.
 """
 
 from __future__ import annotations
@@ -103,6 +111,70 @@ def generate(folder: Path, rows: int) -> Path:
     conn.execute("ANALYZE")
     conn.close()
     return path
+
+
+PG_SCHEMA = "bench_export"
+PG_TABLES = {
+    "lists": "id, name, created_at",
+    "recipients": "list_id, email, status, fields, doi_confirmed_at, created_at, updated_at",
+    "blocklist": "pattern, reason, created_at, modified_at",
+    "unsubscribers": "email, list, unsubscribed_at, reason, changed_at",
+    "bounces": "id, email, type, bounced_at, source, detail, changed_at",
+}
+
+
+def copy_to_postgres(db: Path, url: str) -> None:
+    """A fresh schema on the server, made by campaign-sync, holding the SQLite store's rows."""
+    import sqlite3
+
+    import psycopg
+
+    sys.path.insert(0, str(ROOT))
+    from campaign_sync.store.postgres import connection, schema
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+        admin.execute(f"CREATE SCHEMA {PG_SCHEMA}")
+    pg = connection.connect(url, PG_SCHEMA)
+    schema.migrate(pg, url, PG_SCHEMA)
+    lite = sqlite3.connect(db)
+    with pg.transaction(), pg.cursor() as cursor:
+        for table, columns in PG_TABLES.items():
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in lite.execute(f"SELECT {columns} FROM {table}"):
+                    copy.write_row(row)
+    pg.execute("ANALYZE")
+    lite.close()
+    pg.close()
+
+
+def psql_query() -> str:
+    columns = [
+        name if name in ("email", "updated_at") else f"fields ->> '{name}'" for name in FIELDS
+    ]
+    return (
+        f"SELECT {', '.join(columns)} FROM {PG_SCHEMA}.recipients "
+        "WHERE list_id = 1 AND status = 'active' ORDER BY email"
+    )
+
+
+def run_psql(url: str, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of psql's \\copy writing the CSV (client side, like ours)."""
+    psql = shutil.which("psql") or str(_pg_bindir() / "psql")
+    command = f"\\copy ({psql_query()}) TO '{out}' CSV HEADER"
+    start, cpu = time.perf_counter(), children_cpu()
+    subprocess.run([psql, "-X", "-q", "-d", url, "-c", command], check=True)
+    return time.perf_counter() - start, children_cpu() - cpu
+
+
+def _pg_bindir() -> Path:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pgserver import bindir
+
+    found = bindir()
+    if found is None:
+        raise SystemExit("bench/export.py --store needs psql (apt-get install postgresql-client)")
+    return found
 
 
 def baseline_query() -> str:
@@ -219,6 +291,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--upload", action="store_true", help="upload to a local server folder")
     parser.add_argument("--keep", type=Path, help="build the store here and keep it")
+    parser.add_argument("--store", help="a PostgreSQL URL: bench that store against psql")
     args = parser.parse_args()
     if not shutil.which("sqlite3"):
         sys.exit("bench/export.py needs the sqlite3 command-line shell (apt-get install sqlite3)")
@@ -238,9 +311,13 @@ def bench(folder: Path, args: argparse.Namespace) -> None:
         generate(folder, args.rows)
         print(f"store: {args.rows:,} recipients generated in {time.perf_counter() - start:.1f} s")
     (folder / "partner").mkdir(exist_ok=True)
-    (folder / "campaign-sync.yaml").write_text(CONFIG.format(fields=", ".join(FIELDS)))
+    config = CONFIG.format(fields=", ".join(FIELDS))
+    (folder / "campaign-sync.yaml").write_text(config)
     ours, theirs = folder / "campaign-sync.csv", folder / "sqlite3.csv"
     run_sqlite(db, theirs)  # warm-up: the store in the page cache for both
+    if args.store:
+        bench_postgres(folder, args, config)
+        return
     sqlite_times, sqlite_cpu, cs_walls, cs_cpu, cs_inner, rss = [], [], [], [], [], []
     tree_rss: list[float] = []
     for _ in range(args.rounds):
@@ -282,6 +359,42 @@ def bench(folder: Path, args: argparse.Namespace) -> None:
         f"target <= {TARGET_RSS_MB:.0f} MB  "
         f"{'OK' if peak <= TARGET_RSS_MB else 'MISSED'}"
     )
+
+
+def bench_postgres(folder: Path, args: argparse.Namespace, config: str) -> None:
+    start = time.perf_counter()
+    copy_to_postgres(folder / "store.db", args.store)
+    print(f"store: copied into {PG_SCHEMA} in {time.perf_counter() - start:.1f} s")
+    ours, theirs = folder / "campaign-sync-pg.csv", folder / "psql.csv"
+    # The SQLite store's file, for the byte comparison.
+    run_campaign_sync(folder, folder / "campaign-sync.csv", upload=False)
+    store_line = f"store: '{args.store}'\nstore_schema: {PG_SCHEMA}\n"
+    (folder / "campaign-sync.yaml").write_text(config.replace("store: store.db\n", store_line))
+    run_psql(args.store, theirs)  # warm-up: the tables in the server's cache for both
+    psql_times, psql_cpu, cs_walls, cs_cpu, cs_inner, rss = [], [], [], [], [], []
+    for _ in range(args.rounds):
+        wall, cpu = run_psql(args.store, theirs)
+        psql_times.append(wall)
+        psql_cpu.append(cpu)
+        wall, cpu, report = run_campaign_sync(folder, ours, args.upload)
+        cs_walls.append(wall)
+        cs_cpu.append(cpu)
+        cs_inner.append(report["seconds"])
+        rss.append(report["rss_kb"] / 1024)
+    same = ours.read_bytes() == (folder / "campaign-sync.csv").read_bytes()
+    print(f"rows: campaign-sync {report['written']:,}, psql {count_lines(theirs) - 1:,}")
+    print(f"same bytes as from the SQLite store: {'yes' if same else 'NO'}")
+    show("psql \\copy … CSV HEADER", psql_times)
+    show("campaign-sync (child process)", cs_walls)
+    show("  of which run_job", cs_inner)
+    show("psql, CPU (client)", psql_cpu)
+    show("campaign-sync, CPU (client)", cs_cpu)
+    ratio = statistics.median(cs_walls) / statistics.median(psql_times)
+    print(
+        f"ratio (medians): {ratio:.2f}x  target <= {TARGET_RATIO}x  "
+        f"{'OK' if ratio <= TARGET_RATIO else 'MISSED'}"
+    )
+    print(f"peak RSS: {max(rss):.1f} MB  target <= {TARGET_RSS_MB:.0f} MB")
 
 
 def show(label: str, samples: list[float]) -> None:

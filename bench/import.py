@@ -1,6 +1,7 @@
-"""Import benchmark: a recipient upsert beside `sqlite3 DB ".mode csv" ".import FILE t"`.
+"""Import benchmark: a recipient upsert beside `sqlite3 DB ".mode csv" ".import FILE t"`,
+or with --store URL into PostgreSQL beside what a DBA would write by hand in psql.
 
-    python bench/import.py [--rows 1000000] [--rounds 3] [--keep]
+    python bench/import.py [--rows 1000000] [--rounds 3] [--keep] [--store URL]
 
 Generates a realistic recipient file (10 columns, ~80 bytes a row) into bench/out/, then per
 round times, side by side on the same file:
@@ -16,6 +17,18 @@ Each import runs in its own child process, so its peak RSS (resource.getrusage o
 is the import's alone (os.wait4: that child's own rusage, ru_maxrss). Prints every
 round, then medians and the ratios to the sqlite3 CLI.
 Targets (issue 4): ratio ≤ 2.0 for both imports, peak RSS ≤ 150 MB.
+
+With --store URL (a role that may create schemas; its password through PGPASSFILE or
+PGPASSWORD, never in the URL) each round makes a fresh store in the schema that
+bench/pg_reference.py uses (bench/pg_import.py does this part) and times, on the same file:
+
+* psql, the reference (issue 13): `\\copy` of the file into a temporary table, then ONE
+  `INSERT … SELECT … ON CONFLICT DO UPDATE` building the jsonb fields in SQL into the store's
+  empty recipients table, and a bare `\\copy` into an unindexed ordinary table;
+* `upsert` into an empty list and again into the full list, by the engine, as above.
+
+Prints the medians and the ratios to the reference (\\copy + merge) and to the bare \\copy.
+Targets (issue 13): ≤ 1.5x the reference, client peak RSS ≤ 150 MB.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,11 +82,11 @@ FLOOR = """\
 import sys
 sys.path.insert(0, {root!r})
 from campaign_sync import store
-from campaign_sync.imports import common
+from campaign_sync.store.sqlite import staging
 conn = store.connect({store!r})
 conn.execute("ATTACH ? AS src", ({source!r},))
-conn.execute(f"PRAGMA main.cache_size = -{{common.MAIN_CACHE_KIB}}")
-conn.execute(f"PRAGMA temp.cache_size = -{{common.TEMP_CACHE_KIB}}")
+conn.execute(f"PRAGMA main.cache_size = -{{staging.MAIN_CACHE_KIB}}")
+conn.execute(f"PRAGMA temp.cache_size = -{{staging.TEMP_CACHE_KIB}}")
 with store.transaction(conn):
     list_id = store.list_id(conn, "bench", create=True)
     now = store.now()
@@ -171,18 +185,48 @@ def engine(file: Path, work: Path) -> tuple[float, float, int, str]:
     return child_run([sys.executable, "-c", script], work)
 
 
+@dataclass
+class Figures:
+    """Each measured import's wall seconds, CPU seconds and peak RSS, by name, per round."""
+
+    times: dict[str, list[float]]
+    cpus: dict[str, list[float]]
+    peaks: dict[str, list[int]]
+
+
+def record(
+    figures: Figures, round_no: int, name: str, measured: tuple[float, float, int, str]
+) -> None:
+    """Keep one import's figures and print them."""
+    seconds, cpu, rss, counts = measured
+    figures.times.setdefault(name, []).append(seconds)
+    figures.cpus.setdefault(name, []).append(cpu)
+    figures.peaks.setdefault(name, []).append(rss)
+    print(
+        f"round {round_no}: {name:8} {seconds:7.2f} s wall {cpu:7.2f} s cpu "
+        f"{rss / 1e6:6.1f} MB  {counts}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the stores in bench/out")
+    parser.add_argument("--store", metavar="URL", help="a PostgreSQL server to import into")
     args = parser.parse_args()
-    if shutil.which("sqlite3") is None:
+    if args.store is None and shutil.which("sqlite3") is None:
         raise SystemExit("bench/import.py needs the sqlite3 command-line shell")
     OUT.mkdir(parents=True, exist_ok=True)
     file = OUT / f"recipients-{args.rows}.csv"
     generate(file, args.rows)
     print(f"file: {file} ({file.stat().st_size / 1e6:.1f} MB, {args.rows:,} rows)")
+    if args.store is not None:
+        import pg_import
+
+        pg_import.main(args, file, engine, CONFIG, record)
+        return
     names = ("sqlite3", "floor", "empty", "full")
     times: dict[str, list[float]] = {name: [] for name in names}
     cpus: dict[str, list[float]] = {name: [] for name in names}
@@ -197,14 +241,7 @@ def main() -> None:
         measured.append(("empty", *engine(file, work)))
         measured.append(("full", *engine(file, work)))
         for name, seconds, cpu, rss, counts in measured:
-            times[name].append(seconds)
-            cpus[name].append(cpu)
-            peaks[name].append(rss)
-            print(
-                f"round {round_no}: {name:8} {seconds:7.2f} s wall {cpu:7.2f} s cpu "
-                f"{rss / 1e6:6.1f} MB  {counts}",
-                flush=True,
-            )
+            record(Figures(times, cpus, peaks), round_no, name, (seconds, cpu, rss, counts))
         if not args.keep:
             shutil.rmtree(work)
     base = statistics.median(times["sqlite3"])

@@ -1,11 +1,16 @@
 """Startup benchmark: `campaign-sync list-jobs --json` on config/example beside `python -c pass`.
 
-Target (issue 7): median ≤ 0.20 s wall for list-jobs --json. Prints medians and the ratio
-to a bare interpreter start, measured side by side in one run. Usage: python bench/startup.py [N]
+Targets: median ≤ 0.20 s wall for list-jobs --json on SQLite, ≤ 0.30 s on PostgreSQL (a
+connection and a few queries over loopback or the network). Prints medians and the ratio to a
+bare interpreter start, measured side by side in one run.
+
+    python bench/startup.py [N]                                  # SQLite store
+    python bench/startup.py [N] --store postgresql://… [--schema NAME]  # PostgreSQL store
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -30,12 +35,25 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rounds", nargs="?", type=int, default=21)
+    parser.add_argument("--store", help="a postgresql:// URL (default: an SQLite file)")
+    parser.add_argument("--schema", default="public", help="the PostgreSQL store's schema")
+    return parser.parse_args()
+
+
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 21
+    args = arguments()
+    rounds = args.rounds
     with tempfile.TemporaryDirectory() as tmp:
         # A copy of the example with a store that has run history, as in production.
         config = Path(tmp) / "campaign-sync.yaml"
         text = EXAMPLE.read_text().replace("path: inbox", f"path: {EXAMPLE.parent / 'inbox'}")
+        if args.store:
+            text = text.replace(
+                "store: var/campaign-sync.db", f"store: {args.store}\nstore_schema: {args.schema}"
+            )
         config.write_text(text)
         env = {**os.environ, "CAMPAIGN_SYNC_CONFIG": str(config)}
         # An installed package has its bytecode compiled; don't measure recompiling it.
@@ -68,8 +86,13 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:34} {median:9.3f} {min(values):7.3f} {median / base:9.2f}")
     target = statistics.median(samples["campaign-sync list-jobs --json"])
-    verdict = "meets" if target <= 0.20 else "MISSES"
-    print(f"list-jobs --json median {target:.3f} s: {verdict} the 0.20 s target ({rounds} rounds)")
+    limit = 0.30 if args.store else 0.20
+    verdict = "meets" if target <= limit else "MISSES"
+    kind = "PostgreSQL" if args.store else "SQLite"
+    print(
+        f"list-jobs --json median {target:.3f} s on {kind}: {verdict} the {limit:.2f} s target "
+        f"({rounds} rounds)"
+    )
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ class Workspace:
         import psycopg
 
         assert self.pg is not None
-        conn = psycopg.connect(self.pg.url, autocommit=True)
+        # As the server's superuser: a test may have made the store as a role of its own.
+        conn = psycopg.connect(self.pg.admin_url, autocommit=True)
         conn.execute(f'SET search_path TO "{self.pg.name}"')
         return conn
 

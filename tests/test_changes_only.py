@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import SAMPLE, Workspace
+
+pytestmark = pytest.mark.stores("sqlite", "postgres")
 
 EXTRA = """\
   bounces-import:

@@ -1,4 +1,5 @@
-"""Double opt-in dispatch against a real SMTP server (aiosmtpd), including kill -9 runs.
+"""Double opt-in dispatch against a real SMTP server (aiosmtpd), including kill -9 runs, on
+both stores: an SQLite file and a PostgreSQL schema on a real server.
 
 The store is seeded directly (list, recipients with their DOI times, the job's first run) so
 each test states exactly who is new, who is old and who is excluded.
@@ -6,6 +7,7 @@ each test states exactly who is new, who is old and who is excluded.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from smtp_server import ClosedPort, SmtpTestServer
@@ -30,6 +32,14 @@ from campaign_sync import store
 from campaign_sync.errors import JobLocked
 from campaign_sync.ops.runner import RunOptions, run_job
 from campaign_sync.result import RunResult
+from campaign_sync.store.base import Store
+from campaign_sync.store.open import open_store
+
+if TYPE_CHECKING:
+    import psycopg
+    from pgfixtures import PgSchema
+
+pytestmark = pytest.mark.stores("sqlite", "postgres")
 
 TREE = str(Path(__file__).resolve().parent.parent)
 SENDER = "welcome@example.com"
@@ -43,9 +53,17 @@ OLD_DOI = "2026-10-01T12:00:00.000000+00:00"
 
 @dataclass
 class Dispatch:
+    """A dispatch job's folder, config and mailings, and its store: the SQLite file
+    `store.db`, or (`pg` set) a PostgreSQL schema of its own on the suite's server."""
+
     root: Path
     server_host: str
     server_port: int
+    pg: PgSchema | None = None
+
+    @property
+    def kind(self) -> str:
+        return "sqlite" if self.pg is None else "postgres"
 
     @property
     def config_path(self) -> Path:
@@ -59,15 +77,27 @@ class Dispatch:
     def mailings(self) -> Path:
         return self.root / "mailings"
 
+    def on_server(self, server: SmtpTestServer) -> Dispatch:
+        """This workspace and store, mailing through `server` instead."""
+        other = dataclasses.replace(self, server_host=server.host, server_port=server.port)
+        other.write_config()
+        return other
+
     def write_config(
         self, *, rate: float | None = None, port: int | None = None, notify: str | None = None
     ) -> None:
         rate_line = f"\n    rate: {rate}" if rate else ""
         rate_line += f"\n    notify: [{notify}]" if notify else ""
+        store_lines = (
+            "store: store.db"
+            if self.pg is None
+            else f"store: {self.pg.url}\nstore_schema: {self.pg.name}"
+        )
         self.config_path.write_text(
-            textwrap.dedent(
+            store_lines
+            + "\n"
+            + textwrap.dedent(
                 f"""\
-                store: store.db
                 work_dir: var
                 timezone: Europe/Berlin
                 smtp:
@@ -111,8 +141,11 @@ class Dispatch:
         path.write_bytes(msg.as_bytes())
         return path
 
-    def connect(self) -> sqlite3.Connection:
-        return store.connect(str(self.store_path))
+    def open(self) -> Store:
+        """The store, opened (and created) as a run opens it."""
+        if self.pg is None:
+            return open_store(str(self.store_path))
+        return open_store(self.pg.url, schema=self.pg.name)
 
     def seed(
         self,
@@ -122,18 +155,34 @@ class Dispatch:
         status: dict[str, str] | None = None,
     ) -> None:
         """Put recipients (email → DOI time) into 'newsletter'; the job first ran at FIRST_RUN."""
-        conn = self.connect()
+        opened = self.open()
+        conn = opened.conn
         try:
-            with store.transaction(conn):
+            with opened.transaction():
                 conn.execute(
-                    "INSERT OR IGNORE INTO jobs (name, first_seen) VALUES ('welcome', ?)",
+                    self._placeholders(
+                        "INSERT INTO jobs (name, first_seen) VALUES ('welcome', ?) "
+                        "ON CONFLICT DO NOTHING"
+                    ),
                     (FIRST_RUN,),
                 )
-                list_id = store.list_id(conn, "newsletter", create=True)
+                conn.execute(
+                    self._placeholders(
+                        "INSERT INTO lists (name, created_at) VALUES ('newsletter', ?) "
+                        "ON CONFLICT DO NOTHING"
+                    ),
+                    (FIRST_RUN,),
+                )
+                [list_id] = conn.execute(
+                    "SELECT id FROM lists WHERE name = 'newsletter'"
+                ).fetchone()
                 for email, doi in recipients.items():
                     conn.execute(
-                        "INSERT INTO recipients (list_id, email, status, fields, "
-                        "doi_confirmed_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        self._placeholders(
+                            "INSERT INTO recipients (list_id, email, status, fields, "
+                            "doi_confirmed_at, created_at, updated_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)"
+                        ),
                         (
                             list_id,
                             email,
@@ -145,22 +194,57 @@ class Dispatch:
                         ),
                     )
         finally:
-            conn.close()
+            opened.close()
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        conn = self.connect()
+        """Run one statement (`?` placeholders) in a transaction of its own."""
+        opened = self.open()
         try:
-            with store.transaction(conn):
-                conn.execute(sql, params)
+            with opened.transaction():
+                opened.conn.execute(self._placeholders(sql), params)
         finally:
-            conn.close()
+            opened.close()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.store_path)
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
+        """Rows of `sql` (`?` placeholders), read without opening the store as a run does."""
+        if self.pg is None:
+            conn = sqlite3.connect(self.store_path)
+            try:
+                return conn.execute(sql, params).fetchall()
+            finally:
+                conn.close()
+        with self._pg() as conn:
+            return [tuple(row) for row in conn.execute(self._placeholders(sql), params)]
+
+    def _placeholders(self, sql: str) -> str:
+        return sql if self.pg is None else sql.replace("%", "%%").replace("?", "%s")
+
+    def _pg(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        assert self.pg is not None
+        conn = psycopg.connect(self.pg.url, autocommit=True)
+        conn.execute(f'SET search_path TO "{self.pg.name}"')
+        return conn
+
+    def dump(self) -> list[str]:
+        """Every row of every table, for before/after comparisons."""
+        if self.pg is None:
+            conn = sqlite3.connect(self.store_path)
+            try:
+                return list(conn.iterdump())
+            finally:
+                conn.close()
+        with self._pg() as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "ORDER BY tablename"
+            ).fetchall()
+            return [
+                f"{table}: {row!r}"
+                for (table,) in tables
+                for row in conn.execute(f'SELECT * FROM "{table}" AS t ORDER BY t::text')
+            ]
 
     def sends(self) -> dict[str, tuple[str, int]]:
         rows = self.query("SELECT email, state, attempts FROM sends WHERE job = 'welcome'")
@@ -170,6 +254,29 @@ class Dispatch:
         config = config_module.load(str(self.config_path))
         return run_job(config, "welcome", "dispatch", RunOptions(dry_run=dry_run))
 
+    def sessions_ended(self) -> None:
+        """Wait until the server has ended the sessions of killed runs (on SQLite the kernel
+        dropped their locks with the process). A killed client's session ends when its
+        server process notices, a moment after the kill: until then its job lock and its
+        run lock are held, and a rerun would rightly find the job busy and its sends alive."""
+        if self.pg is None:
+            return
+        deadline = time.monotonic() + 30
+        while self.query(ADVISORY_LOCKS_OF_THIS_SCHEMA) != [(0,)]:
+            assert time.monotonic() < deadline, "the killed run's session did not end"
+            time.sleep(0.01)
+
+
+# The advisory locks runs hold in this store's schema: job locks (one bigint key, hashed from
+# "<schema>/job/<job>") and the run locks of dispatch (two keys, the first the schema's).
+ADVISORY_LOCKS_OF_THIS_SCHEMA = """
+SELECT count(*) FROM pg_locks AS l
+WHERE l.locktype = 'advisory' AND l.granted AND (
+    (l.objsubid = 1 AND (l.classid::bigint << 32) | l.objid::bigint
+        = hashtextextended(current_schema() || '/job/welcome', 0))
+    OR (l.objsubid = 2 AND l.classid = hashtext(current_schema() || '/run')::oid))
+"""
+
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpTestServer]:
@@ -178,8 +285,11 @@ def smtp() -> Iterator[SmtpTestServer]:
 
 
 @pytest.fixture
-def ws(tmp_path: Path, smtp: SmtpTestServer) -> Dispatch:
-    workspace = Dispatch(tmp_path, smtp.host, smtp.port)
+def ws(
+    tmp_path: Path, smtp: SmtpTestServer, store_kind: str, request: pytest.FixtureRequest
+) -> Dispatch:
+    pg = request.getfixturevalue("pg_schema") if store_kind == "postgres" else None
+    workspace = Dispatch(tmp_path, smtp.host, smtp.port, pg)
     workspace.write_config()
     workspace.mailing()
     return workspace
@@ -400,7 +510,9 @@ def test_a_future_confirmation_is_rejected_and_resubscribes_nobody(
             "row": ["anna@example.com", "2099-01-01"],
         }
     ]
-    assert ws.query("SELECT email, status, doi_confirmed_at IS NULL FROM recipients") == [
+    assert ws.query(
+        "SELECT email, status, doi_confirmed_at IS NULL FROM recipients ORDER BY email"
+    ) == [
         ("anna@example.com", "unsubscribed", 1),
         ("ben@example.com", "active", 0),
     ]
@@ -519,14 +631,10 @@ def test_connection_failure_fails_the_run_and_claims_nobody(
     assert received(smtp) == Counter({"anna@example.com": 1})
 
 
-def test_no_password_without_tls_fails_the_run_and_claims_nobody(tmp_path: Path) -> None:
+def test_no_password_without_tls_fails_the_run_and_claims_nobody(ws: Dispatch) -> None:
     # validate refuses this config; a config built around it meets the mail code's refusal.
-    import dataclasses
-
     with SmtpTestServer(auth={"mailer": "pw-long-enough"}, auth_require_tls=False) as server:
-        ws = Dispatch(tmp_path, server.host, server.port)
-        ws.write_config()
-        ws.mailing()
+        ws = ws.on_server(server)
         ws.seed({"anna@example.com": NEW_DOI})
         config = config_module.load(str(ws.config_path))
         assert config.smtp is not None
@@ -644,7 +752,7 @@ def test_dry_run_lists_recipients_and_changes_nothing(ws: Dispatch, smtp: SmtpTe
         {"anna@example.com": NEW_DOI, "bo@example.com": NEW_DOI, "old@example.com": OLD_DOI},
         {"anna@example.com": {"first_name": "Anna"}},
     )
-    before = list(ws.connect().iterdump())
+    before = ws.dump()
 
     result = ws.run(dry_run=True)
 
@@ -658,16 +766,23 @@ def test_dry_run_lists_recipients_and_changes_nothing(ws: Dispatch, smtp: SmtpTe
         "  bo@example.com: Welcome",
     ]
     assert smtp.messages == []
-    assert list(ws.connect().iterdump()) == before
+    assert ws.dump() == before
 
 
-def test_lock_refuses_an_overlapping_run(ws: Dispatch, tmp_path: Path) -> None:
+def test_lock_refuses_an_overlapping_run(ws: Dispatch) -> None:
     ws.seed({"anna@example.com": NEW_DOI})
-    from campaign_sync.store.sqlite.runs import job_lock
-
     config = config_module.load(str(ws.config_path))
-    with job_lock(config.work_dir, "welcome"), pytest.raises(JobLocked) as info:
-        ws.run()
+    # Another run's lock, both parts: a file on SQLite, a lock of the server on PostgreSQL.
+    holder = ws.open()
+    try:
+        with (
+            type(holder).job_lock_before_opening(config.work_dir, "welcome"),
+            holder.job_lock(config.work_dir, "welcome"),
+            pytest.raises(JobLocked) as info,
+        ):
+            ws.run()
+    finally:
+        holder.close()
     assert info.value.exit_code == 75
     assert ws.sends() == {}
     assert ws.query("SELECT count(*) FROM runs") == [(0,)]
@@ -719,7 +834,8 @@ if point == "unlocked":  # a second run that ignores the lock: state-level safet
     from campaign_sync.ops import runner
     from campaign_sync.store.open import open_store
     cfg = config.load({config!r})
-    result = runner._run_locked(cfg, cfg.job("welcome"), RunOptions(), open_store(cfg.store))
+    store = open_store(cfg.store, schema=cfg.store_schema)
+    result = runner._run_locked(cfg, cfg.job("welcome"), RunOptions(), store)
 else:
     result = run_job(config.load({config!r}), "welcome", "dispatch", RunOptions())
 print(json.dumps(result.as_dict()))
@@ -769,6 +885,7 @@ def test_kill_9_then_rerun_sends_nobody_twice(
 
     proc = child(ws, point, at)
     proc.communicate(timeout=60)
+    ws.sessions_ended()
     assert proc.returncode == -signal.SIGKILL
     assert sum(received(smtp).values()) == delivered_before_kill
 
@@ -828,6 +945,7 @@ def test_repeated_kills_at_arbitrary_moments(ws: Dispatch, smtp: SmtpTestServer)
             proc.wait(timeout=30)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
+        ws.sessions_ended()
         assert proc.returncode == -signal.SIGKILL
 
     final = ws.run()
@@ -896,6 +1014,7 @@ def test_run_that_died_holding_a_send_is_reported_even_if_interrupted_by_signal(
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
+    ws.sessions_ended()
 
     rerun = ws.run()
 
@@ -904,6 +1023,7 @@ def test_run_that_died_holding_a_send_is_reported_even_if_interrupted_by_signal(
     assert ws.sends()["r00@example.com"] == ("unknown", 1)
 
 
+@pytest.mark.stores("sqlite")  # about upgrading an SQLite file from its first schema version
 def test_store_migration_keeps_existing_data(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
@@ -973,11 +1093,9 @@ def test_message_refused_after_data_is_a_hard_bounce(ws: Dispatch, smtp: SmtpTes
     ]
 
 
-def test_address_the_session_cannot_carry_is_skipped_not_bounced(tmp_path: Path) -> None:
+def test_address_the_session_cannot_carry_is_skipped_not_bounced(ws: Dispatch) -> None:
     with SmtpTestServer(smtputf8=False) as server:
-        ws = Dispatch(tmp_path, server.host, server.port)
-        ws.write_config()
-        ws.mailing()
+        ws = ws.on_server(server)
         ws.seed({"jürgen@example.com": NEW_DOI, "ok@example.com": NEW_DOI})
 
         result = ws.run()
@@ -989,11 +1107,9 @@ def test_address_the_session_cannot_carry_is_skipped_not_bounced(tmp_path: Path)
     assert any("jürgen@example.com" in warning for warning in result.warnings)
 
 
-def test_idn_recipient_without_smtputf8_gets_a_punycode_to_header(tmp_path: Path) -> None:
+def test_idn_recipient_without_smtputf8_gets_a_punycode_to_header(ws: Dispatch) -> None:
     with SmtpTestServer(smtputf8=False) as server:
-        ws = Dispatch(tmp_path, server.host, server.port)
-        ws.write_config()
-        ws.mailing()
+        ws = ws.on_server(server)
         ws.seed({"idn2@bücher.example": NEW_DOI})
 
         result = ws.run()
@@ -1027,6 +1143,7 @@ def test_dry_run_reports_a_dead_send_without_settling_it(
     ws.seed(recipients(2))
     proc = child(ws, "before-send", 1)
     proc.communicate(timeout=60)
+    ws.sessions_ended()
 
     dry = ws.run(dry_run=True)
 

@@ -1,4 +1,5 @@
-"""Exports of every kind, through the engine (run_job) onto a local 'server' folder.
+"""Exports of every kind, through the engine (run_job) onto a local 'server' folder, on both
+stores (a test that uses `env` runs once on SQLite and once on PostgreSQL).
 
 Stores are seeded with SQL (fixed timestamps, so the expected files are exact) or through the
 recipient import engine (changes-only across runs).
@@ -18,8 +19,10 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import Workspace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from props import examples
@@ -30,11 +33,15 @@ from campaign_sync.config.model import BounceLimits, CsvFormat, JobConfig, Targe
 from campaign_sync.core import addresses, workdir
 from campaign_sync.csvio.write import CELL_SEP, JSON_ROW, ROW_SEP, CsvWriter, neutralise
 from campaign_sync.errors import InputError
-from campaign_sync.exports import export
 from campaign_sync.exports.export import write_export
 from campaign_sync.ops.runner import RunOptions, run_job
 from campaign_sync.result import RunResult
+from campaign_sync.store.open import open_store
+from campaign_sync.store.postgres import connection
 from campaign_sync.store.sqlite import SqliteStore
+from campaign_sync.store.sqlite import exports as export
+
+pytestmark = pytest.mark.stores("sqlite", "postgres")
 
 T1 = "2026-01-10T08:00:00.000000+00:00"
 T2 = "2026-02-20T09:30:00.000000+00:00"
@@ -67,16 +74,25 @@ jobs:
 
 
 class Env:
-    """A config file, its store and the partner folder, in a tmp_path."""
+    """A config file, its store and the partner folder, in the workspace's folder; the store
+    is the workspace's (SQLite or a PostgreSQL schema), created at once so SQL can seed it."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        (root / "partner").mkdir()
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self._pg: Any = None
+        self.root = ws.root
+        (self.root / "partner").mkdir()
         self.write()
+        open_store(self._location, schema=ws.pg.name if ws.pg else "public").close()
+
+    @property
+    def _location(self) -> str:
+        return self.ws.pg.url if self.ws.pg else str(self.root / "store.db")
 
     def write(self, extra: str = "", *, path: str = "/export/out.csv", mode: str = "upsert"):
         extra = textwrap.indent(textwrap.dedent(extra).strip("\n"), "    ") + "\n" if extra else ""
         text = CONFIG.format(path=path, extra=extra, mode=mode)
+        text = text.replace("store: store.db", self.ws.store_setting, 1)
         (self.root / "campaign-sync.yaml").write_text(text, encoding="utf-8")
 
     def add_job(self, name: str, body: str) -> None:
@@ -89,16 +105,30 @@ class Env:
     def partner(self) -> Path:
         return self.root / "partner"
 
-    def conn(self) -> sqlite3.Connection:
-        return store.connect(str(self.root / "store.db"))
+    def query(self, script: str, params: tuple = ()) -> list[tuple]:
+        """Rows of `script` (`?` placeholders, on either store), committed if it writes."""
+        if self.ws.pg is None:
+            return self.ws.query(script, params)
+        if self._pg is None:  # one connection for the test: each login costs a SCRAM round
+            self._pg = connection.connect(self.ws.pg.url, self.ws.pg.name)
+        cursor = self._pg.execute(script.replace("?", "%s"), params)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
 
     def sql(self, script: str, params: tuple = ()) -> None:
-        conn = self.conn()
-        try:
-            with store.transaction(conn):
-                conn.execute(script, params)
-        finally:
-            conn.close()
+        self.query(script, params)
+
+    def list_id(self, name: str) -> int:
+        """The list's id, the list made on first use."""
+        self.sql(
+            "INSERT INTO lists (name, created_at) SELECT ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM lists WHERE name = ?)",
+            (name, T1, name),
+        )
+        return int(self.query("SELECT id FROM lists WHERE name = ?", (name,))[0][0])
 
     def run(self, job: str = "newsletter-export", kind: str = "export", **options) -> RunResult:
         config = config_module.load(str(self.root / "campaign-sync.yaml"), env={})
@@ -128,17 +158,11 @@ def recipient(
     updated: str = T2,
     list_name: str = "newsletter",
 ) -> None:
-    conn = env.conn()
-    try:
-        with store.transaction(conn):
-            list_id = store.list_id(conn, list_name, create=True)
-            conn.execute(
-                "INSERT INTO recipients (list_id, email, status, fields, doi_confirmed_at, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (list_id, email, status, json.dumps(fields or {}), doi, created, updated),
-            )
-    finally:
-        conn.close()
+    env.sql(
+        "INSERT INTO recipients (list_id, email, status, fields, doi_confirmed_at, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (env.list_id(list_name), email, status, json.dumps(fields or {}), doi, created, updated),
+    )
 
 
 def bounce(env: Env, email: str, kind: str, when: str = T2, times: int = 1) -> None:
@@ -222,7 +246,7 @@ def in_parts(
 @pytest.fixture(autouse=True, scope="module", params=["whole", "in parts"])
 def parts(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test here runs twice: recipient lists read by one connection, and in three
-    parts by three processes at once (exports/parts.py), which must give the same bytes."""
+    parts by three processes at once (store/sqlite/parts.py), which must give the same bytes."""
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "in parts":
             in_parts(patch)
@@ -232,8 +256,11 @@ def parts(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return Env(tmp_path)
+def env(ws: Workspace) -> Iterator[Env]:
+    """On the store `ws` is on: each test runs on SQLite and on PostgreSQL (pytestmark)."""
+    made = Env(ws)
+    yield made
+    made.close()
 
 
 # --------------------------------------------------------------------------- recipient export
@@ -353,11 +380,9 @@ def test_dates_in_a_date_format_come_back_the_same_after_export_and_reimport(
         assert result.status == "succeeded", result.error
         assert env.export() == original
     # The store still holds UTC: local midnight of 1 May is 22:00 UTC the day before.
-    conn = env.conn()
-    (stored,) = conn.execute(
+    ((stored,),) = env.query(
         "SELECT doi_confirmed_at FROM recipients WHERE email = 'a0@example.com'"
-    ).fetchone()
-    conn.close()
+    )
     assert stored == (
         "2024-04-30T22:00:00.000000+00:00"
         if date_format == "%d.%m.%Y"
@@ -519,12 +544,10 @@ def test_addresses_are_written_as_stored_and_come_back_the_same(env: Env):
     result = env.run("copy-import", "import")
     assert result.status == "succeeded", result.error
     assert (result.counts["inserted"], result.counts["rejected"]) == (4, 0)
-    conn = env.conn()
-    copied = conn.execute(
-        "SELECT email FROM recipients WHERE list_id = ? ORDER BY email",
-        (store.list_id(conn, "copy", create=False),),
-    ).fetchall()
-    conn.close()
+    copied = env.query(
+        "SELECT r.email FROM recipients AS r JOIN lists AS l ON l.id = r.list_id "
+        "WHERE l.name = 'copy' ORDER BY r.email"
+    )
     assert [email for (email,) in copied] == [*FORMULA_ADDRESSES, "ok@example.com"]
 
 
@@ -908,10 +931,10 @@ def test_blocklist_in_sql_agrees_with_the_matcher(tmp_path_factory, patterns):
 
 def big_list(env: Env, members: int) -> None:
     """A list where every status, matcher path and date occurs across its whole key range."""
-    conn = env.conn()
+    list_id = env.list_id("newsletter")
+    conn = sqlite3.connect(env.root / "store.db")
     try:
-        with store.transaction(conn):
-            list_id = store.list_id(conn, "newsletter", create=True)
+        with conn:
             conn.executemany(
                 "INSERT INTO recipients (list_id, email, status, fields, doi_confirmed_at, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -944,6 +967,9 @@ def big_list(env: Env, members: int) -> None:
         conn.close()
 
 
+# Parts are the SQLite store's (child processes reading its file); on PostgreSQL one COPY
+# is the fast path.
+@pytest.mark.stores("sqlite")
 @pytest.mark.parametrize(
     ("include", "handover"),
     [
@@ -978,6 +1004,9 @@ def test_parts_give_the_same_file_as_one_connection(env: Env, include: str, hand
     ) == (include == "all")
 
 
+# Parts are the SQLite store's (child processes reading its file); on PostgreSQL one COPY
+# is the fast path.
+@pytest.mark.stores("sqlite")
 def test_an_error_in_a_later_part_names_its_row_and_leaves_nothing(env: Env):
     big_list(env, 900)
     env.sql(
@@ -989,17 +1018,16 @@ def test_an_error_in_a_later_part_names_its_row_and_leaves_nothing(env: Env):
         result = env.run()
     # Every member but the unsubscribed (n % 11 == 0) and removed ones is written under
     # `include: all`; m0800 is the 800th - 73 unsubscribed before it... counted, not guessed:
-    conn = env.conn()
-    (row,) = conn.execute(
-        "SELECT count(*) FROM recipients WHERE email <= 'm0800@ok0.example'"
-    ).fetchone()
-    conn.close()
+    ((row,),) = env.query("SELECT count(*) FROM recipients WHERE email <= 'm0800@ok0.example'")
     assert result.status == "failed"
     assert result.error.startswith(f"data row {row}, column name: 'Ł' (U+0141)")
     assert not (env.partner / "export").exists()
     assert [p for p in (env.root / "var/staging").rglob("*") if p.is_file()] == []
 
 
+# Parts are the SQLite store's (child processes reading its file); on PostgreSQL one COPY
+# is the fast path.
+@pytest.mark.stores("sqlite")
 def test_a_failing_part_stops_the_export(env: Env):
     big_list(env, 900)
     env.write("fields: [email, name]")
@@ -1023,6 +1051,9 @@ def test_a_failing_part_stops_the_export(env: Env):
     assert [p for p in (env.root / "var/staging").rglob("*") if p.is_file()] == []
 
 
+# Parts are the SQLite store's (child processes reading its file); on PostgreSQL one COPY
+# is the fast path.
+@pytest.mark.stores("sqlite")
 def test_the_part_process_runs_this_tree_whatever_the_working_folder(env: Env, tmp_path: Path):
     shadow = tmp_path / "elsewhere" / "campaign_sync"
     shadow.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""exports.parts.write_in_order with real child processes that speak its protocol.
+"""store.sqlite.parts.write_in_order with real child processes that speak its protocol.
 
 The child here is a small script, not the export, so that its pace is under the test's
 control: it reports its cut, waits for its range and then writes `chunks` chunks, `pause`
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign_sync.exports.parts import ChildPart, write_in_order
+from campaign_sync.store.sqlite.parts import ChildPart, write_in_order
 
 CHILD = """
 import json, os, sys, time

@@ -9,6 +9,9 @@ import pytest
 from conftest import Workspace
 from test_import_recipients import counts, data, members, run, run_installed
 
+# Every test runs on both store backends (tests/conftest.py).
+pytestmark = pytest.mark.stores("sqlite", "postgres")
+
 CONFIG = """\
 store: store.db
 work_dir: var

@@ -312,7 +312,7 @@ def _export_parts_left(within: float) -> list[int]:
                 ours = os.readlink(f"/proc/{entry}/cwd") == root  # it runs in our tree
             except OSError:
                 continue  # not a process, or gone
-            if ours and b"campaign_sync.exports.export" in argv:
+            if ours and b"campaign_sync.store.sqlite.exports" in argv:
                 left.append(int(entry))
         if not left or time.monotonic() > deadline:
             return left

@@ -97,6 +97,9 @@ class NotifyConfig:
     to: tuple[str, ...] = ()
     webhook: str | None = None
     webhook_timeout: float = 10.0
+    # Apprise URLs (chat and push services); each is a credential, so never in a repr.
+    urls: tuple[str, ...] = field(default=(), repr=False)
+    urls_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class JobConfig:
     list: str | None = None
     schedule: str | None = None
     notify: tuple[str, ...] = ()
+    notify_urls: tuple[str, ...] = field(default=(), repr=False)  # Apprise URLs of this job
     # imports
     source: SourceConfig | None = None
     columns: dict[str, str] = field(default_factory=dict)  # header: field

@@ -196,7 +196,8 @@ class Validator(ServerChecks, JobChecks):
             )
 
     def notify(self, raw: Any) -> NotifyConfig:
-        spec = self.mapping(raw, "notify", ("to", "webhook", "webhook_timeout"))
+        allowed = ("to", "webhook", "webhook_timeout", "urls", "urls_timeout")
+        spec = self.mapping(raw, "notify", allowed)
         webhook = None
         if spec.get("webhook") is not None:
             webhook = self.web_url(spec["webhook"], "notify.webhook")
@@ -204,6 +205,8 @@ class Validator(ServerChecks, JobChecks):
             to=self.addresses(spec.get("to", []), "notify.to"),
             webhook=webhook,
             webhook_timeout=self.timeout(spec.get("webhook_timeout", 10), "notify.webhook_timeout"),
+            urls=self.apprise_urls(spec.get("urls"), "notify.urls"),
+            urls_timeout=self.timeout(spec.get("urls_timeout", 10), "notify.urls_timeout"),
         )
 
     def bounces(self, raw: Any) -> BounceLimits:

@@ -95,7 +95,7 @@ class JobChecks(Checks):
                 values, "schedule", lambda: self.schedule(spec["schedule"], f"{key}.schedule")
             )
         if spec.get("notify") is not None:
-            self.settle(values, "notify", lambda: self.addresses(spec["notify"], f"{key}.notify"))
+            values.update(self.job_notify(spec["notify"], f"{key}.notify"))
         if "format" in spec:
             imports = kind in IMPORT_TYPES
             self.settle(
@@ -120,6 +120,62 @@ class JobChecks(Checks):
             if smtp is None:
                 raise self.fail("smtp", f"required by the doi-dispatch job '{name}'")
         return JobConfig(**values)
+
+    def job_notify(self, raw: Any, key: str) -> dict[str, Any]:
+        """A job's own notice targets, added to the global ones: a list of addresses (the
+        short form), or a mapping with `to` (addresses) and `urls` (Apprise URLs)."""
+        values: dict[str, Any] = {}
+        if not isinstance(raw, dict):
+            self.settle(values, "notify", lambda: self.addresses(raw, key))
+            return values
+        spec = self.mapping(raw, key, ("to", "urls"))
+        if spec.get("to") is not None:
+            self.settle(values, "notify", lambda: self.addresses(spec["to"], f"{key}.to"))
+        if spec.get("urls") is not None:
+            self.settle(
+                values, "notify_urls", lambda: self.apprise_urls(spec["urls"], f"{key}.urls")
+            )
+        return values
+
+    def apprise_urls(self, value: Any, key: str) -> tuple[str, ...]:
+        """Apprise URLs; a problem names the URL by its key, never by its text (a token).
+
+        Whether Apprise knows each URL is asked only by `campaign-sync validate` (when
+        collecting): loading Apprise is too slow for every command that reads the config.
+        """
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list of Apprise URLs, got {kind_of(value)}")
+        from . import apprise_urls
+
+        if value and not apprise_urls.installed():
+            # Said once, at the first key that uses URLs, however many do.
+            if getattr(self, "_apprise_missing_told", False):
+                return ()
+            self._apprise_missing_told = True
+            raise self.fail(
+                key, f"Apprise URLs need the Apprise package; {apprise_urls.INSTALL_HINT}"
+            )
+        urls: list[str] = []
+        for i, item in enumerate(value):
+            url = self.attempt(lambda i=i, item=item: self.apprise_url(item, f"{key}[{i}]"))
+            if url is not None:
+                urls.append(url)
+        return tuple(urls)
+
+    def apprise_url(self, value: Any, key: str) -> str:
+        from . import apprise_urls
+
+        url = self.string(value, key)
+        problem = apprise_urls.shape_problem(url)
+        if problem is None and self.collected is not None:
+            problem = apprise_urls.recognised(url)
+        if problem is not None:
+            raise self.fail(key, problem)
+        return url
 
     def schedule(self, value: Any, key: str) -> str:
         text = self.string(value, key)

@@ -1,16 +1,20 @@
 """Double opt-in dispatch: the latest mailing, once, to every newly confirmed recipient.
 
-Exactly once rests on the `sends` table (store migration 2), one row per job and address:
+Exactly once rests on the store's `sends` table, one row per job and address; its SQL is the
+store backend's (`store.sql("sends")`), the steps and their order are this module's:
 
 1. claim: the row is written as `sending` and committed *before* the SMTP transaction. The
-   claim is a single conditional statement, so of two overlapping runs only one gets it;
+   claim is a single conditional statement, so of two overlapping runs (on one host or on
+   several sharing a PostgreSQL store) only one gets it;
 2. send: one SMTP transaction for this recipient;
 3. settle: `sent`, `failed` (5xx, hard bounce), `deferred` (4xx soft bounce, or nothing was
    handed over: retried next run) or `unknown` (the session broke after the data went out).
 
 A process killed between 1 and 3 leaves `sending` behind. The next run cannot know whether
 the server took the message, so it reports the row as `unknown` and never sends it again:
-a missing welcome mail is a support ticket, a duplicate is a spam complaint.
+a missing welcome mail is a support ticket, a duplicate is a spam complaint. A row counts as
+left behind only once its run is gone, which each backend decides in its own way (the
+process on SQLite's one host; a lock the server drops with the run's session on PostgreSQL).
 
 Counts: `sent` accepted by the server; `bounced` refused by it (5xx hard, 4xx soft, each
 recorded in `bounces`); `skipped` newly confirmed members left out (unsubscribed, blocklisted,
@@ -20,34 +24,30 @@ or caused by this run. A dry run counts as `sent` who would be sent to.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .. import store
 from ..core.addresses import Blocklist
 from ..core.dates import latest_allowed
 from ..errors import InputError, MailError
-from ..store.base import Store
-from ..store.sqlite import runs
-from ..store.statuses import outbounced_sql, unsubscription_wins
 from .mailing import Mailing, latest_mailing, new_message_id, personalise
 
 if TYPE_CHECKING:
     from ..config.model import Config, JobConfig, SmtpConfig
     from ..result import RunResult
+    from ..store.base import Store
     from .smtp import SendOutcome, SmtpSession
 
 log = logging.getLogger("campaign_sync")
 
 # How many recipients a dry run names in its message (the count is always complete).
 DRY_RUN_LISTED = 200
+
+DEAD_SEND_DETAIL = "the run ended during the SMTP transaction"
 
 
 @dataclass
@@ -65,6 +65,17 @@ class Selection:
     never_ran: bool = False  # no cut-off yet: nobody counts as newly confirmed
 
 
+@dataclass
+class Sending:
+    """One run's sending: the store and its sends SQL, the job, and where counts go."""
+
+    store: Store
+    sends: ModuleType  # the store's `sends` module (store.sql("sends"))
+    job: JobConfig
+    result: RunResult
+    mailing: Mailing
+
+
 def dispatch(
     store: Store,
     config: Config,
@@ -76,13 +87,13 @@ def dispatch(
     """Run one doi-dispatch: report dead sends, pick recipients, send; counts go on `result`."""
     assert job.list is not None and job.mailings is not None, "validated by the config"
     assert config.smtp is not None, "validated: a doi-dispatch job needs smtp"
-    conn = store.conn
+    sends = store.sql("sends")
     counts = result.counts
     counts.update(sent=0, skipped=0, bounced=0, unknown=0)
-    counts["unknown"] = _settle_dead_sends(conn, job.name, result, dry_run=dry_run)
+    counts["unknown"] = _settle_dead_sends(store, sends, job.name, result, dry_run=dry_run)
     mailing = latest_mailing(job.mailings)
     _check_template(mailing, config.smtp.sender)
-    selection = select_recipients(conn, config, job)
+    selection = select_recipients(store, config, job)
     counts["skipped"] = selection.skipped
     if dry_run:
         counts["sent"] = len(selection.due)
@@ -95,7 +106,9 @@ def dispatch(
         result.status = "succeeded"
         return
     if selection.due:
-        _send_all(conn, config.smtp, job, result, mailing, selection.due)
+        # While this run may hold sends, other runs (of any host) must see it alive.
+        with sends.claiming(store, result.run_id):
+            _send_all(Sending(store, sends, job, result, mailing), config.smtp, selection.due)
     result.message = (
         f"mailing {mailing.name}: {counts['sent']} sent, {counts['bounced']} bounced, "
         f"{counts['skipped']} skipped, {counts['unknown']} unknown"
@@ -107,26 +120,15 @@ def dispatch(
 
 
 def _settle_dead_sends(
-    conn: sqlite3.Connection, job: str, result: RunResult, *, dry_run: bool
+    store: Store, sends: ModuleType, job: str, result: RunResult, *, dry_run: bool
 ) -> int:
     """Turn `sending` rows left by dead runs into `unknown`; report each. Returns how many.
 
-    A row whose run is still alive belongs to an overlapping run and is left alone. The
-    runner marks every other run of the job interrupted once it holds the lock, so the run's
-    status alone would call a live run (one that ignored the lock) dead: its process is
-    checked too.
+    A row whose run is still alive belongs to an overlapping run and is left alone; what
+    alive means is the backend's (a pid on one host, a lock the server holds across hosts).
+    A dry run reports them without changing them.
     """
-    if dry_run:
-        dead = _dead_sends(conn, job)
-    else:
-        # Found and settled in one transaction, so a send settled meanwhile is not counted.
-        with store.transaction(conn):
-            dead = _dead_sends(conn, job)
-            conn.executemany(
-                "UPDATE sends SET state = 'unknown', updated_at = ?, "
-                "detail = 'the run ended during the SMTP transaction' WHERE id = ?",
-                [(store.now(), row[0]) for row in dead],
-            )
+    dead = sends.dead_sends(store, job, DEAD_SEND_DETAIL, mark=not dry_run)
     for _, email, message_id, run_id in dead:
         result.warnings.append(
             f"outcome unknown: {email} (Message-ID {message_id}): run {run_id} ended during "
@@ -135,72 +137,31 @@ def _settle_dead_sends(
     return len(dead)
 
 
-def _dead_sends(conn: sqlite3.Connection, job: str) -> list[tuple[int, str, str, int | None]]:
-    """(id, email, message_id, run_id) of the job's `sending` rows whose run is gone."""
-    rows = conn.execute(
-        "SELECT s.id, s.email, s.message_id, s.run_id, r.status, r.pid, r.host "
-        "FROM sends AS s LEFT JOIN runs AS r ON r.id = s.run_id "
-        "WHERE s.job = ? AND s.state = 'sending'",
-        (job,),
-    ).fetchall()
-    return [row[:4] for row in rows if not _run_alive(*row[4:])]
-
-
-def _run_alive(status: str | None, pid: int | None, host: str | None) -> bool:
-    """Whether the run that claimed a send may still be sending it."""
-    if status == "running":
-        return True
-    if not pid or pid == os.getpid() or host != socket.gethostname():
-        # Another host's run is only known by its record; ours is not `running` any more.
-        return False
-    # A reused pid only delays the report to a later run; it never causes a resend.
-    return runs.process_alive(pid)
-
-
 # --------------------------------------------------------------------------- recipients
 
 
-def select_recipients(conn: sqlite3.Connection, config: Config, job: JobConfig) -> Selection:
+def select_recipients(store: Store, config: Config, job: JobConfig) -> Selection:
     """Active list members confirmed after the job's first run that this job has not sent to.
 
     Unsubscribed, blocklisted and outbounced members among them are counted as skipped.
     """
-    list_id = store.list_id(conn, job.list or "", create=False)
-    cutoff = _cutoff(conn, job.name)
+    sends = store.sql("sends")
+    cutoff = sends.cutoff(store, job.name)
     selection = Selection(never_ran=cutoff is None)
-    if list_id is None or cutoff is None:
+    if cutoff is None:
         return selection
-    outbounced, bounce_params = outbounced_sql(config.bounces)
-    # An unsubscription counts unless the address confirmed double opt-in again after it
-    # (an import re-activates such a recipient; the unsubscriber row stays).
-    wins = unsubscription_wins("r.doi_confirmed_at", "u.unsubscribed_at", "?")
-    query = f"""
-        SELECT r.email, r.fields,
-            r.status != 'active' OR EXISTS (
-                SELECT 1 FROM unsubscribers AS u
-                WHERE u.email = r.email AND u.list IN ('', ?) AND {wins}) AS unsubscribed,
-            r.email IN ({outbounced}) AS outbounced
-        FROM recipients AS r
-        WHERE r.list_id = ? AND r.status != 'removed' AND r.doi_confirmed_at > ?
-          AND NOT EXISTS (
-            SELECT 1 FROM sends AS s
-            WHERE s.job = ? AND s.email = r.email AND s.state != 'deferred')
-        ORDER BY r.doi_confirmed_at, r.email
-    """
-    params = (job.list, latest_allowed(store.now()), *bounce_params, list_id, cutoff, job.name)
-    blocklist = Blocklist(row[0] for row in conn.execute("SELECT pattern FROM blocklist"))
-    for email, fields, unsubscribed, bounced in conn.execute(query, params).fetchall():
+    found = sends.candidates(
+        store, job.name, job.list or "", cutoff, latest_allowed(store.now()), config.bounces
+    )
+    if not found:
+        return selection
+    blocklist = Blocklist(sends.blocklist(store))
+    for email, fields, unsubscribed, bounced in found:
         if unsubscribed or bounced or blocklist.matches(email):
             selection.skipped += 1
             continue
-        selection.due.append(Recipient(email, {**json.loads(fields or "{}"), "email": email}))
+        selection.due.append(Recipient(email, {**fields, "email": email}))
     return selection
-
-
-def _cutoff(conn: sqlite3.Connection, job: str) -> str | None:
-    """Confirmations after this moment are new: the job's first run (None: it never ran)."""
-    row = conn.execute("SELECT first_seen FROM jobs WHERE name = ?", (job,)).fetchone()
-    return str(row[0]) if row else None
 
 
 # --------------------------------------------------------------------------- sending
@@ -216,20 +177,13 @@ def _check_template(mailing: Mailing, sender: str) -> None:
         raise InputError(f"mailing {mailing.path}: {exc}") from None
 
 
-def _send_all(
-    conn: sqlite3.Connection,
-    smtp: SmtpConfig,
-    job: JobConfig,
-    result: RunResult,
-    mailing: Mailing,
-    due: list[Recipient],
-) -> None:
+def _send_all(run: Sending, smtp: SmtpConfig, due: list[Recipient]) -> None:
     from .smtp import SmtpSession
 
     # Connect before claiming anyone: a server that is down fails the run with nothing claimed.
     with SmtpSession(smtp) as session:
-        for recipient in _paced(due, job.rate):
-            _send_one(conn, session, smtp, job, result, mailing, recipient)
+        for recipient in _paced(due, run.job.rate):
+            _send_one(run, session, smtp, recipient)
 
 
 def _paced(items: list[Recipient], rate: float | None) -> Iterator[Recipient]:
@@ -243,21 +197,14 @@ def _paced(items: list[Recipient], rate: float | None) -> Iterator[Recipient]:
         yield item
 
 
-def _send_one(
-    conn: sqlite3.Connection,
-    session: SmtpSession,
-    smtp: SmtpConfig,
-    job: JobConfig,
-    result: RunResult,
-    mailing: Mailing,
-    recipient: Recipient,
-) -> None:
+def _send_one(run: Sending, session: SmtpSession, smtp: SmtpConfig, recipient: Recipient) -> None:
     from .smtp import DeliveryUnknown
 
+    result = run.result
     message_id = new_message_id(smtp.sender)
     try:
         message = personalise(
-            mailing,
+            run.mailing,
             recipient=recipient.email,
             fields=recipient.fields,
             sender=smtp.sender,
@@ -269,112 +216,71 @@ def _send_one(
         result.counts["skipped"] += 1
         result.warnings.append(f"not sent to {recipient.email}: cannot personalise: {exc}")
         return
-    send_id = claim(conn, job, result.run_id, mailing, recipient.email, message_id)
+    send_id = claim(run, recipient.email, message_id)
     if send_id is None:
         log.info("%s: claimed by another run meanwhile; left to it", recipient.email)
         return
     try:
         outcome = session.send(message, [recipient.email])
     except DeliveryUnknown as exc:
-        settle(conn, send_id, "unknown", str(exc))
+        settle(run, send_id, "unknown", str(exc))
         result.counts["unknown"] += 1
         result.warnings.append(f"outcome unknown: {recipient.email} (Message-ID {message_id})")
         raise
     except MailError as exc:
-        settle(conn, send_id, "deferred", str(exc))  # nothing handed over: retry next run
+        settle(run, send_id, "deferred", str(exc))  # nothing handed over: retry next run
         raise
     # Anything else (a bug, Ctrl-C) leaves the row `sending`: whether data went out is not
     # known, so the next run reports it as unknown, exactly as after kill -9.
-    _record_outcome(conn, job, result, send_id, recipient.email, outcome)
+    _record_outcome(run, send_id, recipient.email, outcome)
 
 
-def _record_outcome(
-    conn: sqlite3.Connection,
-    job: JobConfig,
-    result: RunResult,
-    send_id: int,
-    email: str,
-    outcome: SendOutcome,
-) -> None:
+def _record_outcome(run: Sending, send_id: int, email: str, outcome: SendOutcome) -> None:
+    result = run.result
     refusal = outcome.refused.get(email)
     if refusal is None:
-        settle(conn, send_id, "sent", "")
+        settle(run, send_id, "sent", "")
         result.counts["sent"] += 1
         return
     if refusal.stage == "local":
         # Our session cannot carry the address (no SMTPUTF8): not the recipient's bounce.
         # Left for a later run (perhaps via another server) and counted as skipped.
-        settle(conn, send_id, "deferred", str(refusal))
+        settle(run, send_id, "deferred", str(refusal))
         result.counts["skipped"] += 1
         result.warnings.append(f"not sent to {email}: {refusal.text}")
         return
     state = "failed" if refusal.permanent else "deferred"
-    settle(conn, send_id, state, str(refusal), bounce=(email, refusal.kind, job.name))
+    settle(run, send_id, state, str(refusal), bounce=(email, refusal.kind, run.job.name))
     result.counts["bounced"] += 1
     log.info("%s: %s bounce (%s)", email, refusal.kind, refusal)
 
 
-def claim(
-    conn: sqlite3.Connection,
-    job: JobConfig,
-    run_id: int | None,
-    mailing: Mailing,
-    email: str,
-    message_id: str,
-) -> int | None:
-    """Mark the send `sending` (committed); None if another run holds or finished it.
-
-    A new address is inserted; an existing row is taken over only while it is `deferred`.
-    """
-    now = store.now()
-    with store.transaction(conn):
-        cursor = conn.execute(
-            """
-            INSERT INTO sends (job, email, list, mailing, mailing_id, message_id, state,
-                               attempts, run_id, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?, ?)
-            ON CONFLICT (job, email) DO UPDATE SET
-                state = 'sending', attempts = attempts + 1, list = excluded.list,
-                mailing = excluded.mailing, mailing_id = excluded.mailing_id,
-                message_id = excluded.message_id, run_id = excluded.run_id,
-                updated_at = excluded.updated_at
-            WHERE sends.state = 'deferred'
-            """,
-            (job.name, email, job.list, mailing.name, mailing.mailing_id, message_id, run_id)
-            + (now, now),
-        )
-        if cursor.rowcount != 1:
-            return None
-        row = conn.execute(
-            "SELECT id FROM sends WHERE job = ? AND email = ?", (job.name, email)
-        ).fetchone()
-    return int(row[0])
+def claim(run: Sending, email: str, message_id: str) -> int | None:
+    """Mark the send `sending` (committed, before any SMTP command for it); None if another
+    run holds or finished it. A `deferred` send is taken over; any other is left alone."""
+    return run.sends.claim(
+        run.store,
+        run.job.name,
+        email,
+        list_name=run.job.list,
+        mailing=run.mailing.name,
+        mailing_id=run.mailing.mailing_id,
+        message_id=message_id,
+        run_id=run.result.run_id,
+    )
 
 
 def settle(
-    conn: sqlite3.Connection,
+    run: Sending,
     send_id: int,
     state: str,
     detail: str,
     *,
     bounce: tuple[str, str, str] | None = None,
 ) -> None:
-    """Record how a claimed send ended, with its bounce in the same transaction."""
-    with store.transaction(conn):
-        # Taken under the write lock, like an import's change time: an export's watermark
-        # is then either before this bounce or after it is committed.
-        now = store.now()
-        conn.execute(
-            "UPDATE sends SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
-            (state, detail, now, send_id),
-        )
-        if bounce is not None:
-            email, kind, source = bounce
-            conn.execute(
-                "INSERT INTO bounces (email, type, bounced_at, source, detail, changed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (email, kind, now, source, detail, now),
-            )
+    """Record how a claimed send ended, with its bounce (email, kind, job) in the same
+    transaction."""
+    run.sends.settle(run.store, send_id, state, detail, bounce)
 
 
 # --------------------------------------------------------------------------- dry run

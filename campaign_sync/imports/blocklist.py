@@ -8,6 +8,7 @@ A file without a `reason` column leaves existing reasons alone.
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
 from ..core import addresses
 from ..csvio.read import CsvRows
@@ -18,9 +19,7 @@ from .common import (
     cell,
     guard_removals,
     resolve_columns,
-    restrict_to_mode,
     stage_checked,
-    tally,
     zero,
 )
 
@@ -42,62 +41,14 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
             raise RowRejected(f"invalid pattern: {problem}")
         return pattern, None if reason_of is None else reason_of(row).strip()
 
-    table = ("pattern TEXT NOT NULL, reason TEXT", ["pattern"], ["pattern", "reason"])
-    distinct = stage_checked(ctx, src, counts, rejects, check, table)
-
-    conn.execute(
-        """
-        UPDATE incoming SET action = CASE
-            WHEN incoming.reason IS NULL OR incoming.reason = b.reason THEN 'unchanged'
-            ELSE 'updated' END
-        FROM blocklist AS b WHERE b.pattern = incoming.pattern
-        """
-    )
-    conn.execute("UPDATE incoming SET action = 'inserted' WHERE action IS NULL")
-    restrict_to_mode(conn, job.mode)
-    tally(conn, counts)
+    sql = ctx.store.sql("blocklist")
+    distinct = stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn))
+    counts.update(sql.classify(conn, job.mode))
     if job.mode == "replace":
-        members, removed = conn.execute(
-            "SELECT count(*), count(*) FILTER "
-            "(WHERE pattern NOT IN (SELECT pattern FROM incoming)) FROM blocklist"
-        ).fetchone()
+        members, removed = sql.members_and_removed(conn)
         counts["removed"] = removed
         guard_removals(ctx, members, removed, distinct, "the blocklist")
-    _apply(ctx, replace=job.mode == "replace")
-    conn.execute("DROP TABLE temp.incoming")
+    sql.apply(conn, ctx.now, replace=job.mode == "replace")
+    sql.drop(conn)
     zero(counts, *(("removed",) if job.mode == "replace" else ()))
     return counts, rejects
-
-
-def _apply(ctx: MergeContext, *, replace: bool) -> None:
-    conn, now = ctx.conn, ctx.now
-    conn.execute(
-        "INSERT INTO blocklist (pattern, reason, created_at, modified_at) "
-        "SELECT pattern, coalesce(reason, ''), ?, ? FROM incoming WHERE action = 'inserted'",
-        (now, now),
-    )
-    conn.execute(
-        "UPDATE blocklist SET reason = incoming.reason, modified_at = ? FROM incoming "
-        "WHERE blocklist.pattern = incoming.pattern AND incoming.action = 'updated'",
-        (now,),
-    )
-    if replace:
-        gone = "FROM blocklist WHERE pattern NOT IN (SELECT pattern FROM incoming)"
-        removed = [pattern for (pattern,) in conn.execute(f"SELECT pattern {gone}")]
-        conn.execute(f"DELETE {gone}")
-        _touch_unblocked(ctx, removed)
-
-
-def _touch_unblocked(ctx: MergeContext, patterns: list[str]) -> None:
-    """Members a removed pattern matched may be active again; touching them makes
-    changes-only exports see that (as bounce imports do for newly outbounced ones)."""
-    if not patterns:
-        return
-    matcher = addresses.Blocklist(patterns)
-    ctx.conn.create_function(
-        "cs_was_blocked", 1, lambda email: matcher.matches(email) is not None, deterministic=True
-    )
-    ctx.conn.execute(
-        "UPDATE recipients SET updated_at = ? WHERE status != 'removed' AND cs_was_blocked(email)",
-        (ctx.now,),
-    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from functools import partial
 
 from ..config.model import BOUNCE_TYPES
 from ..core import addresses
@@ -24,7 +25,6 @@ from .common import (
     email_problem,
     resolve_columns,
     stage_checked,
-    tally,
     zero,
 )
 
@@ -53,32 +53,10 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
         # the same address, type and date in one file is one bounce.
         return (email, kind, when, 0) if when else (email, kind, ctx.now, next(undated))
 
-    layout = "email TEXT NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL, event INTEGER NOT NULL"
-    names = ["email", "type", "at", "event"]
-    stage_checked(ctx, src, counts, rejects, check, (layout, names, names))
-
-    conn.execute(
-        """
-        UPDATE incoming SET action = CASE WHEN incoming.event = 0 AND EXISTS (
-            SELECT 1 FROM bounces AS b WHERE b.email = incoming.email
-              AND b.type = incoming.type AND b.bounced_at = incoming.at)
-          THEN 'unchanged' ELSE 'inserted' END
-        """
-    )
-    tally(conn, counts)
-    conn.execute(
-        "INSERT INTO bounces (email, type, bounced_at, source, changed_at) "
-        "SELECT email, type, at, ?, ? FROM incoming WHERE action = 'inserted' "
-        "ORDER BY at, email",
-        (job.name, ctx.now),
-    )
-    # A bounce dated before the last export's watermark can still outbounce someone now:
-    # touching the members makes changes-only exports see them.
-    conn.execute(
-        "UPDATE recipients SET updated_at = ? WHERE email IN "
-        "(SELECT email FROM incoming WHERE action = 'inserted')",
-        (ctx.now,),
-    )
-    conn.execute("DROP TABLE temp.incoming")
+    sql = ctx.store.sql("bounces")
+    stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn))
+    counts.update(sql.classify(conn))
+    sql.apply(conn, job.name, ctx.now)
+    sql.drop(conn)
     zero(counts)
     return counts, rejects

@@ -1,5 +1,5 @@
 """What every import type shares: the run's context, rejected rows, column resolution,
-staging the checked rows into a temporary table, counting and the removal guard.
+checking rows on their way into the backend's staging table, and the removal guard.
 
 The caller owns the transaction: everything here runs inside one, so a failure at any
 point (a limit, a broken line, a crash) leaves the store exactly as it was. A dry run is
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gc
 import operator
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,9 +33,6 @@ from ..store.base import Store
 DEFAULT_MAX_REJECTS = Limit(10, percent=True)
 DEFAULT_MAX_REMOVALS = Limit(10, percent=True)
 FIRST_REJECTS = 10
-# SQLite page caches during an import, in KiB (see stage_raw).
-MAIN_CACHE_KIB = 32 << 10
-TEMP_CACHE_KIB = 16 << 10
 
 
 @dataclass
@@ -208,13 +204,14 @@ def stage_checked(
     counts: Counter[str],
     rejects: Rejects,
     check: Callable[[list[str]], tuple[Any, ...]],
-    table: tuple[str, list[str], list[str]],
+    stage: Callable[[Iterable[tuple[Any, ...]]], int],
 ) -> int:
-    """Check each data row, stage the good ones into `incoming`, reject the rest.
+    """Check each data row, stage the good ones, reject the rest.
 
-    `check` turns a row's cells into the values to stage or raises RowRejected; `table` is
-    stage()'s (columns, key, names). Counts read, rejected and duplicates, and fails the run
-    above max_rejects. Returns the number of distinct keys staged.
+    `check` turns a row's cells into the values to stage or raises RowRejected; `stage` is
+    the backend's stage() of the import type, which keeps the last row of each key and
+    returns the number of distinct keys. Counts read, rejected and duplicates, and fails the
+    run above max_rejects. Returns the number of distinct keys staged.
     """
     width = len(src.header)
 
@@ -229,45 +226,15 @@ def stage_checked(
             except RowRejected as exc:
                 rejects.add(line, row, str(exc))
 
-    with rejects.collecting():
-        distinct = stage(ctx.conn, *table, checked_rows())
+    with rejects.collecting(), collector_paused():
+        distinct = stage(checked_rows())
     check_rejects(ctx, counts, rejects)
     counts["duplicates"] = counts["read"] - rejects.count - distinct
     return distinct
 
 
-def stage(
-    conn: sqlite3.Connection, columns: str, key: list[str], names: list[str], rows: Iterable[Any]
-) -> int:
-    """Stage `rows` into the temp table `incoming`, keeping the last row of each key.
-
-    `columns` is the table's column definitions, `key` the column(s) identifying an entry,
-    `names` the columns each row of `rows` gives. Returns the number of distinct keys.
-    """
-    stage_raw(conn, columns, names, rows)
-    return cluster(conn, columns, key, names)
-
-
-def stage_raw(
-    conn: sqlite3.Connection, columns: str, names: list[str], rows: Iterable[Any]
-) -> None:
-    """Append the rows as they come to `incoming_raw` (cheap), for cluster() to sort once."""
-    # Page caches for the import, measured on 1M rows: the temp database's default (2 MB)
-    # made staging spill to disk and 2x slower; 16 MiB does not. With the store's 64 MiB
-    # main cache plus the sorter the process peaked at 192 MB; 32 MiB for main brings the
-    # peak to ~115 MB at the same CPU time. (The connection is the run's own.)
-    conn.execute(f"PRAGMA main.cache_size = -{MAIN_CACHE_KIB}")
-    conn.execute(f"PRAGMA temp.cache_size = -{TEMP_CACHE_KIB}")
-    for table in ("incoming", "incoming_raw"):
-        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
-    conn.execute(f"CREATE TEMP TABLE incoming_raw ({columns})")
-    marks = ", ".join("?" * len(names))
-    with _collector_paused():
-        conn.executemany(f"INSERT INTO incoming_raw ({', '.join(names)}) VALUES ({marks})", rows)
-
-
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause Python's cycle collector while rows stream through: they are millions of
     short-lived objects without cycles, and its passes over them found nothing but cost
     ~6% of a million-row import."""
@@ -278,56 +245,6 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def cluster(
-    conn: sqlite3.Connection,
-    columns: str,
-    key: list[str],
-    names: list[str],
-    *,
-    action: str = "NULL",
-    joins: str = "",
-    params: dict[str, Any] | None = None,
-) -> int:
-    """Sort `incoming_raw` into `incoming`, clustered on the key; returns its row count.
-
-    One sorted pass instead of a million random B-tree inserts (~2x faster), and the
-    statements after it walk `incoming` in the order of the store's own primary keys.
-    `action` (SQL over the raw row `i` and `joins`) decides each row's action in the same
-    pass.
-    """
-    conn.execute(
-        f"CREATE TEMP TABLE incoming ({columns}, action TEXT, PRIMARY KEY ({', '.join(key)})) "
-        "WITHOUT ROWID"
-    )
-    # Sorted by key and then file order, INSERT OR REPLACE keeps the last row of a key.
-    # (Sorting the raw rows before the join, for key-order lookups, measured 1.5x more CPU
-    # than looking up in file order and sorting the result.)
-    listed = ", ".join(names)
-    conn.execute(
-        f"INSERT OR REPLACE INTO incoming ({listed}, action) "
-        f"SELECT {', '.join('i.' + name for name in names)}, {action} "
-        f"FROM incoming_raw AS i {joins} "
-        f"ORDER BY {', '.join('i.' + name for name in key)}, i.rowid",
-        params or {},
-    )
-    conn.execute("DROP TABLE temp.incoming_raw")
-    return int(conn.execute("SELECT count(*) FROM incoming").fetchone()[0])
-
-
-def tally(conn: sqlite3.Connection, counts: Counter[str]) -> None:
-    """Add the staged rows' decided actions to the counts."""
-    for action, number in conn.execute("SELECT action, count(*) FROM incoming GROUP BY action"):
-        counts[action] += number
-
-
-def restrict_to_mode(conn: sqlite3.Connection, mode: str) -> None:
-    """add-only leaves existing entries alone; update-only ignores new ones."""
-    if mode == "add-only":
-        conn.execute("UPDATE incoming SET action = 'ignored' WHERE action = 'updated'")
-    elif mode == "update-only":
-        conn.execute("UPDATE incoming SET action = 'ignored' WHERE action = 'inserted'")
 
 
 def guard_removals(ctx: MergeContext, members: int, removed: int, distinct: int, what: str) -> None:

@@ -13,11 +13,11 @@ in the future, which an older version may have stored, never keeps anyone subscr
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
 from ..core import addresses
 from ..csvio.read import CsvRows
 from ..errors import InputError
-from ..store.statuses import unsubscription_wins
 from .common import (
     MergeContext,
     Rejects,
@@ -26,9 +26,7 @@ from .common import (
     dated,
     email_problem,
     resolve_columns,
-    restrict_to_mode,
     stage_checked,
-    tally,
     zero,
 )
 
@@ -44,7 +42,8 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
     )
     counts: Counter[str] = Counter()
     rejects = Rejects(ctx, src.header)
-    lists = ctx.configured_lists | {name for (name,) in conn.execute("SELECT name FROM lists")}
+    sql = ctx.store.sql("unsubscribers")
+    lists = ctx.configured_lists | sql.list_names(conn)
     default_list = job.defaults.get("list")
     if default_list is not None and default_list not in lists:  # else every row is rejected
         raise InputError(
@@ -64,27 +63,11 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
         reason = None if reason_of is None else reason_of(row).strip()
         return email, list_name, when, reason
 
-    layout = "email TEXT NOT NULL, list TEXT NOT NULL, at TEXT, reason TEXT"
-    table = (layout, ["email", "list"], ["email", "list", "at", "reason"])
-    stage_checked(ctx, src, counts, rejects, check, table)
-
-    conn.execute(
-        """
-        UPDATE incoming SET action = CASE
-            WHEN incoming.at > u.unsubscribed_at
-                 OR (incoming.reason IS NOT NULL AND incoming.reason != u.reason)
-                THEN 'updated'
-            ELSE 'unchanged' END
-        FROM unsubscribers AS u
-        WHERE u.email = incoming.email AND u.list = incoming.list
-        """
-    )
-    conn.execute("UPDATE incoming SET action = 'inserted' WHERE action IS NULL")
-    restrict_to_mode(conn, job.mode)
-    tally(conn, counts)
-    _apply(ctx)
-    counts["unsubscribed"] = _unsubscribe_recipients(ctx)
-    conn.execute("DROP TABLE temp.incoming")
+    stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn))
+    counts.update(sql.classify(conn, job.mode))
+    sql.apply(conn, ctx.now)
+    counts["unsubscribed"] = sql.unsubscribe_recipients(conn, ctx.now, ctx.latest)
+    sql.drop(conn)
     zero(counts, "unsubscribed")
     return counts, rejects
 
@@ -95,42 +78,3 @@ def _unknown(name: str, lists: set[str] | frozenset[str]) -> str:
     shown = ", ".join(known[:LISTS_SHOWN]) or "none yet"
     more = f" and {len(known) - LISTS_SHOWN} more" if len(known) > LISTS_SHOWN else ""
     return f"no list '{name[:60]}' (lists: {shown}{more})"
-
-
-def _apply(ctx: MergeContext) -> None:
-    conn, now = ctx.conn, ctx.now
-    conn.execute(
-        "INSERT INTO unsubscribers (email, list, unsubscribed_at, reason, changed_at) "
-        "SELECT email, list, coalesce(at, :now), coalesce(reason, ''), :now FROM incoming "
-        "WHERE action = 'inserted'",
-        {"now": now},
-    )
-    conn.execute(
-        """
-        UPDATE unsubscribers SET
-            unsubscribed_at = max(unsubscribers.unsubscribed_at, coalesce(incoming.at, '')),
-            reason = coalesce(incoming.reason, unsubscribers.reason),
-            changed_at = ?
-        FROM incoming
-        WHERE unsubscribers.email = incoming.email AND unsubscribers.list = incoming.list
-          AND incoming.action = 'updated'
-        """,
-        (now,),
-    )
-
-
-def _unsubscribe_recipients(ctx: MergeContext) -> int:
-    """Set matching active recipients to unsubscribed; returns how many changed."""
-    wins = unsubscription_wins("recipients.doi_confirmed_at", "u.unsubscribed_at", ":latest")
-    cursor = ctx.conn.execute(
-        f"""
-        UPDATE recipients SET status = 'unsubscribed', updated_at = :now
-        WHERE status = 'active'
-          AND email IN (SELECT email FROM incoming)
-          AND EXISTS (
-            SELECT 1 FROM unsubscribers AS u JOIN lists AS l ON u.list IN ('', l.name)
-            WHERE u.email = recipients.email AND l.id = recipients.list_id AND {wins})
-        """,
-        {"now": ctx.now, "latest": ctx.latest},
-    )
-    return cursor.rowcount

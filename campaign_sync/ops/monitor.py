@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ..config.model import Config, JobConfig
@@ -139,9 +140,7 @@ def _state(
     return "idle"
 
 
-def _overdue(
-    job: JobConfig, store: Store, now: datetime.datetime, tz: datetime.tzinfo
-) -> bool:
+def _overdue(job: JobConfig, store: Store, now: datetime.datetime, tz: datetime.tzinfo) -> bool:
     """The last scheduled time (plus grace) passed without a successful run after it."""
     runs = store.sql("runs")
     success = runs.last_success(store.conn, job.name)
@@ -244,35 +243,19 @@ def _not_writable(path: Path) -> str:
 
 def list_counts(config: Config, store: Store | None) -> list[dict[str, Any]]:
     """Per list: active, unsubscribed, blocklisted and outbounced members (by the rules
-    exports use, see statuses.py)."""
+    exports use, see store/statuses.py), the same on either store."""
     names = sorted({job.list for job in config.jobs.values() if job.list})
     if store is None:
         return [_counts(name, {}) for name in names]
-    conn = store.conn
-    names = sorted(set(names) | {row[0] for row in conn.execute("SELECT name FROM lists")})
-    return [_counts(name, _statuses(conn, config, name)) for name in names]
+    statuses = store.sql("statuses")
+    names = sorted(set(names) | set(statuses.list_names(store.conn)))
+    return [_counts(name, _statuses(store, statuses, config, name)) for name in names]
 
 
-def _statuses(conn: Any, config: Config, name: str) -> dict[str, int]:
-    from ..store.statuses import SqlPlan, status_checks, status_expression
-
-    row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        return {}
-    plan = SqlPlan()
-    plan.param("list_id", int(row[0]))
-    plan.param("list_name", name)
-    conn.execute("BEGIN")  # one snapshot for the address sets and the count
-    try:
-        status = status_expression(status_checks(conn, plan, config.bounces))
-        rows = conn.execute(
-            f"SELECT {status} AS status, count(*) FROM recipients AS r "
-            "WHERE r.list_id = :list_id AND r.status != 'removed' GROUP BY 1",
-            plan.params,
-        ).fetchall()
-    finally:
-        conn.execute("ROLLBACK")  # also drops the plan's temp tables, made in this transaction
-    return {str(status): int(count) for status, count in rows}
+def _statuses(store: Store, statuses: ModuleType, config: Config, name: str) -> dict[str, int]:
+    """One list's members per status, read in one snapshot (the backend opens it)."""
+    counted: dict[str, int] = statuses.count_statuses(store.conn, name, config.bounces)
+    return counted
 
 
 def _counts(name: str, counted: dict[str, int]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Notices about runs: a plain-text mail to people, the run's JSON to a webhook.
+"""Notices about runs: a plain-text mail to people, the same subject and text to chat and push
+services through Apprise URLs, the run's JSON to a webhook.
 
 A notice is sent after every import (whatever its status) and after any failed run of any
 job (`should_notify`). Notifying is best effort by contract: a server that refuses, fails or
@@ -52,6 +53,23 @@ def should_notify(job: JobConfig, result: RunResult) -> bool:
     return job.kind == "import" or result.status in FAILED_STATUSES or unknown or attention
 
 
+def apprise_targets(config: Config, job: JobConfig) -> list[tuple[str, str]]:
+    """The job's own `notify.urls` then the global ones, each URL once, with the key that
+    names it in warnings (the URL itself is a credential and is never shown)."""
+    places = [
+        (f"jobs.{job.name}.notify.urls", job.notify_urls),
+        ("notify.urls", config.notify.urls),
+    ]
+    seen: set[str] = set()
+    out: list[tuple[str, str]] = []
+    for key, urls in places:
+        for i, url in enumerate(urls):
+            if url not in seen:
+                seen.add(url)
+                out.append((f"{key}[{i}]", url))
+    return out
+
+
 def recipients(config: Config, job: JobConfig) -> list[str]:
     """The job's own `notify` then the global `notify.to`, each address once (any case)."""
     seen: set[str] = set()
@@ -74,7 +92,8 @@ def notify(
     *,
     log: logging.Logger | None = None,
 ) -> None:
-    """Send the run's notice by mail and webhook; problems become warnings on `result`.
+    """Send the run's notice by mail, Apprise URLs and webhook; problems become warnings on
+    `result`.
 
     Call it when `should_notify` says so; it does not decide that itself, except that a dry
     run never sends anything.
@@ -85,14 +104,23 @@ def notify(
         return
     scrub = Scrubber.from_config(config)
     warn = _warner(result, log, scrub)
-    # Mail first: its warnings then travel in the webhook's JSON too. Each channel on its
-    # own, so that one failing, however oddly, neither stops the other nor the run.
+    # Mail first, then Apprise, then the webhook: each one's warnings travel in the notices
+    # after it. Each channel on its own, so that one failing, however oddly, neither stops
+    # the others nor the run.
     try:
         _mail_notice(config, job, result, scrub, warn, log)
     except Exception as exc:  # noqa: BLE001 - best effort by contract, see module doc
         text = " ".join(str(exc).split())
         detail = f" ({_clip(text, 200)})" if text else ""
         warn(f"notification mail not sent: unexpected {type(exc).__name__}{detail}")
+    targets = apprise_targets(config, job)
+    if targets:
+        try:
+            _apprise_notices(targets, config.notify.urls_timeout, job, result, scrub, warn, log)
+        except Exception as exc:  # noqa: BLE001 - best effort by contract
+            # Named, not quoted: Apprise's text could carry a URL's token.
+            keys = ", ".join(key for key, _url in targets)
+            warn(f"notices to {keys} not sent: unexpected {type(exc).__name__}")
     if config.notify.webhook:
         _webhook_notice(config.notify, result, scrub, warn, log)
 
@@ -290,6 +318,93 @@ def _first_line(text: str) -> str:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- apprise
+
+# Apprise's own account of a refusal ends in `error=CODE.` when the service answered HTTP.
+_HTTP_CODE = re.compile(r"\berror=([1-5][0-9][0-9])\b")
+_NOTIFY_TYPES = {"failed": "failure", "interrupted": "failure", "skipped": "info"}
+
+
+def _apprise_notices(
+    targets: list[tuple[str, str]],
+    timeout: float,
+    job: JobConfig,
+    result: RunResult,
+    scrub: Scrubber,
+    warn: Warn,
+    log: logging.Logger,
+) -> None:
+    """Send the mail's subject and text to every Apprise URL at once; each URL that did not
+    take it is one warning.
+
+    Each service gets `timeout` seconds to connect and as long to answer (its socket
+    timeouts: Apprise's own defaults are replaced). Apprise's call timeout is only a backstop,
+    set well above that, for what sockets do not bound (a plugin making several requests):
+    when it strikes, Apprise stops waiting but leaves the service's thread running, and the
+    process would wait for that thread at exit.
+    """
+    from ..config.apprise_urls import INSTALL_HINT, installed, recognised, scheme_of
+
+    if not installed():
+        warn(f"notices to {', '.join(k for k, _u in targets)} not sent: {INSTALL_HINT}")
+        return
+    # Imported only when a notice goes out to a URL: Apprise loads in about 0.1 s.
+    import apprise
+
+    sender = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode="memory"))
+    names: dict[str, str] = {}  # Apprise tag → "notify.urls[0] (slack://)"
+    for i, (key, url) in enumerate(targets):
+        name = f"{key} ({scheme_of(url)}://)"
+        service = apprise.Apprise.instantiate(url, tag=f"cs{i}")
+        if service is None:
+            warn(f"notice to {name} not sent: {recognised(url) or 'Apprise cannot use it'}")
+            continue
+        service.socket_connect_timeout = timeout
+        service.socket_read_timeout = timeout
+        sender.add(service)
+        names[f"cs{i}"] = name
+    if not names:
+        return
+    outcome = sender.notify(
+        body=scrub(body(job, result)),
+        title=scrub(subject(result)),
+        body_format="text",
+        notify_type=_notify_type(result),
+        timeout=3 * timeout,
+    )
+    for service_result in outcome:
+        name = names.get(next(iter(service_result.tag), ""), "an Apprise URL")
+        if service_result.status == apprise.AppriseResultStatus.SUCCESS:
+            log.info("notice sent to %s", scrub(name))
+        else:
+            warn(f"notice to {name} not sent: {_refusal(service_result, timeout)}")
+
+
+def _notify_type(result: RunResult) -> str:
+    """Apprise's kind of notice, which many services show as a colour or an icon."""
+    if result.status in _NOTIFY_TYPES:
+        return _NOTIFY_TYPES[result.status]
+    return "warning" if result.warnings else "success"
+
+
+def _refusal(service_result: Any, timeout: float) -> str:
+    """Why a service did not take the notice, in our words: the HTTP status when Apprise
+    recorded one; no answer when it took the whole timeout (a socket timeout is never early);
+    else that it refused or could not be reached. Apprise's own sentences are not passed on:
+    they may name parts of the URL."""
+    import apprise
+
+    for entry in service_result.logs():
+        match = _HTTP_CODE.search(str(getattr(entry, "message", "")))
+        if match:
+            return f"the service answered HTTP {match[1]}"
+    timed_out = service_result.status == apprise.AppriseResultStatus.TIMEOUT
+    # (a little below the timeout: Apprise's clock is not the socket's)
+    if timed_out or service_result.elapsed >= 0.95 * timeout:
+        return f"no answer within {timeout:g} s"
+    return "the service refused it or could not be reached"
 
 
 # --------------------------------------------------------------------------- webhook

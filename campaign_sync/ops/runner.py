@@ -321,12 +321,25 @@ def _record(ctx: RunContext) -> None:
     if result.run_id is None:
         return
     try:
-        with ctx.store.transaction():
-            ctx.runs.finish(ctx.conn, result)
-    except ctx.store.errors as exc:
+        _write_finish(ctx)
+    except ctx.store.errors as first:
+        exc = first
+        # A server that restarted under the run has dropped its connection: the run is
+        # recorded as it ended (failed, with its reason) on a new one if the server is back.
+        if ctx.store.reopen():
+            try:
+                _write_finish(ctx)
+                return
+            except ctx.store.errors as again:
+                exc = again
         problem = ctx.store.failure("cannot record the run in the store", exc)
         result.warnings.append(str(problem))
         log.warning("%s", problem)
+
+
+def _write_finish(ctx: RunContext) -> None:
+    with ctx.store.transaction():
+        ctx.runs.finish(ctx.conn, ctx.result)
 
 
 def _scrub(config: Config, result: RunResult) -> None:

@@ -109,6 +109,11 @@ class Store(ABC):
             raise
         self.commit()
 
+    def reopen(self) -> bool:
+        """After the connection was lost (a server restarted), open a new one if the server
+        answers again; whether it did. The job lock went with the old one."""
+        return False
+
     @abstractmethod
     def close(self) -> None:
         """Close the connection; what the server held for it (locks) goes with it."""

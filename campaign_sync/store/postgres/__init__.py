@@ -98,5 +98,16 @@ class PostgresStore(Store):
         status = self.conn.info.transaction_status
         return bool(status != driver().pq.TransactionStatus.IDLE)
 
+    def reopen(self) -> bool:
+        if not self.conn.broken:
+            return False
+        try:
+            fresh = connect(self.url, self.schema)
+        except StoreError:
+            return False
+        self.conn.close()
+        self.conn = fresh
+        return True
+
     def close(self) -> None:
         self.conn.close()

@@ -128,6 +128,11 @@ def _params(psycopg: ModuleType, url: str) -> dict[str, Any]:
 
 def _configure(conn: psycopg.Connection[Any], schema: str) -> None:
     settings = {"search_path": _quote(schema), **_SERVER_SETTINGS}
+    if conn.info.server_version >= 140000:
+        # While a long statement runs, look every few seconds whether the client is still
+        # there: a killed run's session (and its job lock) then ends within seconds instead
+        # of when the statement would have finished.
+        settings["client_connection_check_interval"] = "5000"
     calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
     values = [item for pair in settings.items() for item in pair]
     conn.execute(f"SELECT {calls}", values)

@@ -3,7 +3,7 @@
 A big recipient export spends most of its time inside SQLite (JSON extraction, status
 checks). Threads do not help there: two connections in two threads of one process each
 took 3.5x the CPU of one alone (SQLite, as Python links it, serialises them on a
-process-wide lock), while two processes run side by side at full speed. So export.py reads
+process-wide lock), while two processes run side by side at full speed. So exports.py reads
 a big list in parts, keyed on the address: part 0 in this process, each later part in a
 child process, and this module writes every chunk strictly in order.
 
@@ -11,7 +11,7 @@ Where the parts meet is settled while part 0 already runs (`Handover`): finding 
 means counting the list, so each child counts and reports the key its part would start
 after; at part 0's next chunk boundary every part gets its final range.
 
-The child protocol: its stdin brings the plan (one JSON line, export.py's business) and
+The child protocol: its stdin brings the plan (one JSON line, exports.py's business) and
 later its range (one JSON line); its stdout reports ``cut <json key>``, then one line
 ``offset length count`` per chunk appended to the spool file, a private temporary file it
 gets as an open descriptor (unlinked from the start: a crash leaves nothing behind). The
@@ -34,7 +34,7 @@ from pathlib import Path
 from queue import Queue
 from typing import IO, Protocol
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 QUEUED_CHUNKS = 4  # chunks of part 0 waiting for the writer thread
 
