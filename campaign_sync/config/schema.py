@@ -4,11 +4,12 @@ editor validates and completes campaign-sync.yaml as it is typed.
 The schema is built from the validator's own vocabulary: the top-level, smtp and server keys,
 server types and protocols (validate.py, validate_servers.py), job types, import modes, bounce
 types, the fields each import type takes and the name patterns (model.py), the numeric ranges
-(checks.py), the schedule grammar (core/schedule.py), the ${VAR} syntax (load.py) and the
-defaults (the model's dataclasses). What validate_jobs.py spells inline in its code (each job
-type's keys, source, target and format keys, their choices) and the port and retries ranges
-are repeated in the table below; tests/test_schema.py reads the validator's own messages
-("allowed here: ...", "is not one of: ...", "out of range (...)") to keep the two in agreement.
+(checks.py), the schedule grammar (core/schedule.py), the ${VAR} syntax (load.py), the Apprise
+URL scheme (apprise_urls.py) and the defaults (the model's dataclasses). What the validator
+spells inline in its code (notify's keys, each job type's keys, the source, target and format
+keys, their choices, the port and retries ranges) is repeated in the builders below, and
+tests/test_schema.py reads the validator's own messages ("allowed here: ...", "is not one
+of: ...", "out of range (...)") to keep the two in agreement.
 
 `${VAR}` references: load.py replaces them before validating, and an editor sees the raw file.
 So wherever a single value (a number, a true/false, a choice, a path) is expected, a string
@@ -24,6 +25,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from ..core.schedule import GRAMMAR, WEEKDAYS
+from .apprise_urls import _SCHEME as APPRISE_SCHEME
 from .checks import BOUNCE_LIMIT_RANGE, MAX_LIMIT_COUNT, RATE_RANGE, TIMEOUT_RANGE
 from .load import _ENV_REF as ENV_REFERENCE
 from .model import (
@@ -61,8 +63,6 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SSH_SERVER_KEYS = tuple(key for key in SERVER_KEYS if key != "path")
 LOCAL_SERVER_KEYS = ("type", "path")
 HOST_KEY = r"SHA256:[A-Za-z0-9+/]{43}=?"
-# `urls` (Apprise URLs) is being added to the validator alongside this schema; a job's
-# `notify` takes a mapping of `to` and `urls` as well as a list of addresses.
 SOURCE_MISSING = ("fail", "skip")
 SOURCE_AFTER = ("keep", "delete", "archive")
 EXPORT_INCLUDE = ("active", "all")
@@ -249,11 +249,20 @@ def definitions() -> Schema:
                 {"type": "array", "items": {"$ref": "#/$defs/address"}},
             ],
         },
-        "urls": {
-            "description": "Apprise URLs for chat and push notices (Slack, Teams, ntfy, ...)",
-            "type": "array",
-            "items": TEXT,
-        },
+        # Whether Apprise knows a URL's service is for `validate` (it asks Apprise).
+        "apprise_url": or_env(
+            matching(rf"^(?:{APPRISE_SCHEME.pattern})://\S+$", "an Apprise URL, SERVICE://...")
+        ),
+        "urls": described(
+            nullable(
+                either(
+                    {"$ref": "#/$defs/apprise_url"},
+                    {"type": "array", "items": {"$ref": "#/$defs/apprise_url"}},
+                )
+            ),
+            "Apprise URLs for chat and push notices (slack://..., ntfy://..., json://...); "
+            "needs the apprise extra",
+        ),
         # A password or passphrase: text only (YAML would turn 0123 into 83).
         "secret": {"type": ["string", "null"]},
         "timeout": described(number(*TIMEOUT_RANGE), "seconds"),
@@ -385,6 +394,7 @@ def notify() -> Schema:
             ),
             "webhook_timeout": described(TIMEOUT, "seconds", defaults["webhook_timeout"]),
             "urls": {"$ref": "#/$defs/urls"},
+            "urls_timeout": described(TIMEOUT, "seconds", defaults["urls_timeout"]),
         },
         description="notices after each run",
     )
@@ -476,7 +486,9 @@ def target() -> Schema:
 
 def job_notify() -> Schema:
     """A job's own `notify`: addresses, or a mapping of addresses and Apprise URLs."""
-    return nullable(either(ADDRESSES, mapping({"to": ADDRESSES, "urls": {"$ref": "#/$defs/urls"}})))
+    to = described(nullable(ADDRESSES), "added to notify.to")
+    urls = described({"$ref": "#/$defs/urls"}, "added to notify.urls")
+    return nullable(either(ADDRESSES, mapping({"to": to, "urls": urls})))
 
 
 def import_keys(kind: str) -> dict[str, Schema]:
