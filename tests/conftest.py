@@ -169,8 +169,8 @@ class Workspace:
                         "ORDER BY tablename"
                     )
                 ]
-                return [
-                    f"{table}: {row!r}"
+                return [  # in the form iterdump() gives SQLite's rows, for filters alike
+                    f'INSERT INTO "{table}" VALUES{row!r}'
                     for table in tables
                     for row in conn.execute(f'SELECT * FROM "{table}" AS t ORDER BY t::text')
                 ]

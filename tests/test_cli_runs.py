@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import fcntl
 import gzip
+import importlib
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ import pytest
 from conftest import SAMPLE, Workspace
 from faults import integrity, query, read_only, small_disk
 from webhook_server import WebhookTestServer
+
+pytestmark = pytest.mark.stores("sqlite", "postgres")
 
 TODAY = datetime.datetime.now(datetime.timezone.utc).astimezone().strftime("%Y%m%d")
 
@@ -229,6 +232,8 @@ def test_truncated_last_row_fails(ws: Workspace) -> None:
     )
 
 
+# The SQLite job lock is a file (test_store_runs.py holds the PostgreSQL one).
+@pytest.mark.stores("sqlite")
 def test_second_concurrent_run_exits_75_and_changes_nothing(ws: Workspace) -> None:
     drop_for(ws, "20261101", SAMPLE)
     lock_dir = ws.root / "var" / "locks"
@@ -376,6 +381,7 @@ def test_quiet_run_prints_nothing_when_it_succeeds(ws: Workspace) -> None:
         ),
     ],
 )
+@pytest.mark.stores("sqlite")  # folders of the SQLite store and of the file locks
 def test_unusable_paths_in_the_config_are_one_line_exit_2_and_nothing_recorded(
     ws: Workspace, change: tuple[str, str], expected: str
 ) -> None:
@@ -390,6 +396,7 @@ def test_unusable_paths_in_the_config_are_one_line_exit_2_and_nothing_recorded(
     assert done.stderr == f"campaign-sync: error: {expected.format(root=ws.root)}\n"
 
 
+@pytest.mark.stores("sqlite")  # the test sets its own store URL
 def test_an_unreachable_postgresql_store_is_one_line_that_never_shows_the_password(
     ws: Workspace,
 ) -> None:
@@ -406,6 +413,7 @@ def test_an_unreachable_postgresql_store_is_one_line_that_never_shows_the_passwo
     )
 
 
+@pytest.mark.stores("sqlite")  # the test sets its own store URL
 def test_a_store_url_of_another_kind_is_a_config_error_that_never_shows_the_url(
     ws: Workspace,
 ) -> None:
@@ -656,8 +664,7 @@ def test_an_interrupt_while_notices_go_out_keeps_the_run_as_it_ended(
 def test_an_interrupt_just_before_the_commit_is_recorded_as_interrupted(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from campaign_sync.store.sqlite import runs
-
+    runs = importlib.import_module(f"campaign_sync.store.{ws.kind}.runs")
     finish, calls = runs.finish, []
 
     def interrupted_once(*args: object) -> None:
@@ -676,6 +683,7 @@ def test_an_interrupt_just_before_the_commit_is_recorded_as_interrupted(
     assert ws.recipients() == {}
 
 
+@pytest.mark.stores("sqlite")  # SQLite's write lock and busy timeout
 def test_a_store_locked_past_the_busy_timeout_fails_with_one_line_and_a_notice(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -713,6 +721,7 @@ def _with_webhook(ws: Workspace, url: str, store: str = "store.db") -> None:
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])
+@pytest.mark.stores("sqlite")  # file permissions of the SQLite store
 def test_a_run_against_a_store_it_cannot_write_is_one_line_exit_2_and_a_notice(
     ws: Workspace, what: str
 ) -> None:
@@ -755,6 +764,7 @@ GARBAGE = b"not a database at all " * 100
     ],
     ids=" ".join,
 )
+@pytest.mark.stores("sqlite")  # a file that is no SQLite database
 def test_a_store_that_is_no_store_is_exit_2_for_every_command(
     ws: Workspace, args: tuple[str, ...]
 ) -> None:
@@ -770,6 +780,8 @@ def test_a_store_that_is_no_store_is_exit_2_for_every_command(
     assert ws.store.read_bytes() == GARBAGE
 
 
+# The SQLite file's disk (the PostgreSQL faults are server restarts).
+@pytest.mark.stores("sqlite")
 def test_a_full_disk_at_the_commit_is_a_failed_run_with_one_line_and_a_notice(
     ws: Workspace,
 ) -> None:

@@ -11,11 +11,14 @@ waits for conditions the server shows (the job's lock held, a session gone), nev
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,4 +103,54 @@ def test_a_job_runs_once_across_hosts(ws: Workspace) -> None:
     assert code == 0, err
     assert ws.query("SELECT job, status, host FROM runs ORDER BY id") == [
         ("quiet-import", "skipped", "host-a")
+    ]
+
+
+def _namespace_init(process: subprocess.Popen[str]) -> int:
+    """The pid, as this host sees it, of the first process of `process`'s PID namespace:
+    SIGKILL to it ends every process of that "host" at once."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    return int(wait_for(lambda: children.read_text().split(), "the host's first process")[0])
+
+
+def test_a_host_killed_mid_import_leaves_nothing_and_another_host_carries_on(
+    ws: Workspace,
+) -> None:
+    import psycopg
+    from conftest import SAMPLE
+    from test_pg_faults import NEW_ROWS, _waiting_on
+
+    assert ws.pg is not None
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    assert ws.run("import", "newsletter-import", "--date", "2026-11-01").returncode == 0
+    before = [line for line in ws.dump() if '"runs"' not in line]
+    ws.drop("/import/newsletter_20261102.csv", NEW_ROWS)
+    # Host A is held inside its import's transaction: its write waits for this table lock.
+    blocker = psycopg.connect(ws.pg.admin_url)
+    blocker.execute(f'LOCK TABLE "{ws.pg.name}".recipients IN SHARE ROW EXCLUSIVE MODE')
+    host_a = on_host("host-a", ws, "import", "newsletter-import", "--date", "2026-11-02")
+    init = _namespace_init(host_a)
+    wait_for(
+        lambda: _waiting_on(ws, "recipients"), "host-a's import waiting inside its transaction"
+    )
+    os.kill(init, signal.SIGKILL)  # the whole host, mid-import
+    host_a.communicate(timeout=60)
+    wait_for(lambda: not lock_holders(ws, "newsletter-import"), "host-a's session ended")
+    blocker.close()
+
+    assert [line for line in ws.dump() if '"runs"' not in line] == before
+    seen = on_host("host-b", ws, "--json", "history", "newsletter-import")
+    code, out, _ = finished(seen)
+    assert code == 0
+    assert [(run["host"], run["status"]) for run in json.loads(out)][0] == ("host-a", "interrupted")
+
+    code, _, err = finished(
+        on_host("host-b", ws, "import", "newsletter-import", "--date", "2026-11-02")
+    )
+    assert code == 0, err
+    assert {"dora@example.com", "emil@example.com"} <= set(ws.recipients())
+    assert ws.query("SELECT host, status FROM runs ORDER BY id") == [
+        (os.uname().nodename, "succeeded"),
+        ("host-a", "interrupted"),
+        ("host-b", "succeeded"),
     ]

@@ -11,6 +11,9 @@ import sys
 import pytest
 from conftest import SAMPLE, Workspace
 from faults import read_only
+from test_store_runs import job_locked
+
+pytestmark = pytest.mark.stores("sqlite", "postgres")
 
 
 def utc(days_ago: float) -> str:
@@ -58,9 +61,7 @@ def test_idle_after_a_success_and_never_run_before_any(ws: Workspace) -> None:
 def test_overdue_when_the_last_scheduled_time_passed_without_success(ws: Workspace) -> None:
     prepared(ws)
     ws.query("DELETE FROM runs")
-    ws.query(
-        "INSERT OR REPLACE INTO jobs (name, first_seen) VALUES ('newsletter-import', ?)", (utc(30),)
-    )
+    ws.query("UPDATE jobs SET first_seen = ? WHERE name = 'newsletter-import'", (utc(30),))
     record_run(ws, "newsletter-import", "succeeded", utc(3), finished=utc(3))
     assert states(ws)["newsletter-import"]["state"] == "overdue"
     done = ws.run("check")
@@ -72,9 +73,7 @@ def test_a_skipped_run_after_the_scheduled_time_answers_it(ws: Workspace) -> Non
     # Cron ran the job on time; the file was already imported (or missing with `skip`).
     prepared(ws)
     ws.query("DELETE FROM runs")
-    ws.query(
-        "INSERT OR REPLACE INTO jobs (name, first_seen) VALUES ('newsletter-import', ?)", (utc(30),)
-    )
+    ws.query("UPDATE jobs SET first_seen = ? WHERE name = 'newsletter-import'", (utc(30),))
     record_run(ws, "newsletter-import", "succeeded", utc(3), finished=utc(3))
     record_run(ws, "newsletter-import", "skipped", utc(0.01), finished=utc(0.01))
     assert states(ws)["newsletter-import"]["state"] == "idle"
@@ -168,13 +167,14 @@ def test_running_job_shows_pid_and_elapsed_time(ws: Workspace) -> None:
     record_run(
         ws, "newsletter-export", "running", utc(0.001), pid=os.getpid(), host=os.uname().nodename
     )
-    found = states(ws, "--running")
+    with job_locked(ws, "newsletter-export"):  # alive: on PostgreSQL only the lock says so
+        found = states(ws, "--running")
+        plain = ws.run("list-jobs", "--running")
     assert list(found) == ["newsletter-export"]
     running = found["newsletter-export"]["running"]
     assert (running["host"], running["pid"]) == (os.uname().nodename, os.getpid())
     assert 60 <= running["elapsed_seconds"] < 600
     assert found["newsletter-export"]["state"] == "running"
-    plain = ws.run("list-jobs", "--running")
     assert plain.stdout.splitlines()[1].split()[:4] == [
         "newsletter-export",
         "recipient-export",
@@ -313,6 +313,7 @@ def test_status_commands_read_a_dead_run_while_another_process_holds_the_write_l
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])
+@pytest.mark.stores("sqlite")  # permissions of the SQLite file and its folder
 def test_check_names_a_store_that_runs_cannot_write(ws: Workspace, what: str) -> None:
     """A store on a read-only file system, or a store file nobody may write: every run would
     fail before it is recorded, so check says so (exit 1, as for its other problems)."""

@@ -19,6 +19,7 @@ the whole export; writers queue on one another, as on SQLite.
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,11 @@ from ...errors import StoreError
 from ..base import Store
 from . import locks
 from .connection import check_schema_name, connect, display, driver, failure
-from .schema import migrate, version
+from .schema import SCHEMA_VERSION, migrate, version
 
 # The store's text form of a moment: UTC, microseconds, "+00:00", as SQLite's stores write.
 NOW_SQL = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+_REOPEN_SECONDS = 30  # how long a lost connection is retried to record the run's end
 _WRITE_KEY = "SELECT {fn}(hashtextextended(current_schema() || '/write', 0))"
 
 
@@ -50,14 +52,15 @@ class PostgresStore(Store):
             raise
 
     def _open(self, create: bool) -> None:
-        if create:
-            migrate(self.conn, self.url, self.schema)
-            return
+        # A store at this version needs nothing more (two cheap queries: status commands
+        # stay fast); anything else goes through migrate, which creates, upgrades or refuses.
         try:
             found = version(self.conn)
         except self.errors as exc:
             raise self.failure("cannot read the store", exc) from None
-        if not found:
+        if found == SCHEMA_VERSION:
+            return
+        if not found and not create:
             raise StoreError(
                 f"store {self.location} does not exist yet (it is created by the first run)"
             )
@@ -99,12 +102,21 @@ class PostgresStore(Store):
         return bool(status != driver().pq.TransactionStatus.IDLE)
 
     def reopen(self) -> bool:
+        # A crash-restarted server refuses connections while it recovers (seconds): wait
+        # for it a little, so that the run can still record how it ended.
         if not self.conn.broken:
             return False
-        try:
-            fresh = connect(self.url, self.schema)
-        except StoreError:
-            return False
+        deadline = time.monotonic() + _REOPEN_SECONDS
+        pause = 0.2
+        while True:
+            try:
+                fresh = connect(self.url, self.schema)
+                break
+            except StoreError:
+                if time.monotonic() + pause > deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
         self.conn.close()
         self.conn = fresh
         return True
