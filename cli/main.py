@@ -26,6 +26,7 @@ from campaign_sync.errors import (
 from . import output
 from .completion import complete_jobs
 from .logs import setup_logging
+from .schema_cmd import schema_command
 from .store_cmd import store_group
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -485,3 +486,4 @@ def check(settings: Settings) -> None:
 
 
 main.add_command(store_group(json_option, pass_settings, engine_call))
+main.add_command(schema_command)

@@ -37,6 +37,17 @@ TOP_LEVEL_KEYS = (
     "bounces",
     "jobs",
 )
+SMTP_KEYS = (
+    "host",
+    "port",
+    "starttls",
+    "ssl",
+    "user",
+    "password",
+    "from",
+    "timeout",
+    "allow_plaintext_auth",
+)
 
 
 class Validator(ServerChecks, JobChecks):
@@ -143,21 +154,7 @@ class Validator(ServerChecks, JobChecks):
         return text
 
     def smtp(self, raw: Any) -> SmtpConfig:
-        spec = self.mapping(
-            raw,
-            "smtp",
-            (
-                "host",
-                "port",
-                "starttls",
-                "ssl",
-                "user",
-                "password",
-                "from",
-                "timeout",
-                "allow_plaintext_auth",
-            ),
-        )
+        spec = self.mapping(raw, "smtp", SMTP_KEYS)
         sender = self.string(spec.get("from", "campaign-sync@localhost"), "smtp.from")
         if "@" not in sender:
             raise self.fail("smtp.from", f"'{sender}' is not an email address")

@@ -14,31 +14,31 @@ from .model import (
     ServerConfig,
 )
 
+SERVER_TYPES = ("ssh", "local")
+SERVER_KEYS = (
+    "type",
+    "path",
+    "host",
+    "port",
+    "user",
+    "key_file",
+    "key_passphrase",
+    "password",
+    "known_hosts",
+    "host_key",
+    "protocol",
+    "timeout",
+    "retries",
+    "agent",
+)
+SSH_PROTOCOLS = ("scp", "sftp")
+
 
 class ServerChecks(Checks):
     def server(self, name: str, raw: Any) -> ServerConfig:
         key = f"servers.{name}"
-        spec = self.mapping(
-            raw,
-            key,
-            (
-                "type",
-                "path",
-                "host",
-                "port",
-                "user",
-                "key_file",
-                "key_passphrase",
-                "password",
-                "known_hosts",
-                "host_key",
-                "protocol",
-                "timeout",
-                "retries",
-                "agent",
-            ),
-        )
-        kind = self.string(spec.get("type"), f"{key}.type", choices=("ssh", "local"))
+        spec = self.mapping(raw, key, SERVER_KEYS)
+        kind = self.string(spec.get("type"), f"{key}.type", choices=SERVER_TYPES)
         if kind == "local":
             extra = sorted(set(spec) - {"type", "path"})
             if extra:
@@ -85,7 +85,7 @@ class ServerChecks(Checks):
             host_key=host_key,
             protocol=self.attempt(
                 lambda: self.string(
-                    spec.get("protocol", "scp"), f"{key}.protocol", choices=("scp", "sftp")
+                    spec.get("protocol", "scp"), f"{key}.protocol", choices=SSH_PROTOCOLS
                 )
             ),
             timeout=self.attempt(lambda: self.timeout(spec.get("timeout", 30), f"{key}.timeout")),
