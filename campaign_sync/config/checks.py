@@ -13,7 +13,7 @@ from .model import (
     Limit,
 )
 
-# The ranges numbers must lie in (README, "Configuration"); every number is finite as well.
+# The ranges numbers must lie in (docs/configuration.md); every number is finite as well.
 TIMEOUT_RANGE = (0.1, 3600.0)  # seconds: ssh, smtp, webhook
 RATE_RANGE = (0.001, 1000.0)  # messages per second
 BOUNCE_LIMIT_RANGE = (1, 1000)

@@ -26,7 +26,7 @@ from ..store.base import Store
 BUILTIN_FIELDS = ("email", "status", "doi_confirmed_at", "created_at", "updated_at")
 
 # Columns holding an address (or a blocklist pattern): written exactly as stored, even
-# when they start like a formula (csvio/write.py; the README's export section says why).
+# when they start like a formula (csvio/write.py; docs/decisions.md says why).
 ADDRESS_COLUMNS = ("email", "pattern")
 
 # The small exports: their header, and the store function giving their rows. Header

@@ -16,7 +16,7 @@ CONFIG_NAME = "campaign-sync.yaml"
 
 CONFIG = """\
 # campaign-sync configuration, written by `campaign-sync init`.
-# Every key is described in the README ("Configuration"). After each change run:
+# Every key is described in docs/configuration.md. After each change run:
 #   campaign-sync --config campaign-sync.yaml validate
 # Relative paths are relative to this file.
 

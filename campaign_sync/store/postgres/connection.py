@@ -234,7 +234,7 @@ _BY_STATE: dict[str, tuple[str, str, bool]] = {
     ),
     "42501": (
         "user '{user}' lacks a privilege it needs",
-        "grant it the privileges the README lists for campaign-sync's role",
+        "grant it the privileges docs/postgresql.md lists for campaign-sync's role",
         True,
     ),
     "55P03": (
