@@ -76,6 +76,8 @@ class CsvRows:
         self._reader = reader
         self._source = source
         self._name = name
+        # Told (rows so far, bytes of the file read so far) after each batch, for a bar.
+        self.progress: Callable[[int, int | None], None] | None = None
         self.rows: Iterator[tuple[int, list[str]]] = self._numbered()
 
     def width_problem(self, fields: int) -> str:
@@ -93,7 +95,10 @@ class CsvRows:
     def batches(self, size: int = BATCH_ROWS) -> Iterator[RowBatch]:
         """The data rows, `size` at a time (the last batch may be shorter)."""
         reader, width = self._reader, len(self.header)
+        done = 0
         while True:
+            if self.progress is not None:
+                self.progress(done, self._source.position())
             begin = reader.line_num
             rows: list[list[str]] = []
             try:
@@ -111,6 +116,7 @@ class CsvRows:
             if not rows:
                 return
             end = reader.line_num
+            done += len(rows)
             if end - begin == len(rows) and _all_width(rows, width):
                 yield RowBatch(rows, begin + 1, None, True)
             else:
@@ -208,7 +214,16 @@ class _Source:
         self.name = name
         self.codec = _text_encoding(encoding)
         self.count = 0  # lines handed out so far
+        # Bytes of the file itself (compressed, for a .gz) read so far: what a bar shows.
+        self._raw: Any = getattr(binary, "fileobj", None) or binary
         self.unterminated: int | None = None
+
+    def position(self) -> int | None:
+        """Bytes of the file read so far (None if the file cannot tell)."""
+        try:
+            return int(self._raw.tell())
+        except (OSError, ValueError):
+            return None
 
     def lines(self) -> Iterator[str]:
         if _ascii_compatible(self.codec):

@@ -132,6 +132,8 @@ class CsvWriter:
         self.header: list[str] = []
         self._verbatim: frozenset[int] = frozenset()  # positions written as they are
         self.rows = 0
+        # Told (rows written so far, None) after each chunk, for a bar.
+        self.progress: Callable[[int, int | None], None] | None = None
 
     # -- writing -------------------------------------------------------------------------
 
@@ -150,6 +152,8 @@ class CsvWriter:
         batch = [self._neutralised([_text(cell) for cell in row]) for row in rows]
         self._emit("".join(self._format(cells) for cells in batch), lambda: batch)
         self.rows += len(batch)
+        if self.progress is not None:
+            self.progress(self.rows, None)
 
     def write_packed(self, packed: str, count: int) -> None:
         """Write `count` rows packed by SQLite.
@@ -171,6 +175,8 @@ class CsvWriter:
         else:
             self._emit(self._join_fast(packed).decode("utf-8"), rows)
         self.rows += count
+        if self.progress is not None:
+            self.progress(self.rows, None)
 
     def close(self) -> None:
         self._binary.write(self._encoder.encode("", final=True))

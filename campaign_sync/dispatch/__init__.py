@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,9 @@ log = logging.getLogger("campaign_sync")
 
 # How many recipients a dry run names in its message (the count is always complete).
 DRY_RUN_LISTED = 200
+
+# A progress bar's factory: (label, unit, total=) -> a context giving a (done, _) callback or None.
+Work = Callable[..., AbstractContextManager[Callable[[int, "int | None"], None] | None]]
 
 DEAD_SEND_DETAIL = "the run ended during the SMTP transaction"
 
@@ -83,8 +87,11 @@ def dispatch(
     result: RunResult,
     *,
     dry_run: bool,
+    work: Work | None = None,
 ) -> None:
-    """Run one doi-dispatch: report dead sends, pick recipients, send; counts go on `result`."""
+    """Run one doi-dispatch: report dead sends, pick recipients, send; counts go on `result`.
+
+    `work`, when given, makes the bar of messages sent (see RunContext.work)."""
     assert job.list is not None and job.mailings is not None, "validated by the config"
     assert config.smtp is not None, "validated: a doi-dispatch job needs smtp"
     sends = store.sql("sends")
@@ -108,7 +115,8 @@ def dispatch(
     if selection.due:
         # While this run may hold sends, other runs (of any host) must see it alive.
         with sends.claiming(store, result.run_id):
-            _send_all(Sending(store, sends, job, result, mailing), config.smtp, selection.due)
+            run = Sending(store, sends, job, result, mailing)
+            _send_all(run, config.smtp, selection.due, work)
     result.message = (
         f"mailing {mailing.name}: {counts['sent']} sent, {counts['bounced']} bounced, "
         f"{counts['skipped']} skipped, {counts['unknown']} unknown"
@@ -177,13 +185,16 @@ def _check_template(mailing: Mailing, sender: str) -> None:
         raise InputError(f"mailing {mailing.path}: {exc}") from None
 
 
-def _send_all(run: Sending, smtp: SmtpConfig, due: list[Recipient]) -> None:
+def _send_all(run: Sending, smtp: SmtpConfig, due: list[Recipient], work: Work | None) -> None:
     from .smtp import SmtpSession
 
+    bar = work(run.job.name, "sent", total=len(due)) if work else nullcontext(None)
     # Connect before claiming anyone: a server that is down fails the run with nothing claimed.
-    with SmtpSession(smtp) as session:
-        for recipient in _paced(due, run.job.rate):
+    with SmtpSession(smtp) as session, bar as tick:
+        for done, recipient in enumerate(_paced(due, run.job.rate), 1):
             _send_one(run, session, smtp, recipient)
+            if tick is not None:
+                tick(done, None)
 
 
 def _paced(items: list[Recipient], rate: float | None) -> Iterator[Recipient]:

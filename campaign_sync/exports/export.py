@@ -13,6 +13,7 @@ snapshot (Store.begin_snapshot), whose watermark is the next changes-only run's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,6 +47,7 @@ def write_export(
     *,
     changed_since: str | None,
     timezone: str | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> int:
     """Write the job's rows to `staging`; returns the number of data rows written.
 
@@ -53,13 +55,15 @@ def write_export(
     watermark of the job's last successful run when the job is `changes_only` (None on its
     first run, which exports everything). `timezone` is the config's (None: the machine's
     zone): a job's `date_format` writes dates in it. The file is gzipped when `staging` is
-    named like one (the caller names it after the final name).
+    named like one (the caller names it after the final name). `progress` is told the rows
+    written so far after each chunk.
     """
     sql: ModuleType = store.sql("exports")
     conn = store.conn
     if job.type != "recipient-export" and job.type not in SMALL_EXPORTS:
         raise InputError(f"{job.type} is not an export job type")
     writer = CsvWriter(staging, job.format, compress=staging.name.endswith(".gz"))
+    writer.progress = progress
     try:
         if job.type == "recipient-export":
             _write_recipients(sql, conn, job, bounces, writer, changed_since, timezone)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ..imports.common import Rejects
 from ..transfer import open_transfer
 from ..transfer.base import Progress
+from ..transfer.progress import Tick
 
 log = logging.getLogger("campaign_sync")
 
@@ -86,6 +87,14 @@ class RunContext:
         from ..transfer.progress import transfer_progress
 
         return transfer_progress(label, enabled=self.options.progress)
+
+    def work(
+        self, label: str, unit: str, *, total: int | None = None, size: int | None = None
+    ) -> AbstractContextManager[Tick | None]:
+        """A bar for rows read or written, messages sent (see transfer.progress)."""
+        from ..transfer.progress import work_progress
+
+        return work_progress(label, unit, total=total, size=size, enabled=self.options.progress)
 
 
 def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunResult:
@@ -158,9 +167,7 @@ def _check_output(output: Path) -> None:
         raise UsageError(f"--output {output}: there is no folder {output.parent}")
 
 
-def _run_locked(
-    config: Config, job: JobConfig, options: RunOptions, store: Store
-) -> RunResult:
+def _run_locked(config: Config, job: JobConfig, options: RunOptions, store: Store) -> RunResult:
     runs = store.sql("runs")
     try:
         with interrupts.interruptible():
@@ -458,7 +465,11 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
         configured_lists=frozenset(j.list for j in ctx.config.jobs.values() if j.list),
     )
     try:
-        with read_csv(path, job.format, label=label, names=job.column_labels) as src:
+        with (
+            read_csv(path, job.format, label=label, names=job.column_labels) as src,
+            ctx.work(label, "rows", size=path.stat().st_size) as tick,
+        ):
+            src.progress = tick
             counts, rejects = merge(merge_ctx, src, label)
         result.counts = dict(counts)
         _record_rejects(result, rejects)
@@ -523,14 +534,16 @@ def _export(ctx: RunContext) -> None:
         # it or gets a later change time (Store.begin_snapshot).
         result.watermark = store.begin_snapshot()
         try:
-            written = write_export(
-                store,
-                job,
-                ctx.config.bounces,
-                staged,
-                changed_since=changed_since,
-                timezone=ctx.config.timezone,
-            )
+            with ctx.work(final_name, "rows") as tick:
+                written = write_export(
+                    store,
+                    job,
+                    ctx.config.bounces,
+                    staged,
+                    changed_since=changed_since,
+                    timezone=ctx.config.timezone,
+                    progress=tick,
+                )
         finally:
             store.rollback()
         result.counts = {"written": written}
@@ -582,4 +595,4 @@ def _dispatch(ctx: RunContext) -> None:
 
     # Each send is committed on its own (exactly once needs that); dispatch sets the status
     # and counts, and _close records the run.
-    dispatch(ctx.store, ctx.config, ctx.job, ctx.result, dry_run=ctx.options.dry_run)
+    dispatch(ctx.store, ctx.config, ctx.job, ctx.result, dry_run=ctx.options.dry_run, work=ctx.work)

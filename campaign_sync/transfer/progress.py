@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 # Same shape as campaign_sync.transfer.base.Progress; repeated to keep this module import-light.
 Progress = Callable[[int, "int | None"], None]
@@ -38,26 +38,13 @@ def transfer_progress(
         yield None
         return
 
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    from rich.progress import Progress as RichProgress
-
-    # rich's Console honours NO_COLOR itself; transient so the finished bar leaves no trace.
-    console = Console(file=stream)
-    bar = RichProgress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
+    rp = _rich()
+    bar = _bar(
+        stream,
+        rp.BarColumn(),
+        rp.DownloadColumn(),
+        rp.TransferSpeedColumn(),
+        rp.TimeRemainingColumn(),
     )
     task = bar.add_task(label, total=None)
 
@@ -66,3 +53,69 @@ def transfer_progress(
 
     with bar:
         yield update
+
+
+# (items done so far, bytes of the input read so far or None)
+Tick = Callable[[int, "int | None"], None]
+
+
+@contextmanager
+def work_progress(
+    label: str,
+    unit: str,
+    *,
+    total: int | None = None,
+    size: int | None = None,
+    enabled: bool = True,
+    stream: TextIO | None = None,
+) -> Iterator[Tick | None]:
+    """Yield a `(done, read)` callback for long work (rows imported or written, messages
+    sent), or None when no bar is wanted. With `size` (bytes of the input) the bar follows
+    the bytes read, with rate and ETA; else it follows `done` of `total` when that is known.
+    Callers tick once per batch, not per item: a tick costs a lock and a dict update."""
+    stream = stream if stream is not None else sys.stderr
+    if not wanted(stream, enabled=enabled):
+        yield None
+        return
+
+    rp = _rich()
+    counted = rp.TextColumn(f"{{task.fields[done]}} {unit}")
+    columns: tuple[Any, ...]
+    if size is not None:
+        columns = (counted, rp.BarColumn(), rp.DownloadColumn(), rp.TransferSpeedColumn())
+    elif total is not None:
+        columns = (rp.BarColumn(), rp.MofNCompleteColumn(), rp.TextColumn(unit))
+    else:
+        columns = (counted,)  # no end known: no bar, no ETA
+    if size is not None or total is not None:
+        columns = (*columns, rp.TimeRemainingColumn())
+    bar = _bar(stream, *columns)
+    task = bar.add_task(label, total=size if size is not None else total, done=0)
+
+    def update(done: int, read: int | None) -> None:
+        completed = read if size is not None and read is not None else done
+        bar.update(task, completed=completed, done=done)
+
+    with bar:
+        yield update
+
+
+def _rich() -> Any:
+    """rich.progress, imported only once a bar is to be drawn (cron never loads rich)."""
+    import rich.progress
+
+    return rich.progress
+
+
+def _bar(stream: TextIO, *columns: Any) -> Any:
+    """A rich Progress after the label column. rich's Console honours NO_COLOR itself;
+    transient, so the finished bar leaves no trace."""
+    from rich.console import Console
+
+    rp = _rich()
+    return rp.Progress(
+        rp.TextColumn("{task.description}"),
+        *columns,
+        console=Console(file=stream),
+        transient=True,
+    )
