@@ -3,8 +3,8 @@ dispatch. The installed command runs with its stderr on a real pseudo-terminal a
 reads what reached it; the same commands with stderr on a pipe, with --json or with -q must
 show none of it. Assertions are on what was drawn last, never on timing.
 
-SQLite only: the bar is drawn by backend-neutral code (the CSV reader and writer, the send
-loop) and says nothing about the store.
+On both stores: the bar is drawn by backend-neutral code (the CSV reader and writer, the
+send loop), but each store's export feeds the writer its own way.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import pty
 import re
 import select
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +21,12 @@ from pathlib import Path
 import pytest
 from smtp_server import SmtpTestServer
 
+from campaign_sync.store.open import open_store
+
 ROWS = 3000
 SENDER = "welcome@example.com"
 CONFIG = """\
-store: store.db
+{store}
 work_dir: var
 timezone: UTC
 smtp: {{host: {host}, port: {port}, from: {sender}, timeout: 5}}
@@ -54,21 +55,31 @@ Hello!
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """A workspace with an SMTP server, the dispatch's cut-off already set."""
+    location, schema = str(tmp_path / "store.db"), None
+    if request.param == "postgres":
+        pg = request.getfixturevalue("pg_schema")
+        location, schema = pg.url, pg.name
+    store_line = f"store: {location}" + (f"\nstore_schema: {schema}" if schema else "")
     (tmp_path / "outbox").mkdir()
     (tmp_path / "mailings").mkdir()
     (tmp_path / "mailings" / "welcome.eml").write_text(MAILING, encoding="utf-8")
     lines = [f"user{n}@example.com,Name {n}" for n in range(ROWS)]
     (tmp_path / "news.csv").write_text("email,first_name\n" + "\n".join(lines) + "\n")
     with SmtpTestServer() as smtp:
-        config = CONFIG.format(host=smtp.host, port=smtp.port, sender=SENDER)
+        config = CONFIG.format(store=store_line, host=smtp.host, port=smtp.port, sender=SENDER)
         (tmp_path / "campaign-sync.yaml").write_text(config, encoding="utf-8")
         assert run(tmp_path, "dispatch", "welcome")[0] == 0  # the first run sets the cut-off
-        with sqlite3.connect(tmp_path / "store.db") as conn:
-            conn.execute("UPDATE jobs SET first_seen = '2026-11-01T00:00:00.000000+00:00'")
-        conn.close()
+        store = open_store(location, schema=schema)
+        try:
+            with store.transaction():
+                store.conn.execute(
+                    "UPDATE jobs SET first_seen = '2026-11-01T00:00:00.000000+00:00'"
+                )
+        finally:
+            store.close()
         yield tmp_path
 
 
