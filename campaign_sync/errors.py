@@ -73,6 +73,10 @@ class StoreError(CampaignSyncError):
     """The store failed a run: locked past the busy timeout, a full disk, an I/O error."""
 
 
+class StoreNotCreated(StoreError):
+    """A status command asked for a store that no run has created yet (it creates nothing)."""
+
+
 class StoreUnusable(StoreError):
     """The store cannot be used at all (not a store, unreadable, read-only, newer schema):
     like an unusable path in the config, nothing ran (exit 2)."""

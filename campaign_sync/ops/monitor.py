@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config.model import Config, JobConfig
 from ..core.schedule import is_overdue, parse, zone
-from ..errors import StoreError
+from ..errors import StoreError, StoreNotCreated
 from ..store.base import Store, is_url
 from ..store.open import open_store as _open
 
@@ -39,10 +39,8 @@ def open_store(config: Config) -> Store | None:
         return None
     try:
         return _open(config.store, schema=config.store_schema, create=False)
-    except StoreError as exc:
-        if is_url(config.store) and "does not exist yet" in str(exc):
-            return None  # no run has created it in its schema yet
-        raise
+    except StoreNotCreated:
+        return None  # no run has created it (in its schema) yet
 
 
 def job_states(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from ..errors import ConfigError, StoreError, StoreUnusable
+from ..errors import ConfigError, StoreError, StoreNotCreated, StoreUnusable
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -189,7 +189,9 @@ def connect(location: str, *, create: bool = True) -> sqlite3.Connection:
     if path.is_dir():
         raise ConfigError(f"{path} is a directory; set `store` to a file path", key="store")
     if not create and not path.exists():
-        raise StoreError(f"store {path} does not exist yet (it is created by the first run)")
+        raise StoreNotCreated(
+            f"store {path} does not exist yet (it is created by the first run)"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _create_private(path)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config.model import BounceLimits
 from ..core.addresses import Blocklist, normalise, pattern_ends
 
 
@@ -35,16 +34,6 @@ def unsubscription_wins(confirmed: str, unsubscribed: str, latest: str) -> str:
     for that date to take effect. Imports, exports, `lists` and dispatch all use this rule.
     """
     return f"({confirmed} IS NULL OR {confirmed} <= {unsubscribed} OR {confirmed} > {latest})"
-
-
-def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
-    """A sub-select of the addresses at or over a bounce limit, with its parameters
-    (SQLite's placeholders; the PostgreSQL form is store/postgres/statuses.py's)."""
-    return (
-        "SELECT email FROM bounces GROUP BY email "
-        "HAVING sum(type = 'hard') >= ? OR sum(type = 'soft') >= ?",
-        (limits.hard_limit, limits.soft_limit),
-    )
 
 
 def status_expression(checks: dict[str, str]) -> str:

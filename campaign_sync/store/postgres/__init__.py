@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ...errors import StoreError
+from ...errors import StoreError, StoreNotCreated
 from ..base import Store
 from . import locks
 from .connection import check_schema_name, connect, display, driver, failure
@@ -61,7 +61,7 @@ class PostgresStore(Store):
         if found == SCHEMA_VERSION:
             return
         if not found and not create:
-            raise StoreError(
+            raise StoreNotCreated(
                 f"store {self.location} does not exist yet (it is created by the first run)"
             )
         migrate(self.conn, self.url, self.schema)  # refuses a newer store with one line

@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .. import list_id
-from ..statuses import outbounced_sql, unsubscription_wins
+from ..statuses import unsubscription_wins
 from .runs import process_alive
+from .statuses import outbounced_sql
 
 if TYPE_CHECKING:
     from ...config.model import BounceLimits

@@ -19,13 +19,22 @@ from ...core.dates import latest_allowed
 from ..statuses import (
     blocked_domains,
     candidate_ends,
-    outbounced_sql,
     sort_patterns,
     status_expression,
     unsubscription_wins,
 )
 
 __all__ = ["outbounced_sql", "count_statuses", "list_names", "SqlPlan", "status_checks"]
+
+
+def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
+    """A sub-select of the addresses at or over a bounce limit, with its parameters
+    (SQLite's placeholders)."""
+    return (
+        "SELECT email FROM bounces GROUP BY email "
+        "HAVING sum(type = 'hard') >= ? OR sum(type = 'soft') >= ?",
+        (limits.hard_limit, limits.soft_limit),
+    )
 
 
 @dataclass
