@@ -258,6 +258,25 @@ def kill_at_io(proc: subprocess.Popen[str], at_bytes: int, timeout: float = 300)
     return Kill(at_bytes, proc.returncode, killed=proc.returncode == -signal.SIGKILL)
 
 
+def close_listener(listener: Any, thread: Any) -> None:
+    """Stop a test server's accept thread, then close its socket, in that order.
+
+    Closing a listening socket while another thread is about to call accept() on it lets
+    that thread block on whatever socket the fd number belongs to next: a later test's
+    webhook server, whose connections it then steals (seen as "HTTP 400" and "Broken pipe"
+    in notices of unrelated tests). shutdown() wakes a blocked accept() on Linux; the join
+    makes sure the thread is gone before the number can be reused.
+    """
+    import contextlib
+    import socket
+
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the test server's accept thread did not stop"
+    listener.close()
+
+
 def seeded_points(seed: int, trials: int, low: float, high: float) -> list[float]:
     """`trials` kill points spread over [low, high): one per equal slice, jittered.
 
@@ -464,7 +483,9 @@ class FaultProxy:
         import contextlib
 
         self._stop.set()
-        with contextlib.suppress(OSError):
+        if self._thread.is_alive():
+            close_listener(self._listener, self._thread)
+        else:
             self._listener.close()
         for sock in list(self._sockets):
             with contextlib.suppress(OSError):

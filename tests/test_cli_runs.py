@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE, Workspace
-from faults import integrity, query, read_only, small_disk
+from faults import close_listener, integrity, query, read_only, small_disk
 from webhook_server import WebhookTestServer
+
+pytestmark = pytest.mark.stores("sqlite", "postgres")
 
 TODAY = datetime.datetime.now(datetime.timezone.utc).astimezone().strftime("%Y%m%d")
 
@@ -618,7 +620,8 @@ def test_a_server_that_does_not_speak_ssh_gives_one_line_not_library_tracebacks(
             client.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
             client.close()
 
-    threading.Thread(target=answer_like_a_web_server, daemon=True).start()
+    acceptor = threading.Thread(target=answer_like_a_web_server, daemon=True)
+    acceptor.start()
     (tmp_path / "known_hosts").write_text("")
     text = (
         ws.config.read_text()
@@ -635,7 +638,7 @@ def test_a_server_that_does_not_speak_ssh_gives_one_line_not_library_tracebacks(
     try:
         done = ws.run("-q", "import", "newsletter-import", "--date", "2026-11-01")
     finally:
-        listener.close()
+        close_listener(listener, acceptor)
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith("campaign-sync: error: ")
