@@ -177,6 +177,24 @@ class PgServer:
         the server recovers from its WAL, as after a power cut."""
         self._pg_ctl("restart", "-w", "-t", "60", "-m", "immediate", "-l", str(self.log))
 
+    def require_tls(self, cert_pem: bytes, key_pem: bytes) -> None:
+        """Serve TLS with this certificate and refuse every connection without it (hostssl
+        only), then restart so the settings hold."""
+        owner = _server_user()
+        for name, content, mode in (
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ):
+            path = self.data / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        with (self.data / "postgresql.conf").open("a") as out:
+            out.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+        (self.data / "pg_hba.conf").write_text(f"hostssl all all {HOST}/32 scram-sha-256\n")
+        self._pg_ctl("restart", "-w", "-t", "60", "-m", "fast", "-l", str(self.log))
+
     # -- steps ----------------------------------------------------------------------------
     def _write_passfile(self, passwords: dict[str, str]) -> None:
         lines = "".join(f"{HOST}:{self.port}:*:{u}:{p}\n" for u, p in passwords.items())
