@@ -1,6 +1,8 @@
 """Concurrency: overlapping runs of one job, and different jobs writing one list at once.
 
 Every run is a separate process of this tree's `campaign-sync`, as cron would start them.
+Each test runs on both stores: a SQLite file (its file lock, WAL readers) and a PostgreSQL
+schema (its advisory lock, row locks and MVCC readers).
 """
 
 from __future__ import annotations
@@ -10,29 +12,31 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+from conftest import Workspace
 from faults import (
     EXIT_LOCKED,
     EXIT_OK,
     assert_no_traceback,
     generate_recipients,
     json_out,
-    query,
     start_cli,
 )
 from webhook_server import WebhookTestServer
 
+pytestmark = pytest.mark.stores("sqlite", "postgres")
+
 OVERLAPPING = 10
 
 
-def _config(root: Path, jobs: str, webhook: str | None = None) -> Path:
+def _config(ws: Workspace, jobs: str, webhook: str | None = None) -> Path:
     notify = f"notify:\n  webhook: {webhook}\n  webhook_timeout: 60\n" if webhook else ""
-    path = root / "campaign-sync.yaml"
-    path.write_text(
-        "store: store.db\nwork_dir: var\ntimezone: Europe/Berlin\n"
+    ws.config.write_text(
+        f"{ws.store_setting}\nwork_dir: var\ntimezone: Europe/Berlin\n"
         "servers:\n  inbox: {type: local, path: inbox}\n" + notify + "jobs:\n" + jobs,
         encoding="utf-8",
     )
-    return path
+    return ws.config
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001 - a callable
@@ -42,18 +46,18 @@ def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001 - a
         time.sleep(0.02)
 
 
-def test_ten_overlapping_runs_of_one_job_exactly_one_runs(tmp_path: Path) -> None:
+def test_ten_overlapping_runs_of_one_job_exactly_one_runs(ws: Workspace) -> None:
     """10 invocations at once: one imports, nine exit 75 having changed nothing.
 
     The winner is held inside its lock deterministically: its webhook notice goes to a
     server that does not answer until every loser has exited, so the overlap does not
     depend on how fast ten Python processes start on a loaded CI machine.
     """
-    (tmp_path / "inbox" / "import").mkdir(parents=True)
-    generate_recipients(tmp_path / "inbox" / "import" / "list.csv", 2000)
+    (ws.inbox / "import").mkdir(parents=True)
+    generate_recipients(ws.inbox / "import" / "list.csv", 2000)
     with WebhookTestServer(mode="hang") as hook:
         config = _config(
-            tmp_path,
+            ws,
             "  list-import:\n    type: recipient-import\n    list: newsletter\n"
             "    source: {server: inbox, path: /import/list.csv}\n",
             webhook=hook.url,
@@ -81,8 +85,8 @@ def test_ten_overlapping_runs_of_one_job_exactly_one_runs(tmp_path: Path) -> Non
         assert "another run of 'list-import' is in progress" in err
         assert "Traceback" not in err
     # Exactly one run recorded; the nine refused invocations left no trace in the store.
-    assert query(tmp_path / "store.db", "SELECT status FROM runs") == [("succeeded",)]
-    assert query(tmp_path / "store.db", "SELECT count(*) FROM recipients") == [(2000,)]
+    assert ws.query("SELECT status FROM runs") == [("succeeded",)]
+    assert ws.query("SELECT count(*) FROM recipients") == [(2000,)]
 
 
 def _column(path: Path, name: str) -> dict[str, str]:
@@ -90,7 +94,7 @@ def _column(path: Path, name: str) -> dict[str, str]:
         return {row["email"].strip().lower(): row[name].strip() for row in csv.DictReader(handle)}
 
 
-def test_two_jobs_writing_one_list_at_once_lose_nothing(tmp_path: Path) -> None:
+def test_two_jobs_writing_one_list_at_once_lose_nothing(ws: Workspace) -> None:
     """Two import jobs merge different fields of the same 60,000 recipients at the same time.
 
     Both must succeed (the second waits for the first's write lock, never "database is
@@ -98,15 +102,14 @@ def test_two_jobs_writing_one_list_at_once_lose_nothing(tmp_path: Path) -> None:
     recipient's fields outside the writing transaction.
     """
     rows = 60_000
-    source = generate_recipients(tmp_path / "inbox" / "people.csv", rows, seed=3)
-    (tmp_path / "inbox").mkdir(exist_ok=True)
+    source = generate_recipients(ws.inbox / "people.csv", rows, seed=3)
     job = (
         "  {name}:\n    type: recipient-import\n    list: newsletter\n"
         "    source: {{server: inbox, path: /people.csv}}\n"
         "    columns: {{email: email, {column}: {column}}}\n"
     )
     config = _config(
-        tmp_path,
+        ws,
         job.format(name="names-import", column="first_name")
         + job.format(name="cities-import", column="city"),
     )
@@ -124,22 +127,22 @@ def test_two_jobs_writing_one_list_at_once_lose_nothing(tmp_path: Path) -> None:
     assert spans[1][0] < spans[0][1], spans
 
     names, cities = _column(source, "first_name"), _column(source, "city")
-    stored = query(
-        tmp_path / "store.db",
-        "SELECT email, json_extract(fields, '$.first_name'), json_extract(fields, '$.city') "
-        "FROM recipients",
-    )
+    fields = {  # each backend's JSON accessor
+        "sqlite": "json_extract(fields, '$.first_name'), json_extract(fields, '$.city')",
+        "postgres": "fields->>'first_name', fields->>'city'",
+    }[ws.kind]
+    stored = ws.query(f"SELECT email, {fields} FROM recipients")
     assert len(stored) == rows
     lost = [email for email, name, city in stored if (name, city) != (names[email], cities[email])]
     assert lost == [], f"{len(lost)} recipients lost an update, e.g. {lost[:3]}"
 
 
-def test_readers_never_see_locked_store_while_an_import_writes(tmp_path: Path) -> None:
-    """Status commands during a large import answer at once (WAL), with the run as running."""
-    (tmp_path / "inbox").mkdir()
-    generate_recipients(tmp_path / "inbox" / "big.csv", 100_000, seed=4)
+def test_readers_never_see_locked_store_while_an_import_writes(ws: Workspace) -> None:
+    """Status commands during a large import answer at once (SQLite's WAL, PostgreSQL's
+    MVCC), with the run as running."""
+    generate_recipients(ws.inbox / "big.csv", 100_000, seed=4)
     config = _config(
-        tmp_path,
+        ws,
         "  big-import:\n    type: recipient-import\n    list: newsletter\n"
         "    source: {server: inbox, path: /big.csv}\n",
     )
