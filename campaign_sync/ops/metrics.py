@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
+from ..core import outputs
 from ..errors import UsageError
 
 JOB_STATES = ("idle", "running", "overdue", "failing", "never-run")
@@ -105,6 +106,9 @@ def write_atomically(text: str, path: str) -> None:
     node_exporter's textfile collector reads files ending in `.prom`, as another user, so the
     file is made readable by all (it holds counts and job names, no addresses or secrets).
     """
+    refused = outputs.refusal("--output", path)
+    if refused:
+        raise UsageError(refused)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=".campaign-sync-", dir=folder)

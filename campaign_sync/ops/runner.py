@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..config.model import Config, JobConfig
-from ..core import workdir
+from ..core import outputs, workdir
 from ..core.path_templates import render
 from ..core.schedule import zone
 from ..errors import (
@@ -163,6 +163,9 @@ def _check_output(output: Path) -> None:
     """Refuse an --output the export could not be placed at, before anything runs."""
     if output.is_dir():
         raise UsageError(f"--output {output} is a folder; name the file to write")
+    refused = outputs.refusal("--output", output)
+    if refused:
+        raise UsageError(refused)
     if not output.parent.is_dir():
         raise UsageError(f"--output {output}: there is no folder {output.parent}")
 

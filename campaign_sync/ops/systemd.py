@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
+from ..core.outputs import not_replaceable
 from ..core.schedule import LAST_DAY, Schedule, parse
 from ..errors import EXIT_LOCKED, UsageError
 from .crontab import CronJob, command_for
@@ -110,6 +111,11 @@ def write_units(found: list[Unit], folder: str) -> list[str]:
     """
     paths = [os.path.join(folder, unit.name) for unit in found]
     for path in paths:
+        kind = not_replaceable(path)  # checked first: opening a named pipe would hang
+        if kind:
+            raise UsageError(
+                f"{path} is {kind}, not a unit file: move it away or choose another --output-dir"
+            )
         if os.path.lexists(path) and not _generated(path):
             raise UsageError(
                 f"{path} exists and was not written by `campaign-sync systemd`: move it away "
