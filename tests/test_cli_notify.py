@@ -11,6 +11,8 @@ from conftest import SAMPLE, Workspace
 from smtp_server import ClosedPort, SmtpTestServer
 from webhook_server import WebhookTestServer
 
+pytestmark = pytest.mark.stores("sqlite", "postgres")
+
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpTestServer]:
@@ -96,13 +98,21 @@ def test_a_store_that_cannot_be_opened_still_sends_the_failure_notice(
     ws: Workspace, smtp: SmtpTestServer
 ) -> None:
     configure(ws, smtp.host, smtp.port)
-    ws.store.write_bytes(b"not a database at all " * 100)
+    if ws.pg is None:
+        ws.store.write_bytes(b"not a database at all " * 100)
+        error = (
+            f"cannot open the store {ws.store}: the file is not a campaign-sync store (not an "
+            "SQLite database); set `store` to the store's file"
+        )
+    else:  # a database the server does not have
+        wrong = ws.pg.url.rsplit("/", 1)[0] + "/nosuchdb"
+        ws.config.write_text(ws.config.read_text().replace(ws.pg.url, wrong, 1))
+        error = (
+            f"cannot connect to the store {wrong}: the database 'nosuchdb' does not exist on the "
+            "server; create it or correct the database in `store`"
+        )
     ws.drop("/import/newsletter_20261101.csv", SAMPLE)
     done = ws.run("import", "newsletter-import", "--date", "2026-11-01")
-    error = (
-        f"cannot open the store {ws.store}: the file is not a campaign-sync store (not an SQLite "
-        "database); set `store` to the store's file"
-    )
     assert (done.returncode, done.stderr) == (2, f"campaign-sync: error: {error}\n")
     assert len(smtp.messages) == 1
     notice = smtp.messages[0]

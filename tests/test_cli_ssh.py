@@ -11,6 +11,8 @@ import pytest
 from conftest import SAMPLE, Workspace
 from sshd import Sshd
 
+pytestmark = pytest.mark.stores("sqlite", "postgres")
+
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:

@@ -7,8 +7,11 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from conftest import SAMPLE, Workspace
 from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.stores("sqlite", "postgres")
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

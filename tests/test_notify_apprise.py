@@ -261,6 +261,8 @@ def test_urls_must_be_a_list_of_text(ws: Workspace) -> None:
 HIDE_APPRISE = """\
 import sys
 
+pytestmark = pytest.mark.stores("sqlite", "postgres")
+
 
 class HideApprise:
     def find_spec(self, name, path=None, target=None):

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE, Workspace
 
+pytestmark = pytest.mark.stores("sqlite", "postgres")
+
 KINDS = {
     "a character device": lambda path: os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3)),
     "a named pipe": lambda path: os.mkfifo(path, 0o600),
