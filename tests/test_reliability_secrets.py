@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import pytest
 import sshd as sshd_helper
+from conftest import Workspace
 from faults import run_cli
 from smtp_server import SmtpTestServer
 from sshd import Sshd, keygen
@@ -118,12 +119,19 @@ notify:
 """
 
 
-def _config(root: Path, server: Sshd, key: Path, smtp: SmtpTestServer, hook: str) -> Path:
+def _config(
+    root: Path,
+    server: Sshd,
+    key: Path,
+    smtp: SmtpTestServer,
+    hook: str,
+    store: str = "store: store.db",
+) -> Path:
     remote = root / "remote"
     path = root / "campaign-sync.yaml"
     path.write_text(
         f"""\
-{STORE_AND_LOG}timezone: Europe/Berlin
+{STORE_AND_LOG.replace("store: store.db", store)}timezone: Europe/Berlin
 servers:
   partner:
     type: ssh
@@ -181,7 +189,9 @@ servers:
     return path
 
 
-def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
+@pytest.mark.stores("sqlite", "postgres")
+def test_no_secret_in_any_output_channel(server: Sshd, ws: Workspace) -> None:
+    tmp_path = ws.root
     key = keygen(tmp_path / "user_key", "ed25519", passphrase=KEY_PASSPHRASE)
     server.authorize(key)
     env = {"KEY_PASS": KEY_PASSPHRASE, "SSH_PASS": SSH_PASSWORD, "SMTP_PASS": SMTP_PASSWORD}
@@ -189,7 +199,7 @@ def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
     smtp = SmtpTestServer(auth={"mailer": SMTP_PASSWORD}, auth_require_tls=False)
     with smtp, WebhookTestServer() as hook:
         url = f"{hook.url}?token={HOOK_TOKEN}"
-        config = _config(tmp_path, server, key, smtp, url)
+        config = _config(tmp_path, server, key, smtp, url, ws.store_setting)
 
         def run(label: str, *args: str, code: int, extra: dict[str, str] | None = None) -> None:
             done = run_cli(config, "-vv", *args, env={**env, **(extra or {})})
@@ -243,9 +253,12 @@ def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
         assert len(hook.requests) >= 4, "the webhook bodies this test scans were not posted"
     scan.add_tree("work_dir", tmp_path / "var")  # log file, rejects, staging, locks
     scan.add_tree("remote", tmp_path / "remote")
+    if ws.pg is not None:  # every row of every table of the PostgreSQL store
+        scan.add("store rows", "\n".join(ws.dump()).encode())
     for name in ("store.db", "store.db-wal"):
         if (tmp_path / name).exists():
             scan.add(name, (tmp_path / name).read_bytes())
+    assert (tmp_path / "store.db").exists() == (ws.pg is None)
     assert list((tmp_path / "var" / "rejects").iterdir()), "no rejects file was scanned"
     assert (tmp_path / "var" / "campaign-sync.log").stat().st_size > 0
     print(f"secrets: {len(SECRETS)} secrets x {len(scan.channels)} channels scanned, no leak")
