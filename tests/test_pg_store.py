@@ -297,19 +297,21 @@ def test_missing_schema_is_one_line(pg_schema: PgSchema):
 def test_newer_store_is_refused_with_sqlites_wording(
     store: psycopg.Connection[Any], pg_schema: PgSchema, tmp_path: Path
 ):
-    store.execute("INSERT INTO schema_version VALUES (6, 'later')")
+    newer = schema.SCHEMA_VERSION + 1
+    store.execute("INSERT INTO schema_version VALUES (%s, 'later')", (newer,))
     with pytest.raises(StoreUnusable) as caught:
         schema.migrate(store, pg_schema.url, pg_schema.name)
     where = f"{connection.display(pg_schema.url)} (schema {pg_schema.name})"
     assert str(caught.value) == (
-        f"store {where} has schema version 6, newer than this campaign-sync understands (5); "
+        f"store {where} has schema version {newer}, newer than this campaign-sync understands "
+        f"({schema.SCHEMA_VERSION}); "
         "upgrade campaign-sync"
     )
     # SQLite's refusal, word for word apart from the store's name.
     lite_path = tmp_path / "store.db"
     sqlite_store.connect(str(lite_path)).close()
     with sqlite3.connect(lite_path) as lite:
-        lite.execute("PRAGMA user_version = 6")
+        lite.execute(f"PRAGMA user_version = {newer}")
     with pytest.raises(StoreUnusable) as lite_caught:
         sqlite_store.connect(str(lite_path))
     assert str(lite_caught.value) == str(caught.value).replace(where, str(lite_path))
