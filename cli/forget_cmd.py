@@ -33,7 +33,7 @@ def forget_command(json_option: Decorator, pass_settings: Decorator, engine_call
     """The `forget` command, wrapped like every other command of main."""
 
     @click.command("forget")
-    @click.argument("addresses", nargs=-1, metavar="[ADDRESS]...")
+    @click.argument("addresses", nargs=-1, metavar="ADDRESS")
     @click.option(
         "--file",
         "file",
