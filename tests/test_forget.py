@@ -227,6 +227,19 @@ def test_forget_erases_every_trace_and_keeps_a_keyed_hash(built: Workspace) -> N
     assert len(ws.query("SELECT hash FROM erased")) == 2
     if ws.kind == "sqlite":
         assert_no_bytes_left(ws.store)
+    else:  # the tables it changed were vacuumed (what that does: docs/privacy.md)
+        vacuumed = ws.query(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() "
+            "AND last_vacuum IS NOT NULL ORDER BY relname"
+        )
+        assert [name for (name,) in vacuumed] == [
+            "blocklist",
+            "bounces",
+            "recipients",
+            "runs",
+            "sends",
+            "unsubscribers",
+        ]
 
     # Erasing again finds nothing and adds nothing: forget is idempotent.
     again = json.loads(ok(forget(ws, "--json", ANNA, BEN)))
@@ -346,3 +359,39 @@ def test_a_forget_before_any_run_creates_the_store_and_keeps_the_address_out(
 
     assert imported(ws, "other")["counts"]["suppressed_erased"] == 1
     assert ws.recipients("other") == {"dora@example.net": ("active", {"first_name": "Dora"})}
+
+
+def test_rejects_files_are_never_read_or_written_through_a_planted_name(
+    built: Workspace, tmp_path: Path
+) -> None:
+    ws = built
+    folder = ws.root / "var" / "rejects"
+    outside = tmp_path / "outside.csv"
+    outside.write_text("line,reason,email\n2,x,anna@example.com\n", encoding="utf-8")
+    (folder / "planted.csv").symlink_to(outside)
+
+    done = json.loads(ok(forget(ws, "--json", ANNA)))
+
+    assert [Path(f["path"]).name for f in done["rejects_files"]] == sorted(rejects(ws))[:1]
+    assert outside.read_text(encoding="utf-8") == "line,reason,email\n2,x,anna@example.com\n"
+    assert (folder / "planted.csv").is_symlink()
+
+
+def test_a_rejects_folder_that_is_a_link_stops_the_erasure_before_any_change(
+    built: Workspace, tmp_path: Path
+) -> None:
+    ws = built
+    folder = ws.root / "var" / "rejects"
+    folder.rename(tmp_path / "elsewhere")
+    folder.symlink_to(tmp_path / "elsewhere")
+    before = ws.dump()
+
+    done = forget(ws, ANNA)
+
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"campaign-sync: error: work_dir: {folder} is a symbolic link; campaign-sync keeps "
+        "private files only in folders of its own: remove it (it is recreated) or set "
+        "`work_dir` to another folder\n"
+    )
+    assert ws.dump() == before

@@ -197,6 +197,7 @@ def _staged(wanted: Iterable[str]) -> Iterator[tuple[str, str]]:
 def _count(store: Store, wanted: list[str], report: ForgetReport, work_dir: Path) -> None:
     sql = store.sql("erasure")
     try:
+        sql.prepare(store.conn)  # (the staged addresses stay in memory here too)
         sql.begin_read(store.conn)
         try:
             sql.stage(store.conn, _staged(wanted))
