@@ -41,26 +41,30 @@ class Hasher:
         self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
 
     def __call__(self, address: str) -> str:
+        return self.digest(address).hex()
+
+    def digest(self, address: str) -> bytes:
         inner = self._inner.copy()
         inner.update(address.encode("utf-8"))
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.hexdigest()
+        return outer.digest()
 
 
 class ErasedCheck:
-    """Whether an address is an erased one: its keyed hash is in the store's set."""
+    """Whether an address is an erased one: its keyed hash is in the store's set (held as
+    32-byte digests, about 100 bytes an erasure in memory, rather than their hex text)."""
 
     def __init__(self, secret_hex: str, hashes: Iterable[str]) -> None:
-        self.hash = Hasher(secret_hex)
-        self.hashes = frozenset(hashes)
+        self.digest = Hasher(secret_hex).digest
+        self.digests = frozenset(map(bytes.fromhex, hashes))
 
     def __call__(self, address: str) -> bool:
-        return self.hash(address) in self.hashes
+        return self.digest(address) in self.digests
 
     def flags(self, emails: list[str]) -> list[bool]:
         """For each normalised address of a batch, whether it is an erased one."""
-        return [digest in self.hashes for digest in map(self.hash, emails)]
+        return [digest in self.digests for digest in map(self.digest, emails)]
 
 
 # Something shaped like an address inside free text: a run of dot-atom characters, an @,
