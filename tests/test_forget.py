@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import Workspace
 from smtp_server import SmtpTestServer
+
+if TYPE_CHECKING:
+    from pgfixtures import PgSchema
 
 pytestmark = pytest.mark.stores("sqlite", "postgres")
 
@@ -398,3 +401,25 @@ def test_a_rejects_folder_that_is_a_link_stops_the_erasure_before_any_change(
         "`work_dir` to another folder\n"
     )
     assert ws.dump() == before
+
+
+def test_a_vacuum_postgresql_refuses_is_a_warning_and_the_erasure_stands(
+    tmp_path: Path, pg_schema: PgSchema
+) -> None:
+    ws = Workspace(tmp_path, "postgres", pg_schema)
+    ws.inbox.mkdir()
+    ws.write_config(text=CONFIG.format(store="store: store.db", host="127.0.0.1", port=1))
+    assert imported(ws, "other")["status"] == "succeeded"
+    # The members' table belongs to another role, which let the store's role write it.
+    ws.query("ALTER TABLE recipients OWNER TO cs_admin")
+    ws.query("GRANT ALL ON recipients TO campaign")
+
+    done = forget(ws, ANNA)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "campaign-sync: warning: the store's role could not VACUUM all of recipients: the "
+        "erased rows are gone from every query, but their bytes may stay in the tables' pages "
+        "until a VACUUM; run VACUUM (INDEX_CLEANUP ON) recipients as the tables' owner\n"
+    )
+    assert ws.recipients("other") == {"dora@example.net": ("active", {"first_name": "Dora"})}

@@ -135,24 +135,24 @@ def scrub(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
         return []
     listed = ", ".join(tables)
     # A table this role may not vacuum is skipped with a WARNING notice, not an error.
-    skipped: list[str] = []
+    refused: list[bool] = []
 
     def note(notice: Any) -> None:
         if notice.severity_nonlocalized == "WARNING":
-            skipped.append(notice.sqlstate or "?")
+            refused.append(True)
 
     conn.add_notice_handler(note)
     try:
         conn.execute(f"VACUUM (INDEX_CLEANUP ON) {listed}")
-    except driver().Error as exc:
-        skipped.append(getattr(exc, "sqlstate", None) or "?")
+    except driver().Error:
+        refused.append(True)
     finally:
         conn.remove_notice_handler(note)
-    if not skipped:
+    if not refused:
         return []
     return [
-        f"VACUUM of {listed} did not complete (SQLSTATE {skipped[0]}): the erased rows are gone "
-        "from every query, but their bytes may stay in the tables' pages until a VACUUM; run "
+        f"the store's role could not VACUUM all of {listed}: the erased rows are gone from "
+        "every query, but their bytes may stay in the tables' pages until a VACUUM; run "
         f"VACUUM (INDEX_CLEANUP ON) {listed} as the tables' owner"
     ]
 

@@ -19,7 +19,6 @@ from typing import Any
 from ..erasure import RUN_TEXTS, WHERE_BY_TABLE, count_sql, delete_sql
 
 TABLES = tuple(WHERE_BY_TABLE)
-_CHECKPOINT_TRIES = 3
 
 
 def prepare(conn: sqlite3.Connection) -> None:
@@ -126,11 +125,11 @@ def drop(conn: sqlite3.Connection) -> None:
 def scrub(conn: sqlite3.Connection, tables: list[str]) -> list[str]:
     """After the commit: the WAL checkpointed into the file and truncated to nothing.
     Warnings (what could not be done) for the operator; `tables` need nothing more here."""
-    for _ in range(_CHECKPOINT_TRIES):
-        # (blocked, frames in the WAL, frames copied); the busy handler waits for readers.
-        blocked, frames, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if not blocked and frames in (0, copied):
-            return []
+    # (blocked, frames in the WAL, frames copied); the busy handler waits for readers, up
+    # to the busy timeout, before it gives up.
+    blocked, frames, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if not blocked and frames in (0, copied):
+        return []
     return [
         "another process kept reading the store, so its write-ahead log (the -wal file) could "
         "not be emptied: earlier versions of the erased rows stay there until the next "
