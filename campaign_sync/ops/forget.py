@@ -36,6 +36,7 @@ from ..core import addresses, workdir
 from ..core.erasure import Hasher, finder, new_secret, redactor
 from ..errors import CampaignSyncError, StoreNotCreated, UsageError
 from ..store.base import Store
+from ..store.erasure import WHERE_BY_TABLE
 from ..store.open import open_store
 
 REJECTS_FOLDER = "rejects"
@@ -166,7 +167,7 @@ def forget(config: Config, wanted: list[str], *, dry_run: bool) -> ForgetReport:
     try:
         store = open_store(config.store, schema=config.store_schema, create=not dry_run)
     except StoreNotCreated:  # (dry runs only) nothing is held, everything would be new
-        report.tables = {table: 0 for table in _tables()}
+        report.tables = {table: 0 for table in WHERE_BY_TABLE}
         report.suppressed = len(wanted)
         report.rejects = _rejects_changes(config.work_dir, wanted, write=False)
         return report
@@ -178,12 +179,6 @@ def forget(config: Config, wanted: list[str], *, dry_run: bool) -> ForgetReport:
     finally:
         store.close()
     return report
-
-
-def _tables() -> tuple[str, ...]:
-    from ..store.erasure import WHERE_BY_TABLE
-
-    return tuple(WHERE_BY_TABLE)
 
 
 def _staged(wanted: Iterable[str]) -> Iterator[tuple[str, str]]:
@@ -204,8 +199,11 @@ def _count(store: Store, wanted: list[str], report: ForgetReport, work_dir: Path
             report.tables = sql.held(store.conn)
             report.run_texts = len(_redacted_runs(sql, store.conn, wanted))
             secret = sql.secret(store.conn)
-            hashes = [Hasher(secret)(address) for address in wanted] if secret else []
-            report.suppressed = sql.new_hashes(store.conn, hashes) if secret else len(wanted)
+            if secret is None:  # no erasure yet: every address would be new
+                report.suppressed = len(wanted)
+            else:
+                hasher = Hasher(secret)
+                report.suppressed = sql.new_hashes(store.conn, [hasher(a) for a in wanted])
         finally:
             store.rollback()
     except store.errors as exc:
@@ -231,9 +229,9 @@ def _erase(store: Store, wanted: list[str], report: ForgetReport, work_dir: Path
             hasher = Hasher(secret)
             report.suppressed = sql.add_hashes(conn, [hasher(a) for a in wanted], started)
             report.rejects = _rejects_changes(work_dir, wanted, write=True)
-            texts = (json.dumps(report.counts()), f"erased {len(wanted)} addresses")
+            summary = (json.dumps(report.counts()), f"erased {len(wanted)} addresses")
             report.run_id = sql.record_run(
-                conn, FORGET_JOB, "forget", (started, store.now()), texts
+                conn, FORGET_JOB, "forget", (started, store.now()), summary
             )
             store.commit()
         except BaseException:
