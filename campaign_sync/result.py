@@ -15,6 +15,7 @@ COUNT_NAMES = (
     "duplicates",
     "suppressed_unsubscribed",
     "suppressed_blocklisted",
+    "suppressed_erased",
     "removed",
     "written",
     "sent",

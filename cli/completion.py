@@ -44,8 +44,13 @@ def complete_jobs(ctx: click.Context, _param: click.Parameter, incomplete: str) 
     except Exception:  # noqa: BLE001 - completion must stay silent whatever is wrong
         return []
     wanted = TYPES_BY_COMMAND.get(ctx.info_name or "")
-    return [
+    found = [
         CompletionItem(name, help=job.type)
         for name, job in config.jobs.items()
         if name.startswith(incomplete) and (wanted is None or job.type.endswith(wanted))
     ]
+    if wanted is None:  # history: the store's own runs too
+        from campaign_sync.config.model import RESERVED_JOBS
+
+        found += [CompletionItem(name) for name in RESERVED_JOBS if name.startswith(incomplete)]
+    return found

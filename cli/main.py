@@ -25,6 +25,7 @@ from campaign_sync.errors import (
 
 from . import output
 from .completion import complete_jobs
+from .forget_cmd import forget_command
 from .logs import setup_logging
 from .schema_cmd import schema_command
 from .store_cmd import store_group
@@ -272,10 +273,11 @@ def list_jobs(settings: Settings, running: bool) -> None:
 @engine_call
 def history(settings: Settings, job: str | None, limit: int) -> None:
     """Recent runs, newest first, of one job or of all."""
+    from campaign_sync.config.model import RESERVED_JOBS
     from campaign_sync.ops import monitor
 
     config = settings.config()
-    if job is not None:
+    if job is not None and job not in RESERVED_JOBS:  # (the store's own runs: @forget)
         config.job(job)
     with monitor.opened_store(config) as store:
         records = monitor.history(store, job, limit)
@@ -487,3 +489,4 @@ def check(settings: Settings) -> None:
 
 main.add_command(store_group(json_option, pass_settings, engine_call))
 main.add_command(schema_command)
+main.add_command(forget_command(json_option, pass_settings, engine_call))

@@ -71,7 +71,11 @@ def test_job_names_are_those_the_command_runs(config: Workspace, shell: str) -> 
     assert jobs("import b") == ["blocklist-in"]
     assert jobs("export ") == ["newsletter-export"]
     assert jobs("dispatch ") == ["welcome"]
-    assert jobs("history ") == ["newsletter-import", "newsletter-export", "welcome", "blocklist-in"]
+    assert jobs("history ") == [
+        *("newsletter-import", "newsletter-export", "welcome", "blocklist-in"),
+        "@forget",  # the store's own runs: erasures
+    ]
+    assert jobs("history @") == ["@forget"]
 
 
 def test_the_config_comes_from_the_environment_and_secrets_need_not_be_set(

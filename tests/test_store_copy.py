@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     from pgfixtures import PgSchema
     from pgserver import PgServer
 
-TABLES = {"lists", "recipients", "blocklist", "unsubscribers", "bounces", "jobs", "runs", "sends"}
+TABLES = {
+    *("lists", "recipients", "blocklist", "unsubscribers", "bounces", "jobs", "runs", "sends"),
+    *("erased", "erasure_secret"),
+}
 IDN = "juergen@bücher.de"
 SENDER = "welcome@example.com"
 
@@ -146,6 +149,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         ok(cli(root, "dispatch", "welcome"))
         assert smtp.messages, "the dispatch sent nothing"
+    # An erasure: its keyed hash and the store's secret must move with the store.
+    ok(cli(root, "forget", "zoe@example.com"))
     return root
 
 
@@ -270,7 +275,7 @@ def test_copy_holds_every_row_of_every_table(source: Path, pg_schema: PgSchema) 
 
     lines = out.splitlines()
     total = sum(len(rows) for rows in before.values())
-    assert lines[-1] == f"copy complete: 8 tables, {total} rows, verified"
+    assert lines[-1] == f"copy complete: 10 tables, {total} rows, verified"
     shown = {line.split()[0]: int(line.split()[1]) for line in lines[:-1]}
     assert shown == {name: len(rows) for name, rows in before.items()}
     assert all("sha256" in line for line in lines[:-1])
@@ -293,11 +298,35 @@ def test_the_copy_shows_the_same_history(source: Path, pg_schema: PgSchema) -> N
     original = ok(cli(source, "--json", "history", "--limit", "1000"))
     copied = ok(cli(moved, "--json", "history", "--limit", "1000"))
 
-    assert len(json.loads(original)) == 9
+    assert len(json.loads(original)) == 10
     assert copied == original
     # A config whose store is already PostgreSQL has nothing to copy from.
     line = one_line(cli(moved, "store", "copy", "--to", pg_schema.url), 2)
     assert "the config's `store` is not an SQLite file" in line
+
+
+def test_the_copy_keeps_an_erased_address_out(source: Path, pg_schema: PgSchema) -> None:
+    ok(copy(source, pg_schema))
+    moved = source / "moved"
+    moved.mkdir()
+    config = (source / "campaign-sync.yaml").read_text(encoding="utf-8")
+    pointed = f"store: {pg_schema.url}\nstore_schema: {pg_schema.name}\n"
+    (moved / "campaign-sync.yaml").write_text(
+        config.replace("store: store.db\n", pointed), encoding="utf-8"
+    )
+    again = moved / "other.csv"
+    again.write_text("email,city\nZoe@Example.com,Köln\nyves@example.com,Bonn\n", encoding="utf-8")
+
+    run = json.loads(ok(cli(moved, "--json", "import", "rec-other", "--file", str(again))))
+
+    assert (run["counts"]["inserted"], run["counts"]["suppressed_erased"]) == (1, 1)
+    with psycopg.connect(pg_schema.admin_url) as conn:
+        members = conn.execute(
+            sql.SQL("SELECT email FROM {} ORDER BY email").format(
+                sql.Identifier(pg_schema.name, "recipients")
+            )
+        ).fetchall()
+    assert ("zoe@example.com",) not in members and ("yves@example.com",) in members
 
 
 def test_ids_continue_and_the_clock_floor_is_recorded(source: Path, pg_schema: PgSchema) -> None:
@@ -348,7 +377,7 @@ def test_a_schema_holding_other_tables_is_refused(source: Path, pg_schema: PgSch
 def test_an_empty_store_is_a_valid_target(source: Path, pg_schema: PgSchema) -> None:
     make_empty_store(pg_schema)
     out = ok(copy(source, pg_schema))
-    assert out.splitlines()[-1].startswith("copy complete: 8 tables,")
+    assert out.splitlines()[-1].startswith("copy complete: 10 tables,")
 
 
 # --------------------------------------------------------------------------- failures
@@ -521,7 +550,7 @@ def test_progress_is_shown_on_a_terminal_only(source: Path, pg_schema: PgSchema)
         os.close(master)
     assert process.returncode == 0
     assert b"copying" in seen
-    assert out.decode().splitlines()[-1].startswith("copy complete: 8 tables,")
+    assert out.decode().splitlines()[-1].startswith("copy complete: 10 tables,")
 
 
 def test_progress_stays_off_a_pipe(source: Path, pg_schema: PgSchema) -> None:

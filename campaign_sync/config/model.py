@@ -43,6 +43,10 @@ DATE_FIELD = {
 BOUNCE_TYPES = ("hard", "soft")
 FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+# Names the store's own runs are recorded under (no configured job can have one: a job's
+# name starts with a letter or digit). `history NAME` shows them.
+FORGET_JOB = "@forget"
+RESERVED_JOBS = (FORGET_JOB,)
 
 
 @dataclass(frozen=True)

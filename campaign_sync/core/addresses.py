@@ -299,6 +299,33 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
+def literal_pattern(pattern: str) -> str | None:
+    """The one address a pattern without wildcards matches (escapes undone, normalised as
+    addresses are); None for a pattern with a wildcard, or one that cannot be read."""
+    try:
+        tokens = _tokens(pattern)
+    except PatternError:
+        return None
+    if len(tokens) == 1 and isinstance(tokens[0], str):
+        return tokens[0]
+    return None
+
+
+def as_pattern(address: str) -> str:
+    """The blocklist pattern that matches exactly `address` (its `*`, `?` and `\\` escaped)."""
+    return re.sub(r"([*?\\])", r"\\\1", address)
+
+
+def ascii_form(address: str) -> str:
+    """A normalised, valid address with its domain's U-labels written as A-labels (the form
+    on the wire, and the one older stores and other writers may hold)."""
+    local, _, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    labels = [_label_problem(label)[0] or label for label in domain.split(".")]
+    return f"{local}@{'.'.join(labels)}"
+
+
 def pattern_ends(pattern: str) -> tuple[str, str]:
     """The literal text a pattern's matches must start and end with ("" after a wildcard),
     normalised as addresses are, so it can be compared with stored addresses."""

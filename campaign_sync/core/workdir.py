@@ -19,6 +19,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from ..errors import CampaignSyncError
 
@@ -107,3 +108,34 @@ def remove_quietly(path: Path | None) -> None:
     if path is not None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def private_files(work_dir: Path, folder: str) -> list[Path]:
+    """The files in `work_dir/folder`, by name; none when it does not exist. A folder that is
+    no private one of ours (a link, another user's) is refused, never read or written."""
+    path = work_dir / folder
+    if not os.path.lexists(path):
+        return []
+    _private_dir(work_dir, folder)  # raises for a folder that is not ours
+    return sorted(path.iterdir())
+
+
+def open_private(path: Path) -> IO[str] | None:
+    """`path` opened for reading as UTF-8 text (bytes that are not kept as they are), if it
+    is a regular file of ours; None for anything else (a link, a folder, another user's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        return None
+    return open(fd, encoding="utf-8", errors="surrogateescape", newline="")  # noqa: SIM115
+
+
+def replacement(path: Path) -> tuple[Path, IO[str]]:
+    """A new 0600 file beside `path`, open for writing, to take its place (os.replace) once
+    complete: readers see the old file or the new one, never half of it."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    return Path(name), open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="")

@@ -9,7 +9,7 @@ from ..csvio.read import CsvRows
 from ..errors import InputError
 from .blocklist import merge_blocklist
 from .bounces import merge_bounces
-from .common import MergeContext, Rejects
+from .common import MergeContext, Rejects, erased_check
 from .recipients import merge_recipients
 from .unsubscribers import merge_unsubscribers
 
@@ -25,4 +25,6 @@ def merge(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[str], Rej
     """Merge a file into the store according to the job's type."""
     if ctx.job.type not in MERGERS:
         raise InputError(f"{ctx.job.type} jobs cannot import files")
+    # Read inside the run's write transaction: an erasure committed before it is seen.
+    ctx.erased = erased_check(ctx.store)
     return MERGERS[ctx.job.type](ctx, src, name)

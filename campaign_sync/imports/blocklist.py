@@ -7,12 +7,14 @@ A file without a `reason` column leaves existing reasons alone.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from functools import partial
 
 from ..core import addresses
 from ..csvio.read import CsvRows
 from .common import (
+    ErasedEntries,
     MergeContext,
     Rejects,
     RowRejected,
@@ -42,7 +44,13 @@ def merge_blocklist(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter
         return pattern, None if reason_of is None else reason_of(row).strip()
 
     sql = ctx.store.sql("blocklist")
-    distinct = stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn))
+    # A pattern without wildcards names one address: an erased one is not added back (a
+    # pattern with a wildcard names nobody in particular and always goes in).
+    erased = None
+    if ctx.erased:
+        cell_of = operator.itemgetter(pattern_at)
+        erased = ErasedEntries(ctx.erased, cell_of, addresses.literal_pattern)
+    distinct = stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn), erased)
     counts.update(sql.classify(conn, job.mode))
     if job.mode == "replace":
         members, removed = sql.members_and_removed(conn)

@@ -10,6 +10,7 @@ dated "now": three undated hard bounces of one address in a file are three bounc
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import Counter
 from functools import partial
 
@@ -17,6 +18,7 @@ from ..config.model import BOUNCE_TYPES
 from ..core import addresses
 from ..csvio.read import CsvRows
 from .common import (
+    ErasedEntries,
     MergeContext,
     Rejects,
     RowRejected,
@@ -54,7 +56,8 @@ def merge_bounces(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counter[s
         return (email, kind, when, 0) if when else (email, kind, ctx.now, next(undated))
 
     sql = ctx.store.sql("bounces")
-    stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn))
+    erased = ErasedEntries(ctx.erased, operator.itemgetter(email_at)) if ctx.erased else None
+    stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn), erased)
     counts.update(sql.classify(conn))
     sql.apply(conn, job.name, ctx.now)
     sql.drop(conn)

@@ -24,6 +24,7 @@ from .. import store
 from ..config.model import FIELD_NAME, FILE_FIELDS, REQUIRED_FIELDS, JobConfig, Limit
 from ..core import addresses, workdir
 from ..core.dates import latest_allowed, parse_date
+from ..core.erasure import ErasedCheck
 from ..csvio.read import CsvRows
 from ..errors import InputError, LimitExceeded
 from ..store.base import Store
@@ -50,6 +51,8 @@ class MergeContext:
     rejects: Rejects | None = None
     # The lists the configuration's jobs name (some perhaps not in the store yet).
     configured_lists: frozenset[str] = frozenset()
+    # Whether an address was erased (`forget`); None while the store holds no erasure.
+    erased: ErasedCheck | None = None
 
     @property
     def conn(self) -> Any:
@@ -198,6 +201,45 @@ class RowRejected(ValueError):
     """A row that cannot be used; the message is its reason in the rejects file."""
 
 
+def erased_check(store: Store) -> ErasedCheck | None:
+    """The check of erased addresses for an import into `store`; None (nothing to check,
+    nothing to hash) while the store holds no erasure."""
+    sql = store.sql("erasure")
+    secret = sql.secret(store.conn)
+    hashes = sql.erased_hashes(store.conn) if secret else []
+    return ErasedCheck(secret, hashes) if hashes else None
+
+
+class ErasedEntries:
+    """The rows of a file an erasure keeps out of an import: those whose address (the cell
+    `cell` reads, made an address by `address_of`; None: it names no single address) was
+    erased. They are neither staged nor rejected (a rejects file would hold them again):
+    counted as rows, and as distinct addresses for suppressed_erased."""
+
+    def __init__(
+        self,
+        check: ErasedCheck,
+        cell: Callable[[list[str]], str],
+        address_of: Callable[[str], str | None] = addresses.normalise,
+    ) -> None:
+        self.check, self.cell, self.address_of = check, cell, address_of
+        self.rows = 0
+        self.found: set[str] = set()
+
+    def __call__(self, row: list[str]) -> bool:
+        address = self.address_of(self.cell(row))
+        if not address:
+            return False
+        return self.claim(address, self.check(address))
+
+    def claim(self, address: str, erased: bool) -> bool:
+        """Count the row of `address` if `erased`; whether it was."""
+        if erased:
+            self.rows += 1
+            self.found.add(address)
+        return erased
+
+
 def stage_checked(
     ctx: MergeContext,
     src: CsvRows,
@@ -205,13 +247,15 @@ def stage_checked(
     rejects: Rejects,
     check: Callable[[list[str]], tuple[Any, ...]],
     stage: Callable[[Iterable[tuple[Any, ...]]], int],
+    erased: ErasedEntries | None = None,
 ) -> int:
     """Check each data row, stage the good ones, reject the rest.
 
     `check` turns a row's cells into the values to stage or raises RowRejected; `stage` is
     the backend's stage() of the import type, which keeps the last row of each key and
-    returns the number of distinct keys. Counts read, rejected and duplicates, and fails the
-    run above max_rejects. Returns the number of distinct keys staged.
+    returns the number of distinct keys. Rows that `erased` claims are left out (see
+    ErasedEntries). Counts read, rejected and duplicates, and fails the run
+    above max_rejects. Returns the number of distinct keys staged.
     """
     width = len(src.header)
 
@@ -221,6 +265,8 @@ def stage_checked(
             if len(row) != width:
                 rejects.add(line, row, src.width_problem(len(row)))
                 continue
+            if erased is not None and erased(row):
+                continue
             try:
                 yield check(row)
             except RowRejected as exc:
@@ -229,7 +275,11 @@ def stage_checked(
     with rejects.collecting(), collector_paused():
         distinct = stage(checked_rows())
     check_rejects(ctx, counts, rejects)
-    counts["duplicates"] = counts["read"] - rejects.count - distinct
+    erased_rows = 0
+    if erased is not None:
+        counts["suppressed_erased"] = len(erased.found)
+        erased_rows = erased.rows
+    counts["duplicates"] = counts["read"] - rejects.count - distinct - erased_rows
     return distinct
 
 

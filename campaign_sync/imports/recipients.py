@@ -21,6 +21,7 @@ from ..core.dates import parse_dates
 from ..csvio.read import CsvRows
 from ..errors import InputError
 from .common import (
+    ErasedEntries,
     MergeContext,
     Rejects,
     cell,
@@ -49,6 +50,7 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
     blocklist = addresses.Blocklist(sql.blocklist_patterns(conn))
     stager = _RecipientStager(ctx, src, rejects, email_at, doi, columns)
     stager.blocklist = blocklist if len(blocklist) else None
+    stager.erased = ErasedEntries(ctx.erased, stager.email) if ctx.erased else None
 
     staged = ["email", *(["doi"] if doi is not None else [])]
     staged += [*(["blocked"] if stager.blocklist else []), "fields"]
@@ -56,6 +58,9 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
         sql.stage(conn, staged, chain.from_iterable(stager.batches()))
     counts["read"] = stager.read
     check_rejects(ctx, counts, rejects)
+    erased = stager.erased.rows if stager.erased else 0
+    if stager.erased:
+        counts["suppressed_erased"] = len(stager.erased.found)
 
     params = {
         "list_id": sql.list_id(conn, job.list, ctx.now),
@@ -75,7 +80,7 @@ def merge_recipients(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Counte
         decided = sql.classify(conn, params)
         counts.update(decided)
         distinct = sum(decided.values())  # every distinct address has one action
-    counts["duplicates"] = counts["read"] - rejects.count - distinct
+    counts["duplicates"] = counts["read"] - rejects.count - distinct - erased
     if job.mode == "replace":
         members, removed = (0, 0) if direct else sql.members_and_removed(conn, params["list_id"])
         counts["removed"] = removed
@@ -127,6 +132,7 @@ class _RecipientStager:
             self.pick = lambda row: tuple(get(row) for get in getters)  # type: ignore[misc]
         self.template = "{" + ",".join(f'"{name}":"%s"' for name in self.names) + "}"
         self.blocklist: addresses.Blocklist | None = None
+        self.erased: ErasedEntries | None = None
         self.read = 0
 
     def batches(self) -> Iterator[Iterator[tuple[Any, ...]]]:
@@ -166,15 +172,31 @@ class _RecipientStager:
                 columns.append(list(map(self.blocklist.matches, emails)))
             columns.append(self.fields(good))
             staged: Iterator[tuple[Any, ...]] = zip(*columns, strict=True)
-            if found:
+            left_out = self.left_out(emails, found)
+            if left_out:
                 keep = [True] * len(good)
-                for i, _ in found:
+                for i in left_out:
                     keep[i] = False
                 staged = compress(staged, keep)
                 problems += [(positions[i] if positions is not None else i, r) for i, r in found]
             for i, reason in sorted(problems):
                 self.rejects.add(batch.line(i), rows[i], reason)
             yield staged
+
+    def left_out(self, emails: list[str], found: list[tuple[int, str]]) -> list[int]:
+        """The rows of a batch not to stage: those whose address was erased (neither staged
+        nor rejected: counted in `erased`) and the rejected ones (`found`, which loses the
+        erased ones)."""
+        if self.erased is None:
+            return [i for i, _ in found]
+        flags = self.erased.check.flags(emails)
+        gone = [i for i in compress(range(len(emails)), flags) if emails[i]]
+        for i in gone:
+            self.erased.claim(emails[i], True)
+        if gone:
+            claimed = set(gone)
+            found[:] = [(i, reason) for i, reason in found if i not in claimed]
+        return gone + [i for i, _ in found]
 
     def fields(self, rows: list[list[str]]) -> list[str]:
         """Each row's fields as a JSON object text, the cells trimmed like str.strip."""

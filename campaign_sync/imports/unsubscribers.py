@@ -12,6 +12,7 @@ in the future, which an older version may have stored, never keeps anyone subscr
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from functools import partial
 
@@ -19,6 +20,7 @@ from ..core import addresses
 from ..csvio.read import CsvRows
 from ..errors import InputError
 from .common import (
+    ErasedEntries,
     MergeContext,
     Rejects,
     RowRejected,
@@ -63,7 +65,8 @@ def merge_unsubscribers(ctx: MergeContext, src: CsvRows, name: str) -> tuple[Cou
         reason = None if reason_of is None else reason_of(row).strip()
         return email, list_name, when, reason
 
-    stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn))
+    erased = ErasedEntries(ctx.erased, operator.itemgetter(email_at)) if ctx.erased else None
+    stage_checked(ctx, src, counts, rejects, check, partial(sql.stage, conn), erased)
     counts.update(sql.classify(conn, job.mode))
     sql.apply(conn, ctx.now)
     counts["unsubscribed"] = sql.unsubscribe_recipients(conn, ctx.now, ctx.latest)

@@ -164,6 +164,21 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # v5: addresses and patterns stored with an A-label domain (xn--…) take the Unicode form
     # imports now give them, merged with that form's rows where both exist.
     _decode_a_labels,
+    # v6: erasure (`forget`). `erased` keeps, per erased address, only the keyed hash that
+    # keeps it out of later imports; `erasure_secret` holds that key, made by the first
+    # forget (not at creation: `store copy` wants an empty target to hold no row at all).
+    # Hex text rather than blobs: both backends and `store copy` treat them alike.
+    """
+    CREATE TABLE erasure_secret (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        secret TEXT NOT NULL,                        -- 32 random bytes, hex: the HMAC key
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE erased (
+        hash TEXT PRIMARY KEY,                       -- HMAC-SHA256(secret, address), hex
+        erased_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -36,7 +36,7 @@ from .connection import check_schema_name, display, driver, failure
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # The same text form as the store's now(): UTC, microseconds, "+00:00". For writers other
 # than campaign-sync; campaign-sync itself always sets these columns.
@@ -137,8 +137,21 @@ CREATE TABLE meta (
 );
 """
 
+# v6: erasure (`forget`), as on SQLite: the keyed hashes of erased addresses and their key.
+_V6 = """
+CREATE TABLE erasure_secret (
+    id integer PRIMARY KEY CHECK (id = 1),
+    secret text COLLATE "C" NOT NULL,
+    created_at text COLLATE "C" NOT NULL
+);
+CREATE TABLE erased (
+    hash text COLLATE "C" PRIMARY KEY,
+    erased_at text COLLATE "C" NOT NULL
+);
+"""
+
 # version -> the SQL that brings the store to it. Append only; never edit a released step.
-MIGRATIONS: dict[int, str] = {5: _V5}
+MIGRATIONS: dict[int, str] = {5: _V5, 6: _V6}
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
