@@ -172,6 +172,35 @@ def select_recipients(store: Store, config: Config, job: JobConfig) -> Selection
     return selection
 
 
+def why_not_due(
+    confirmed: str | None, cutoff: str | None, send: dict[str, Any] | None
+) -> str | None:
+    """Why the job's next run would not mail one active member of its list, or None if it
+    would: select_recipients and the backend's candidates() read for one address (a member
+    that is not active is skipped whatever this says). `confirmed` is its double opt-in
+    date, `cutoff` the job's first run, `send` the job's send to the address (a sends row
+    with `email`)."""
+    if cutoff is None:
+        return "the job has never run: its first run sets the cut-off"
+    if confirmed is None:
+        return "no double opt-in confirmation"
+    if confirmed <= cutoff:
+        return f"confirmed {confirmed}, not after the job's cut-off {cutoff}"
+    if send is None or send["state"] == "deferred":
+        return None  # due: a deferred send is tried again
+    return _SEND_STATES[send["state"]].format(**send)
+
+
+# Why a send of each state keeps the job from mailing the address again.
+_SEND_STATES = {
+    "sent": "already sent on {updated_at} (mailing {mailing})",
+    "failed": "the send of {updated_at} was refused (hard bounce); never retried",
+    "unknown": "the outcome of the send of {updated_at} is unknown; settle it with "
+    "`campaign-sync sends settle {job} {email} --delivered|--not-delivered`",
+    "sending": "being sent by run {run_id}",
+}
+
+
 # --------------------------------------------------------------------------- sending
 
 
