@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import datetime
 import json
-import textwrap
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -155,7 +154,13 @@ def cutoff(ws: Workspace) -> str:
 
 
 def document(
-    ws: Workspace, email: str, *, status: str, why: str | None, dispatch_why: str | None, **parts: Any
+    ws: Workspace,
+    email: str,
+    *,
+    status: str,
+    why: str | None,
+    dispatch_why: str | None,
+    **parts: Any,
 ) -> dict[str, Any]:
     """The recipient document expected for a member of newsletter."""
     return {
@@ -169,7 +174,11 @@ def document(
                 "why_not": why,
                 **member(ws, email),
                 "dispatch": [
-                    {"job": "welcome", "next_run_sends": dispatch_why is None, "why_not": dispatch_why}
+                    {
+                        "job": "welcome",
+                        "next_run_sends": dispatch_why is None,
+                        "why_not": dispatch_why,
+                    }
                 ],
             }
         ],
@@ -416,7 +425,6 @@ ALIASES = {"l": "lists", "r": "recipients", "u": "unsubscribers", "j": "jobs", "
 
 def test_every_per_address_query_finds_its_rows_through_an_index(scene: Workspace) -> None:
     from campaign_sync.config.model import BounceLimits
-    from campaign_sync.store.base import Store
 
     ws = scene
     fill(ws)
@@ -429,9 +437,10 @@ def test_every_per_address_query_finds_its_rows_through_an_index(scene: Workspac
         "latest": "2026-12-31T00:00:00.000000+00:00",
         "blocklisted": False,
     }
-    del Store
     for name, sql in queries.items():
-        reads = [(access, ALIASES.get(table, table)) for access, table in plan_lines(ws, sql, params)]
+        reads = [
+            (access, ALIASES.get(table, table)) for access, table in plan_lines(ws, sql, params)
+        ]
         big = [(access, table) for access, table in reads if table in BIG]
         assert big, (name, reads)
         if ws.kind == "sqlite":
