@@ -447,3 +447,27 @@ def test_every_per_address_query_finds_its_rows_through_an_index(scene: Workspac
             assert all(access == "SEARCH" for access, _ in big), (name, reads)
         else:
             assert all("Index" in access for access, _ in big), (name, reads)
+
+
+def test_it_answers_while_a_run_holds_the_job_and_the_store(scene: Workspace) -> None:
+    from campaign_sync import config as config_module
+    from campaign_sync.store.open import open_store
+
+    ws = scene
+    config = config_module.load(str(ws.config))
+    holder = open_store(config.store, schema=config.store_schema)
+    try:
+        with (
+            type(holder).job_lock_before_opening(config.work_dir, "welcome"),
+            holder.job_lock(config.work_dir, "welcome"),
+        ):
+            holder.begin_write()  # and the store's writer lock, as an import mid-merge
+            assert jcli(ws, "dispatch", "welcome", code=75)["exit_code"] == 75  # it is held
+            assert jcli(ws, "recipient", "ben@example.com")["sends"][0]["state"] == "sent"
+            assert [s["email"] for s in jcli(ws, "sends", "welcome")] == [
+                "anna@example.com",
+                "ben@example.com",
+            ]
+            holder.rollback()
+    finally:
+        holder.close()
