@@ -1,7 +1,7 @@
 """`campaign-sync recipient ADDRESS` on a store of a million members, beside the sqlite3 CLI
 (or, with --store URL, psql) running the equivalent indexed SELECTs.
 
-    python bench/recipient.py [--rows 1000000] [--lookups 15] [--store URL] [--keep]
+    python bench/recipient.py [--rows 1000000] [--lookups 15] [--store URL|--pg] [--keep]
 
 Builds the store once into bench/out/ (reused by later runs; --keep keeps a PostgreSQL
 schema too): the recipient file of bench/gen_recipients.py imported by the engine into list
@@ -19,10 +19,13 @@ times in the same run:
   its unsubscriptions, bounces and sends (the jobs table joined to the sends' key), and the
   blocklist's patterns;
 * the engine's lookup alone, in this process (store opened once), without the start-up;
-* `campaign-sync --version`: the start-up every command pays.
+* `campaign-sync --version`: the start-up every command pays; and `list-jobs --json`, a
+  status command, which loads the config and opens the store as `recipient` does.
 
-Prints the medians and the ratio of `campaign-sync recipient` to the reference tool. Each
-lookup reads a handful of index pages: its time does not grow with the list.
+--pg starts a throwaway PostgreSQL server as the test suite does (tests/pgserver.py) and
+removes it afterwards. Prints the medians and the ratio of `campaign-sync recipient` to the
+reference tool. Each lookup reads a handful of index pages: its time does not grow with the
+list.
 """
 
 from __future__ import annotations
@@ -233,8 +236,29 @@ def main() -> None:
     parser.add_argument(
         "--store", metavar="URL", help="a PostgreSQL server (password via PGPASSFILE)"
     )
+    parser.add_argument("--pg", action="store_true", help="a throwaway PostgreSQL server")
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL schema")
     args = parser.parse_args()
+    server = None
+    if args.pg:
+        import os
+
+        import pgserver
+
+        server = pgserver.PgServer().start()
+        os.environ["PGPASSFILE"] = str(server.passfile)
+        args.store = server.url()
+        bindir = pgserver.bindir()
+        if bindir:
+            os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    try:
+        run(args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     tool = "psql" if args.store else "sqlite3"
     if shutil.which(tool) is None:
         raise SystemExit(f"bench/recipient.py needs the {tool} command-line tool")
@@ -246,12 +270,16 @@ def main() -> None:
         addresses = sample(file, args.rows, args.lookups)
         lookup = bench.engine_lookup()
         cs = [command(), "--config", str(bench.config), "--json", "recipient"]
-        times: dict[str, list[float]] = {"cs": [], "ref": [], "engine": [], "start": []}
+        status = [command(), "--config", str(bench.config), "--json", "list-jobs"]
+        times: dict[str, list[float]] = {
+            "cs": [], "ref": [], "engine": [], "start": [], "status": []
+        }  # fmt: skip
         for address in addresses:  # interleaved, so a noisy moment hits every tool alike
             times["cs"].append(timed_run([*cs, address]))
             times["ref"].append(timed_run(bench.reference(address)))
             times["engine"].append(lookup(address))
             times["start"].append(timed_run([command(), "--version"]))
+            times["status"].append(timed_run(status))
     finally:
         if args.store and not args.keep:
             bench._sql([f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"], "")
@@ -263,6 +291,7 @@ def main() -> None:
     print(f"  ratio                        {median['cs'] / median['ref']:8.1f}x")
     print(f"  engine lookup alone          {median['engine']:8.1f} ms  (in process, no start-up)")
     print(f"  campaign-sync --version      {median['start']:8.1f} ms  (the start-up alone)")
+    print(f"  campaign-sync list-jobs      {median['status']:8.1f} ms  (a status command)")
 
 
 if __name__ == "__main__":
