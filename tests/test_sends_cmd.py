@@ -87,6 +87,13 @@ def test_delivered_keeps_it_sent_and_is_recorded_beside_the_jobs_own_runs(
     mailed = received(smtp)
     assert jcli(ws, "dispatch", "welcome")["counts"]["sent"] == 0
     assert received(smtp) == mailed
+    # Settled is settled: a second settlement is refused.
+    refused(
+        ws,
+        ("settle", "welcome", "anna@example.com", "--not-delivered"),
+        "the send of 'welcome' to anna@example.com is sent, not unknown; only a send of "
+        "unknown outcome can be settled",
+    )
 
 
 def test_not_delivered_is_sent_by_the_next_dispatch(scene: Workspace, smtp: SmtpTestServer) -> None:
@@ -105,38 +112,45 @@ def test_not_delivered_is_sent_by_the_next_dispatch(scene: Workspace, smtp: Smtp
     assert (anna["state"], anna["attempts"]) == ("sent", 2)
 
 
-@pytest.mark.parametrize(
-    ("args", "error"),
-    [
-        (
-            ("settle", "welcome", "ben@example.com", "--delivered"),
-            "the send of 'welcome' to ben@example.com is sent, not unknown; only a send of "
-            "unknown outcome can be settled",
-        ),
-        (
-            ("settle", "welcome", "carla@example.com", "--not-delivered"),
-            "job 'welcome' has no send to carla@example.com; nothing to settle",
-        ),
-        (
-            ("settle", "welcome", "anna(at)example.com", "--delivered"),
-            "'anna(at)example.com' is not an address: missing @; give one like anna@example.com",
-        ),
-        (
-            ("settle", "rec", "anna@example.com", "--delivered"),
-            "'rec' is a recipient-import job; `sends` takes a doi-dispatch job",
-        ),
-        (
-            ("settle", "welcome", "anna@example.com"),
-            "say what the relay's log shows: --delivered or --not-delivered",
-        ),
-        (("rec",), "'rec' is a recipient-import job; `sends` takes a doi-dispatch job"),
-    ],
-)
-def test_what_cannot_be_settled_is_one_line_exit_2_and_changes_nothing(
-    scene: Workspace, args: tuple[str, ...], error: str
-) -> None:
+REFUSED = [
+    (
+        ("settle", "welcome", "ben@example.com", "--delivered"),
+        "the send of 'welcome' to ben@example.com is sent, not unknown; only a send of "
+        "unknown outcome can be settled",
+    ),
+    (
+        ("settle", "welcome", "carla@example.com", "--not-delivered"),
+        "job 'welcome' has no send to carla@example.com; nothing to settle",
+    ),
+    (
+        ("settle", "welcome", "anna(at)example.com", "--delivered"),
+        "'anna(at)example.com' is not an address: missing @; give one like anna@example.com",
+    ),
+    (
+        ("settle", "rec", "anna@example.com", "--delivered"),
+        "'rec' is a recipient-import job; `sends` takes a doi-dispatch job",
+    ),
+    (
+        ("settle", "welcome", "anna@example.com"),
+        "say what the relay's log shows: --delivered or --not-delivered",
+    ),
+    (("rec",), "'rec' is a recipient-import job; `sends` takes a doi-dispatch job"),
+]
+
+
+def test_what_cannot_be_settled_is_one_line_exit_2_and_changes_nothing(scene: Workspace) -> None:
     ws = scene
     before = ws.dump()
+    for args, error in REFUSED:
+        refused(ws, args, error)
+    configured = "active-export, block, bounce, rec, unsub, welcome"
+    unknown = f"{ws.config}: no job named 'welcom' (configured jobs: {configured})"
+    refused(ws, ("settle", "welcom", "anna@example.com", "--delivered"), unknown)
+    refused(ws, ("welcom",), unknown)
+    assert ws.dump() == before
+
+
+def refused(ws: Workspace, args: tuple[str, ...], error: str) -> None:
     done = ws.run("sends", *args)
     assert (done.returncode, done.stdout, done.stderr) == (
         2,
@@ -144,24 +158,6 @@ def test_what_cannot_be_settled_is_one_line_exit_2_and_changes_nothing(
         f"campaign-sync: error: {error}\n",
     )
     assert jcli(ws, "sends", *args, code=2) == {"error": error, "exit_code": 2}
-    assert ws.dump() == before
-
-
-def test_an_unknown_job_and_a_settled_send_are_refused(scene: Workspace) -> None:
-    ws = scene
-    done = ws.run("sends", "settle", "welcom", "anna@example.com", "--delivered")
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
-        f"campaign-sync: error: {ws.config}: no job named 'welcom' (configured jobs: "
-        "active-export, block, bounce, rec, unsub, welcome)\n"
-    )
-    cli(ws, "sends", "settle", "welcome", "anna@example.com", "--delivered")
-    again = ws.run("sends", "settle", "welcome", "anna@example.com", "--not-delivered")
-    assert (again.returncode, again.stderr) == (
-        2,
-        "campaign-sync: error: the send of 'welcome' to anna@example.com is sent, not unknown; "
-        "only a send of unknown outcome can be settled\n",
-    )
 
 
 def test_job_names_complete(ws: Workspace) -> None:
