@@ -471,3 +471,25 @@ def test_it_answers_while_a_run_holds_the_job_and_the_store(scene: Workspace) ->
             holder.rollback()
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize(
+    "command", [["--json", "recipient", "anna@example.com"], ["sends", "welcome"]]
+)
+def test_they_load_no_ssh_mail_or_rich_code(ws: Workspace, command: list[str]) -> None:
+    import subprocess
+    import sys
+
+    from test_startup import HEAVY, PROBE
+
+    ws.write_config(text=CONFIG.format(host="localhost", port=25, sender=SENDER))
+    imported(ws, "rec", "rec.csv", "email\nanna@example.com\n")
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY), "--config", str(ws.config), *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert [line for line in done.stderr.splitlines() if line.startswith("LOADED=")] == [
+        "LOADED="
+    ], done.stderr
