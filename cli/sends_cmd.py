@@ -17,7 +17,8 @@ from . import output
 from .completion import complete_jobs
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-STATES = ("unknown", "deferred", "failed", "sent")  # as ops.sends.STATES (not imported: fast)
+# The states an operator filters by (a `sending` send is one a run holds right now).
+STATES = ("unknown", "deferred", "failed", "sent")
 
 
 class _ListByDefault(click.Group):

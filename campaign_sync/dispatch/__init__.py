@@ -173,13 +173,12 @@ def select_recipients(store: Store, config: Config, job: JobConfig) -> Selection
 
 
 def why_not_due(
-    confirmed: str | None, cutoff: str | None, send: dict[str, Any] | None
+    email: str, confirmed: str | None, cutoff: str | None, send: dict[str, Any] | None
 ) -> str | None:
     """Why the job's next run would not mail one active member of its list, or None if it
     would: select_recipients and the backend's candidates() read for one address (a member
     that is not active is skipped whatever this says). `confirmed` is its double opt-in
-    date, `cutoff` the job's first run, `send` the job's send to the address (a sends row
-    with `email`)."""
+    date, `cutoff` the job's first run, `send` the job's send to `email` (a sends row)."""
     if cutoff is None:
         return "the job has never run: its first run sets the cut-off"
     if confirmed is None:
@@ -188,7 +187,7 @@ def why_not_due(
         return f"confirmed {confirmed}, not after the job's cut-off {cutoff}"
     if send is None or send["state"] == "deferred":
         return None  # due: a deferred send is tried again
-    return _SEND_STATES[send["state"]].format(**send)
+    return _SEND_STATES[send["state"]].format(**{**send, "email": email})
 
 
 # Why a send of each state keeps the job from mailing the address again.

@@ -81,8 +81,6 @@ def _document(
     sends: list[dict[str, Any]],
     cutoffs: dict[str, str | None],
 ) -> dict[str, Any]:
-    for send in sends:
-        send["email"] = address
     unsubscribed = [
         {"list": row["list"] or None, **{k: row[k] for k in ("unsubscribed_at", "reason")}}
         for row in unsubscriptions
@@ -90,7 +88,7 @@ def _document(
     bounce_counts = {
         kind: sum(1 for row in bounces if row["type"] == kind) for kind in ("hard", "soft")
     }
-    facts = _Facts(config, unsubscribed, bounce_counts, patterns, sends, cutoffs)
+    facts = _Facts(config, address, unsubscribed, bounce_counts, patterns, sends, cutoffs)
     return {
         "address": address,
         "lists": [facts.membership(row) for row in memberships],
@@ -98,7 +96,7 @@ def _document(
         "bounces": bounces,
         "bounce_counts": bounce_counts,
         "blocklist": patterns,
-        "sends": [{k: v for k, v in send.items() if k != "email"} for send in sends],
+        "sends": sends,
     }
 
 
@@ -108,6 +106,7 @@ class _Facts:
     def __init__(
         self,
         config: Config,
+        address: str,
         unsubscribed: list[dict[str, Any]],
         bounce_counts: dict[str, int],
         patterns: list[dict[str, str]],
@@ -115,6 +114,7 @@ class _Facts:
         cutoffs: dict[str, str | None],
     ) -> None:
         self.config = config
+        self.address = address
         self.unsubscribed = unsubscribed
         self.bounce_counts = bounce_counts
         self.patterns = patterns
@@ -143,7 +143,7 @@ class _Facts:
 
     def dispatch(self, job: str, row: dict[str, Any], inactive: str | None) -> dict[str, Any]:
         why = inactive or why_not_due(
-            row["doi_confirmed_at"], self.cutoffs.get(job), self.sends.get(job)
+            self.address, row["doi_confirmed_at"], self.cutoffs.get(job), self.sends.get(job)
         )
         return {"job": job, "next_run_sends": why is None, "why_not": why}
 

@@ -22,7 +22,6 @@ from ..config.model import Config, JobConfig
 from ..errors import UsageError
 from ..store.base import Store
 
-STATES = ("unknown", "deferred", "failed", "sent")
 SETTLE_TYPE = "sends-settle"
 
 
