@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 from ..core.addresses import Blocklist
 from ..core.dates import latest_allowed
 from ..errors import InputError, MailError
-from .mailing import Mailing, latest_mailing, new_message_id, personalise
 
 if TYPE_CHECKING:
     from ..config.model import Config, JobConfig, SmtpConfig
     from ..result import RunResult
     from ..store.base import Store
+    from .mailing import Mailing
     from .smtp import SendOutcome, SmtpSession
 
 log = logging.getLogger("campaign_sync")
@@ -98,6 +98,10 @@ def dispatch(
     counts = result.counts
     counts.update(sent=0, skipped=0, bounced=0, unknown=0)
     counts["unknown"] = _settle_dead_sends(store, sends, job.name, result, dry_run=dry_run)
+    # The mailing code (the email package) loads only for a run: `recipient` reads this
+    # module's rules (why_not_due) without it.
+    from .mailing import latest_mailing
+
     mailing = latest_mailing(job.mailings)
     _check_template(mailing, config.smtp.sender)
     selection = select_recipients(store, config, job)
@@ -207,6 +211,8 @@ def _check_template(mailing: Mailing, sender: str) -> None:
     """Fail the run when the mailing itself cannot make a message (two Subject headers, a
     header the template breaks): only errors a recipient's own data causes are skipped
     one recipient at a time."""
+    from .mailing import personalise
+
     try:
         personalise(mailing, recipient=sender, fields={}, sender=sender, message_id="<check@x>")
     except ValueError as exc:
@@ -240,6 +246,8 @@ def _send_one(run: Sending, session: SmtpSession, smtp: SmtpConfig, recipient: R
     from .smtp import DeliveryUnknown
 
     result = run.result
+    from .mailing import new_message_id, personalise
+
     message_id = new_message_id(smtp.sender)
     try:
         message = personalise(
@@ -326,6 +334,8 @@ def settle(
 
 
 def _dry_run_message(mailing: Mailing, selection: Selection, sender: str) -> str:
+    from .mailing import personalise
+
     due = selection.due
     lines = [
         f"dry run: nothing was sent or changed; mailing {mailing.name} "
