@@ -18,6 +18,7 @@ TYPES_BY_COMMAND = {
     "import": ("-import",),
     "export": ("-export",),
     "dispatch": ("doi-dispatch",),
+    "sends": ("doi-dispatch",),  # sends JOB, sends list JOB, sends settle JOB
 }
 
 
@@ -43,7 +44,7 @@ def complete_jobs(ctx: click.Context, _param: click.Parameter, incomplete: str) 
         config = config_module.load(path, env=_EveryVariable(os.environ))
     except Exception:  # noqa: BLE001 - completion must stay silent whatever is wrong
         return []
-    wanted = TYPES_BY_COMMAND.get(ctx.info_name or "")
+    wanted = TYPES_BY_COMMAND.get(_command_name(ctx))
     found = [
         CompletionItem(name, help=job.type)
         for name, job in config.jobs.items()
@@ -54,3 +55,10 @@ def complete_jobs(ctx: click.Context, _param: click.Parameter, incomplete: str) 
 
         found += [CompletionItem(name) for name in RESERVED_JOBS if name.startswith(incomplete)]
     return found
+
+
+def _command_name(ctx: click.Context) -> str:
+    """The top-level command's name: `sends` for `sends list` and `sends settle`."""
+    while ctx.parent is not None and ctx.parent.parent is not None:
+        ctx = ctx.parent
+    return ctx.info_name or ""

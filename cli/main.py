@@ -27,7 +27,9 @@ from . import output
 from .completion import complete_jobs
 from .forget_cmd import forget_command
 from .logs import setup_logging
+from .recipient_cmd import recipient_command
 from .schema_cmd import schema_command
+from .sends_cmd import sends_group
 from .store_cmd import store_group
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -490,3 +492,5 @@ def check(settings: Settings) -> None:
 main.add_command(store_group(json_option, pass_settings, engine_call))
 main.add_command(schema_command)
 main.add_command(forget_command(json_option, pass_settings, engine_call))
+main.add_command(recipient_command(json_option, pass_settings, engine_call))
+main.add_command(sends_group(json_option, pass_settings, engine_call))

@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 from ..core.addresses import Blocklist
 from ..core.dates import latest_allowed
 from ..errors import InputError, MailError
-from .mailing import Mailing, latest_mailing, new_message_id, personalise
 
 if TYPE_CHECKING:
     from ..config.model import Config, JobConfig, SmtpConfig
     from ..result import RunResult
     from ..store.base import Store
+    from .mailing import Mailing
     from .smtp import SendOutcome, SmtpSession
 
 log = logging.getLogger("campaign_sync")
@@ -98,6 +98,10 @@ def dispatch(
     counts = result.counts
     counts.update(sent=0, skipped=0, bounced=0, unknown=0)
     counts["unknown"] = _settle_dead_sends(store, sends, job.name, result, dry_run=dry_run)
+    # The mailing code (the email package) loads only for a run: `recipient` reads this
+    # module's rules (why_not_due) without it.
+    from .mailing import latest_mailing
+
     mailing = latest_mailing(job.mailings)
     _check_template(mailing, config.smtp.sender)
     selection = select_recipients(store, config, job)
@@ -172,6 +176,34 @@ def select_recipients(store: Store, config: Config, job: JobConfig) -> Selection
     return selection
 
 
+def why_not_due(
+    email: str, confirmed: str | None, cutoff: str | None, send: dict[str, Any] | None
+) -> str | None:
+    """Why the job's next run would not mail one active member of its list, or None if it
+    would: select_recipients and the backend's candidates() read for one address (a member
+    that is not active is skipped whatever this says). `confirmed` is its double opt-in
+    date, `cutoff` the job's first run, `send` the job's send to `email` (a sends row)."""
+    if cutoff is None:
+        return "the job has never run: its first run sets the cut-off"
+    if confirmed is None:
+        return "no double opt-in confirmation"
+    if confirmed <= cutoff:
+        return f"confirmed {confirmed}, not after the job's cut-off {cutoff}"
+    if send is None or send["state"] == "deferred":
+        return None  # due: a deferred send is tried again
+    return _SEND_STATES[send["state"]].format(**{**send, "email": email})
+
+
+# Why a send of each state keeps the job from mailing the address again.
+_SEND_STATES = {
+    "sent": "already sent on {updated_at} (mailing {mailing})",
+    "failed": "the send of {updated_at} was refused (hard bounce); never retried",
+    "unknown": "the outcome of the send of {updated_at} is unknown; settle it with "
+    "`campaign-sync sends settle {job} {email} --delivered|--not-delivered`",
+    "sending": "being sent by run {run_id}",
+}
+
+
 # --------------------------------------------------------------------------- sending
 
 
@@ -179,6 +211,8 @@ def _check_template(mailing: Mailing, sender: str) -> None:
     """Fail the run when the mailing itself cannot make a message (two Subject headers, a
     header the template breaks): only errors a recipient's own data causes are skipped
     one recipient at a time."""
+    from .mailing import personalise
+
     try:
         personalise(mailing, recipient=sender, fields={}, sender=sender, message_id="<check@x>")
     except ValueError as exc:
@@ -212,6 +246,8 @@ def _send_one(run: Sending, session: SmtpSession, smtp: SmtpConfig, recipient: R
     from .smtp import DeliveryUnknown
 
     result = run.result
+    from .mailing import new_message_id, personalise
+
     message_id = new_message_id(smtp.sender)
     try:
         message = personalise(
@@ -298,6 +334,8 @@ def settle(
 
 
 def _dry_run_message(mailing: Mailing, selection: Selection, sender: str) -> str:
+    from .mailing import personalise
+
     due = selection.due
     lines = [
         f"dry run: nothing was sent or changed; mailing {mailing.name} "

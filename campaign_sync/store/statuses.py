@@ -18,6 +18,7 @@ address sets, domain sets and the few that need the Python matcher.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.addresses import Blocklist, normalise, pattern_ends
@@ -34,6 +35,24 @@ def unsubscription_wins(confirmed: str, unsubscribed: str, latest: str) -> str:
     for that date to take effect. Imports, exports, `lists` and dispatch all use this rule.
     """
     return f"({confirmed} IS NULL OR {confirmed} <= {unsubscribed} OR {confirmed} > {latest})"
+
+
+def one_address_checks(named: Callable[[str], str], over_limits: str) -> dict[str, str]:
+    """SQL: the checks of status_expression for one address's membership row ``r`` of list
+    ``l``, each an index lookup by the address. `named` spells a named parameter in the
+    backend's style; the parameters are ``latest`` (as in unsubscription_wins),
+    ``blocklisted`` (whether a blocklist pattern matches the address, found by a pass over
+    the pattern table) and those of `over_limits`, the backend's bounce-limit condition on
+    a group of bounces. The same rules as the list-wide checks of exports and `lists`."""
+    wins = unsubscription_wins("r.doi_confirmed_at", "u.unsubscribed_at", named("latest"))
+    return {
+        "removed": "r.status = 'removed'",
+        "unsubscribed": "r.status = 'unsubscribed' OR EXISTS (SELECT 1 FROM unsubscribers "
+        f"AS u WHERE u.email = r.email AND u.list IN ('', l.name) AND {wins})",
+        "blocklisted": named("blocklisted"),
+        "outbounced": "EXISTS (SELECT 1 FROM bounces WHERE email = r.email "
+        f"GROUP BY email HAVING {over_limits})",
+    }
 
 
 def status_expression(checks: dict[str, str]) -> str:

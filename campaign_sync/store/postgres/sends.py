@@ -20,10 +20,14 @@ id), a key space apart from the job locks' single bigint keys.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
+from ..sends import SENDS_OF_JOB
 from ..statuses import unsubscription_wins
 from .connection import driver
 
@@ -208,3 +212,53 @@ def dead_sends(store: Store, job: str, detail: str, *, mark: bool) -> list[DeadS
         ).fetchall()
     found = [(int(i), str(email), str(mid), run) for i, email, mid, run in rows]
     return sorted(found)  # in claim order, as on SQLite
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def job_sends(store: Store, job: str, state: str | None) -> list[dict[str, Any]]:
+    """The job's sends (of one state, if given), oldest claim first."""
+    query = SENDS_OF_JOB.format(job="%s") + (" AND state = %s" if state else "") + " ORDER BY id"
+    cursor = store.conn.execute(query, (job, state) if state else (job,))
+    columns = [column.name for column in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+
+def settle_unknown(
+    store: Store, job: str, email: str, state: str, detail: str, record: dict[str, Any]
+) -> tuple[str | None, int | None]:
+    """Settle the job's `unknown` send to `email` as `state` (with `detail`), and record
+    `record` as a run, in one transaction. Returns the send's state before (None: there is
+    no such send) and the run's id (None when nothing was settled).
+
+    The row is locked (FOR UPDATE) while it is read: a dispatch of another host claiming it
+    at the same moment waits, then finds it settled."""
+    conn = store.conn
+    with store.transaction():
+        row = conn.execute(
+            "SELECT id, state FROM sends WHERE job = %s AND email = %s FOR UPDATE",
+            (job, email),
+        ).fetchone()
+        if row is None or row[1] != "unknown":
+            return (None if row is None else str(row[1])), None
+        now = store.now()
+        conn.execute(
+            "UPDATE sends SET state = %s, detail = %s, updated_at = %s WHERE id = %s",
+            (state, detail, now, row[0]),
+        )
+        inserted = conn.execute(
+            "INSERT INTO runs (job, type, status, pid, host, started, finished, counts, "
+            "message) VALUES (%s, %s, 'succeeded', %s, %s, %s, %s, %s, %s) RETURNING id",
+            (
+                record["job"],
+                record["type"],
+                os.getpid(),
+                socket.gethostname(),
+                now,
+                now,
+                json.dumps(record["counts"]),
+                record["message"],
+            ),
+        ).fetchone()
+    return "unknown", int(inserted[0])

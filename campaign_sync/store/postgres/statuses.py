@@ -26,6 +26,7 @@ from ...core.dates import latest_allowed
 from ..statuses import (
     blocked_domains,
     candidate_ends,
+    one_address_checks,
     sort_patterns,
     status_expression,
     unsubscription_wins,
@@ -72,11 +73,18 @@ def prepare(conn: Connection) -> None:
     conn.execute(f"SET LOCAL work_mem = '{EXPORT_WORK_MEM}'")
 
 
+def _over_limits(hard: str, soft: str) -> str:
+    """SQL: a group of one address's bounces reaches a limit (the outbounced rule)."""
+    return (
+        f"count(*) FILTER (WHERE type = 'hard') >= {hard} "
+        f"OR count(*) FILTER (WHERE type = 'soft') >= {soft}"
+    )
+
+
 def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
     """A sub-select of the addresses at or over a bounce limit, with its parameters."""
     return (
-        "SELECT email FROM bounces GROUP BY email HAVING count(*) FILTER "
-        "(WHERE type = 'hard') >= %s OR count(*) FILTER (WHERE type = 'soft') >= %s",
+        f"SELECT email FROM bounces GROUP BY email HAVING {_over_limits('%s', '%s')}",
         (limits.hard_limit, limits.soft_limit),
     )
 
@@ -84,10 +92,18 @@ def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
 def _outbounced(plan: Plan, limits: BounceLimits) -> str:
     hard = plan.param("hard", limits.hard_limit)
     soft = plan.param("soft", limits.soft_limit)
-    return (
-        "SELECT email FROM bounces GROUP BY email HAVING count(*) FILTER "
-        f"(WHERE type = 'hard') >= {hard} OR count(*) FILTER (WHERE type = 'soft') >= {soft}"
-    )
+    return f"SELECT email FROM bounces GROUP BY email HAVING {_over_limits(hard, soft)}"
+
+
+def address_checks(limits: BounceLimits) -> tuple[dict[str, str], dict[str, object]]:
+    """The status checks (in status order) for one address's membership row ``r`` of list
+    ``l``, with their parameters but for ``email`` (the address), ``latest`` (latest_allowed
+    of now) and ``blocklisted`` (whether a pattern matches it: a pass over the pattern
+    table, core.addresses). The rules of status_checks, each looked up by the address
+    through an index instead of collected for a whole list."""
+    named = "%({})s".format
+    checks = one_address_checks(named, _over_limits(named("hard"), named("soft")))
+    return checks, {"hard": limits.hard_limit, "soft": limits.soft_limit}
 
 
 def now(conn: Connection) -> str:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .. import list_id
+from ..sends import SENDS_OF_JOB
 from ..statuses import unsubscription_wins
 from .runs import process_alive
 from .statuses import outbounced_sql
@@ -190,3 +192,49 @@ def _run_alive(status: str | None, pid: int | None, host: str | None) -> bool:
         return False
     # A reused pid only delays the report to a later run; it never causes a resend.
     return process_alive(pid)
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def job_sends(store: Store, job: str, state: str | None) -> list[dict[str, Any]]:
+    """The job's sends (of one state, if given), oldest claim first."""
+    query = SENDS_OF_JOB.format(job="?") + (" AND state = ?" if state else "") + " ORDER BY id"
+    cursor = store.conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return [dict(row) for row in cursor.execute(query, (job, state) if state else (job,))]
+
+
+def settle_unknown(
+    store: Store, job: str, email: str, state: str, detail: str, record: dict[str, Any]
+) -> tuple[str | None, int | None]:
+    """Settle the job's `unknown` send to `email` as `state` (with `detail`), and record
+    `record` as a run, in one transaction. Returns the send's state before (None: there is
+    no such send) and the run's id (None when nothing was settled)."""
+    conn = store.conn
+    with store.transaction():
+        row = conn.execute(
+            "SELECT id, state FROM sends WHERE job = ? AND email = ?", (job, email)
+        ).fetchone()
+        if row is None or row[1] != "unknown":
+            return (None if row is None else str(row[1])), None
+        now = store.now()
+        conn.execute(
+            "UPDATE sends SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
+            (state, detail, now, row[0]),
+        )
+        cursor = conn.execute(
+            "INSERT INTO runs (job, type, status, pid, host, started, finished, counts, "
+            "message) VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?, ?)",
+            (
+                record["job"],
+                record["type"],
+                os.getpid(),
+                socket.gethostname(),
+                now,
+                now,
+                json.dumps(record["counts"]),
+                record["message"],
+            ),
+        )
+    return "unknown", int(cursor.lastrowid or 0)

@@ -19,22 +19,45 @@ from ...core.dates import latest_allowed
 from ..statuses import (
     blocked_domains,
     candidate_ends,
+    one_address_checks,
     sort_patterns,
     status_expression,
     unsubscription_wins,
 )
 
-__all__ = ["outbounced_sql", "count_statuses", "list_names", "SqlPlan", "status_checks"]
+__all__ = [
+    "address_checks",
+    "outbounced_sql",
+    "count_statuses",
+    "list_names",
+    "SqlPlan",
+    "status_checks",
+]
+
+
+def _over_limits(hard: str, soft: str) -> str:
+    """SQL: a group of one address's bounces reaches a limit (the outbounced rule)."""
+    return f"sum(type = 'hard') >= {hard} OR sum(type = 'soft') >= {soft}"
 
 
 def outbounced_sql(limits: BounceLimits) -> tuple[str, tuple[int, int]]:
     """A sub-select of the addresses at or over a bounce limit, with its parameters
     (SQLite's placeholders)."""
     return (
-        "SELECT email FROM bounces GROUP BY email "
-        "HAVING sum(type = 'hard') >= ? OR sum(type = 'soft') >= ?",
+        f"SELECT email FROM bounces GROUP BY email HAVING {_over_limits('?', '?')}",
         (limits.hard_limit, limits.soft_limit),
     )
+
+
+def address_checks(limits: BounceLimits) -> tuple[dict[str, str], dict[str, object]]:
+    """The status checks (in status order) for one address's membership row ``r`` of list
+    ``l``, with their parameters but for ``email`` (the address), ``latest`` (latest_allowed
+    of now) and ``blocklisted`` (whether a pattern matches it: a pass over the pattern
+    table, core.addresses). The rules of status_checks, each looked up by the address
+    through an index instead of collected for a whole list."""
+    named = ":{}".format
+    checks = one_address_checks(named, _over_limits(named("hard"), named("soft")))
+    return checks, {"hard": limits.hard_limit, "soft": limits.soft_limit}
 
 
 @dataclass
