@@ -5,6 +5,7 @@ every job that decrypts or encrypts has a `pgp` to do it with."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from .checks import Checks
@@ -20,19 +21,27 @@ class PgpChecks(Checks):
         if raw is None:
             return None
         spec = self.mapping(raw, "pgp", PGP_KEYS)
-        if spec.get("home") is None:
+        home = self.attempt(lambda: self.pgp_home(spec.get("home")))
+        passphrase = self.attempt(lambda: self.pgp_passphrase(spec.get("passphrase")))
+        return None if home is None else PgpConfig(home=home, passphrase=passphrase)
+
+    def pgp_home(self, value: Any) -> Path:
+        if value is None:
             raise self.fail("pgp.home", "required: the GnuPG home folder that holds the keys")
-        home = self.local_path(spec["home"], "pgp.home")
+        home = self.local_path(value, "pgp.home")
         if not home.is_dir():
             raise self.fail(
                 "pgp.home",
                 f"{home} is not a folder; set it to the GnuPG home with the keys "
                 "(gpg --homedir DIR --import KEY makes one)",
             )
-        passphrase = self.secret(spec.get("passphrase"), "pgp.passphrase")
+        return home
+
+    def pgp_passphrase(self, value: Any) -> str | None:
+        passphrase = self.secret(value, "pgp.passphrase")
         if passphrase is not None and ("\n" in passphrase or "\r" in passphrase):
             raise self.fail("pgp.passphrase", "must be one line (it holds a line end)")
-        return PgpConfig(home=home, passphrase=passphrase)
+        return passphrase
 
     def fingerprint(self, value: Any, key: str) -> str:
         """A key's full fingerprint, as `gpg --fingerprint` shows it (spaces allowed)."""
