@@ -285,7 +285,8 @@ def encrypt(
 
 
 def _bad_passphrase(status: Status) -> bool:
-    codes = [error.rsplit(" ", 1)[-1] for error in status.lines.get("ERROR", [])]
+    said = status.lines.get("ERROR", []) + status.lines.get("FAILURE", [])
+    codes = [line.rsplit(" ", 1)[-1] for line in said]
     return any(code.isdigit() and int(code) & 0xFFFF == _BAD_PASSPHRASE for code in codes)
 
 
