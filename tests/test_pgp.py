@@ -200,6 +200,21 @@ def test_a_wrong_passphrase_is_one_line(ws: Workspace, keys: Keyrings) -> None:
     )
 
 
+def test_a_missing_passphrase_is_one_line(ws: Workspace, keys: Keyrings) -> None:
+    configure(ws, keys)
+    ws.config.write_text(ws.config.read_text().replace("  passphrase: ${PGP_PASS}\n", ""))
+    ws.drop("/import/list.csv.pgp", keys.seal(CSV.encode(), by=keys.partner, to=keys.ours))
+    assert refused(ws) == (
+        "/import/list.csv.pgp: the secret key in pgp.home needs a passphrase; set pgp.passphrase"
+    )
+    code, result, _ = run(ws, "export", "pgp-export")
+    assert code == 1
+    assert result["error"] == (
+        "/export/list.csv.pgp: the secret key in pgp.home needs a passphrase; set pgp.passphrase"
+    )
+    assert not (ws.inbox / "export").exists() and staging_files(ws) == []
+
+
 def test_decrypt_true_reads_a_file_whatever_its_name(ws: Workspace, keys: Keyrings) -> None:
     configure(ws, keys)
     ws.drop("/import/list.csv", keys.seal(CSV.encode(), by=None, to=keys.ours, armor=True))

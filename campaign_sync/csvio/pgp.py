@@ -142,7 +142,7 @@ def decrypt(source: Path, plain: Path, pgp: PgpConfig, *, label: str, verify: st
 def _check_decrypted(status: Status, label: str, pgp: PgpConfig) -> None:
     if status.has("NODATA") and not status.has("PLAINTEXT"):
         raise InputError(f"{label}: not an OpenPGP file (no encrypted or signed data found)")
-    if _bad_passphrase(status) or status.has("BAD_PASSPHRASE") or status.has("MISSING_PASSPHRASE"):
+    if _passphrase_refused(status, pgp, done="DECRYPTION_OKAY"):
         raise _passphrase_problem(label, pgp)
     if status.has("BEGIN_DECRYPTION") or status.has("ENC_TO"):
         if status.has("NO_SECKEY") and not status.has("DECRYPTION_OKAY"):
@@ -273,7 +273,7 @@ def encrypt(
             f"{label}: target.encrypt_to {to} is no usable public key in pgp.home "
             f"({pgp.home}); import the partner's key: gpg --homedir {pgp.home} --import KEY"
         )
-    if sign and (status.has("BAD_PASSPHRASE") or _bad_passphrase(status)):
+    if sign and _passphrase_refused(status, pgp, done="SIG_CREATED"):
         raise _passphrase_problem(label, pgp)
     if sign and (status.has("INV_SGNR") or not status.has("SIG_CREATED")):
         raise InputError(
@@ -284,10 +284,16 @@ def encrypt(
         raise InputError(f"{label}: gpg could not encrypt the export to {to}")
 
 
-def _bad_passphrase(status: Status) -> bool:
+def _passphrase_refused(status: Status, pgp: PgpConfig, *, done: str) -> bool:
+    """Whether the secret key stayed locked: a wrong passphrase, or none where one is needed
+    (gpg asked for it and the step `done` never came)."""
+    if status.has("BAD_PASSPHRASE") or status.has("MISSING_PASSPHRASE"):
+        return True
     said = status.lines.get("ERROR", []) + status.lines.get("FAILURE", [])
     codes = [line.rsplit(" ", 1)[-1] for line in said]
-    return any(code.isdigit() and int(code) & 0xFFFF == _BAD_PASSPHRASE for code in codes)
+    if any(code.isdigit() and int(code) & 0xFFFF == _BAD_PASSPHRASE for code in codes):
+        return True
+    return pgp.passphrase is None and status.has("NEED_PASSPHRASE") and not status.has(done)
 
 
 def private_sibling(path: Path, suffix: str) -> Path:
