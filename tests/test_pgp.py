@@ -252,19 +252,24 @@ def keys_gpg() -> str:
 def test_without_python_gnupg_the_run_names_the_package(
     ws: Workspace, keys: Keyrings, tmp_path: Path
 ) -> None:
-    """python-gnupg hidden by a module of that name that cannot be imported."""
+    """python-gnupg made unimportable for the CLI's interpreter (sys.modules["gnupg"] = None,
+    as for a package that is not there): every command with a `pgp` config stops at it."""
     configure(ws, keys)
     ws.drop("/import/list.csv.pgp", keys.seal(CSV.encode(), by=keys.partner, to=keys.ours))
     hidden = tmp_path / "hide"
     hidden.mkdir()
-    (hidden / "gnupg.py").write_text("raise ImportError('hidden for this test')\n")
-    done = ws.run("import", "pgp-import", env={**ENV, "PYTHONPATH": str(hidden)})
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
-        "campaign-sync: error: OpenPGP needs the python-gnupg package; install the PGP extra: "
-        "pip install 'campaign-sync[pgp]'"
+    (hidden / "sitecustomize.py").write_text("import sys\nsys.modules['gnupg'] = None\n")
+    env = {**ENV, "PYTHONPATH": str(hidden)}
+    said = (
+        f"{ws.config}: At 'pgp': OpenPGP needs the python-gnupg package; install the PGP "
+        "extra: pip install 'campaign-sync[pgp]'"
     )
-    assert ws.recipients() == {}
+    done = ws.run("import", "pgp-import", env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"campaign-sync: error: {said}"]
+    done = ws.run("validate", env=env)
+    assert (done.returncode, done.stdout) == (2, f"{said}\n")
+    assert not ws.store.exists()  # nothing ran, nothing was recorded
 
 
 @pytest.fixture(scope="module")

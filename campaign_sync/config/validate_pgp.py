@@ -12,6 +12,7 @@ from .checks import Checks
 from .model import ENCRYPTED_SUFFIXES, FINGERPRINT, JobConfig, PgpConfig
 
 PGP_KEYS = ("home", "passphrase")
+INSTALL_HINT = "install the PGP extra: pip install 'campaign-sync[pgp]'"
 SOURCE_PACKING_KEYS = ("member", "decrypt", "verify")
 TARGET_PACKING_KEYS = ("encrypt_to", "sign")
 
@@ -21,6 +22,8 @@ class PgpChecks(Checks):
         if raw is None:
             return None
         spec = self.mapping(raw, "pgp", PGP_KEYS)
+        if not gnupg_installed():
+            raise self.fail("pgp", f"OpenPGP needs the python-gnupg package; {INSTALL_HINT}")
         home = self.attempt(lambda: self.pgp_home(spec.get("home")))
         passphrase = self.attempt(lambda: self.pgp_passphrase(spec.get("passphrase")))
         return None if home is None else PgpConfig(home=home, passphrase=passphrase)
@@ -133,3 +136,14 @@ class PgpChecks(Checks):
                         "the partner's public key)",
                     )
                 )
+
+
+def gnupg_installed() -> bool:
+    """Whether python-gnupg can be imported, found without importing it (only a run that
+    decrypts or encrypts loads it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("gnupg") is not None
+    except (ImportError, ValueError):  # a finder that refuses it, a half-removed module
+        return False

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config.model import PgpConfig
+from ..config.validate_pgp import INSTALL_HINT
 from ..errors import ConfigError, InputError
 
-INSTALL_HINT = "install the PGP extra: pip install 'campaign-sync[pgp]'"
 # Never a pinentry window or terminal prompt: the passphrase comes from the config or nowhere.
 _BASE_ARGS = ["--pinentry-mode", "loopback", "--no-auto-key-retrieve"]
 # gpg's error code for a wrong passphrase (the low 16 bits of ERROR … CODE).
