@@ -272,6 +272,20 @@ def test_without_python_gnupg_the_run_names_the_package(
     assert not ws.store.exists()  # nothing ran, nothing was recorded
 
 
+def test_without_gpg_the_run_says_what_to_install(ws: Workspace, keys: Keyrings) -> None:
+    import sys
+
+    configure(ws, keys)
+    ws.drop("/import/list.csv.pgp", keys.seal(CSV.encode(), by=keys.partner, to=keys.ours))
+    done = ws.run("import", "pgp-import", env={**ENV, "PATH": str(Path(sys.executable).parent)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"campaign-sync: error: cannot run GnuPG (gpg) with pgp.home {keys.ours.path}: install "
+        "it (Debian: apt-get install gnupg) and check that the folder is a GnuPG home"
+    ]
+    assert ws.recipients() == {}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     with Sshd(tmp_path_factory.mktemp("sshd")) as running:
