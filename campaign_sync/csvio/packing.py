@@ -32,7 +32,7 @@ from ..errors import InputError
 COMPRESSED = (".gz", ".zip")
 ENCRYPTED = ENCRYPTED_SUFFIXES
 
-MAX_UNZIPPED_BYTES = 8 << 30  # 8 GiB: some 50 million recipient rows
+MAX_UNZIPPED_BYTES = 8 << 30  # 8 GiB: some 100 million recipient rows of 80 bytes
 MAX_RATIO = 100
 RATIO_FLOOR_BYTES = 16 << 20  # a small file may compress as well as it likes
 
