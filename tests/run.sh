@@ -4,38 +4,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What the tests need from Debian: installed with apt when we are root, else named.
+need() {  # need WHAT PACKAGE...
+  local what=$1
+  shift
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "tests/run.sh: the tests need $what: sudo apt-get install $*" >&2
+    exit 1
+  fi
+}
+
 # The SSH tests start a real OpenSSH sshd on loopback.
-if [ ! -x /usr/sbin/sshd ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
-  else
-    echo "tests/run.sh: the tests need OpenSSH's sshd: sudo apt-get install openssh-server" >&2
-    exit 1
-  fi
-fi
-
+[ -x /usr/sbin/sshd ] || need "OpenSSH's sshd" openssh-server openssh-client
 # The systemd tests check generated timers with the real systemd-analyze.
-if ! command -v systemd-analyze >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
-  else
-    echo "tests/run.sh: the tests need systemd-analyze: sudo apt-get install systemd" >&2
-    exit 1
-  fi
-fi
-
+command -v systemd-analyze >/dev/null || need systemd-analyze systemd
+# The OpenPGP tests (tests/test_pgp.py) run the real GnuPG: gpg, gpg-agent and gpgconf.
+{ command -v gpg && command -v gpgconf; } >/dev/null || need GnuPG gnupg
 # The PostgreSQL tests need the server binaries (initdb, pg_ctl, postgres, psql).
-if ! python3 tests/pgserver.py bindir >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  else
-    echo "tests/run.sh: the tests need PostgreSQL: sudo apt-get install postgresql" >&2
-    exit 1
-  fi
-fi
+python3 tests/pgserver.py bindir >/dev/null || need PostgreSQL postgresql
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 python3 -m ruff check .

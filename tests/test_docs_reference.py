@@ -121,6 +121,7 @@ def probe_config(base: Path) -> dict[str, Any]:
         "smtp": {"host": "localhost"},
         "notify": {"to": ["ops@example.com"]},
         "bounces": {"hard_limit": 3},
+        "pgp": {"home": str(base)},
         "jobs": jobs,
     }
 

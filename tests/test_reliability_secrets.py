@@ -382,3 +382,69 @@ def test_short_secrets_leave_paths_dates_and_counts_intact(tmp_path: Path) -> No
     masked = [label for label, data in scan.channels.items() if b"***" in data]
     print(f"short secrets: {len(scan.channels)} channels scanned, none masked")
     assert masked == []
+
+
+def test_no_pgp_passphrase_in_any_output_channel(tmp_path: Path) -> None:
+    """The OpenPGP key's passphrase (pgp.passphrase, from ${PGP_PASS}): runs that decrypt,
+    sign, and fail on a wrong passphrase, at the most verbose level, with a webhook notice."""
+    from pgpkeys import PASSPHRASE, Keyrings
+
+    wrong = "wrong-pgp-Pass_3c7e91"
+    inbox = tmp_path / "inbox"
+    (inbox / "in").mkdir(parents=True)
+    (inbox / "out").mkdir()
+    scan = Scanner()
+    with Keyrings() as keys, WebhookTestServer() as hook:
+        sealed = keys.seal(CSV.encode(), by=keys.partner, to=keys.ours)
+        (inbox / "in" / "list.csv.gpg").write_bytes(sealed)
+        config = tmp_path / "campaign-sync.yaml"
+        config.write_text(
+            f"""\
+{STORE_AND_LOG}servers:
+  inbox: {{type: local, path: inbox}}
+notify: {{webhook: "{hook.url}", webhook_timeout: 60}}
+pgp: {{home: {keys.ours.path}, passphrase: "${{PGP_PASS}}"}}
+jobs:
+  pgp-import:
+    type: recipient-import
+    list: newsletter
+    source: {{server: inbox, path: /in/list.csv.gpg, verify: {keys.partner.fingerprint}}}
+    format: {{delimiter: ";"}}
+    max_rejects: 50%
+  pgp-export:
+    type: recipient-export
+    list: newsletter
+    target: {{server: inbox, path: /out/list.csv.asc, encrypt_to: {keys.partner.fingerprint},
+              sign: true}}
+""",
+            encoding="utf-8",
+        )
+        for label, args, code, passphrase in (
+            ("import", ("--json", "import", "pgp-import"), 0, PASSPHRASE),
+            ("export", ("--json", "export", "pgp-export"), 0, PASSPHRASE),
+            ("import wrong", ("--json", "import", "pgp-import", "--force"), 1, wrong),
+            ("export wrong", ("export", "pgp-export"), 1, wrong),
+            ("validate", ("--json", "validate"), 0, PASSPHRASE),
+            ("history", ("--json", "history"), 0, PASSPHRASE),
+            ("list-jobs", ("list-jobs",), 0, PASSPHRASE),
+        ):
+            done = run_cli(config, "-vv", *args, env={"PGP_PASS": passphrase})
+            scan.add_proc(label, done)
+            assert done.returncode == code, f"{label}: {done.stderr[-2000:]}"
+        assert len(hook.requests) >= 3, "the notices this test scans were not posted"
+        for request in hook.requests:
+            scan.add("webhook body", request.body)
+        errors = [json.loads(request.body).get("error") for request in hook.requests]
+        assert "pgp.passphrase does not unlock the secret key in pgp.home" in str(errors)
+    scan.add_tree("work_dir", tmp_path / "var")
+    scan.add_tree("inbox", inbox)
+    scan.add("store.db", (tmp_path / "store.db").read_bytes())
+    leaks = [
+        f"{secret!r} in {label}"
+        for label, data in scan.channels.items()
+        for secret in (PASSPHRASE, wrong)
+        for form in _forms(secret)
+        if form.encode() in data
+    ]
+    print(f"pgp passphrase: {len(scan.channels)} channels scanned")
+    assert leaks == []

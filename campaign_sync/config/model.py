@@ -42,6 +42,11 @@ DATE_FIELD = {
 }
 BOUNCE_TYPES = ("hard", "soft")
 FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+# The names of OpenPGP files: a source named so is decrypted.
+ENCRYPTED_SUFFIXES = (".pgp", ".gpg", ".asc")
+# An OpenPGP key's full fingerprint (v4: 40 hex digits, v5: 64), as compared once spaces are
+# removed and letters upper-cased.
+FINGERPRINT = re.compile(r"[0-9A-F]{40}(?:[0-9A-F]{24})?\Z")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # Names the store's own runs are recorded under (no configured job can have one: a job's
 # name starts with a letter or digit). `history NAME` shows them.
@@ -107,6 +112,14 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class PgpConfig:
+    """OpenPGP: the GnuPG home folder with the keys, and the secret key's passphrase."""
+
+    home: Path
+    passphrase: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class BounceLimits:
     hard_limit: int = 3
     soft_limit: int = 10
@@ -128,6 +141,9 @@ class SourceConfig:
     missing: str = "fail"  # fail | skip
     after: str = "keep"  # keep | delete | archive
     archive_dir: str | None = None
+    member: str | None = None  # the member of a .zip to import (path template)
+    decrypt: bool = False  # OpenPGP whatever the name says (.pgp, .gpg and .asc always are)
+    verify: str | None = None  # the fingerprint whose signature the file must carry
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,8 @@ class TargetConfig:
     server: str
     path: str
     atomic: bool = True
+    encrypt_to: str | None = None  # OpenPGP: the partner key's fingerprint
+    sign: bool = False  # OpenPGP: signed with the keyring's own key
 
 
 @dataclass(frozen=True)
@@ -199,6 +217,7 @@ class Config:
     bounces: BounceLimits
     jobs: dict[str, JobConfig]
     store_schema: str = "public"  # a PostgreSQL store's schema
+    pgp: PgpConfig | None = None
 
     def job(self, name: str) -> JobConfig:
         try:

@@ -1,8 +1,9 @@
 """Keeping secrets out of everything we print, record or send.
 
-Secrets come from the config (passwords, key passphrases, credentials in a webhook URL,
-the parts of Apprise URLs that may be tokens); any text leaving the process passes through a
-Scrubber as defence in depth, in case a library quotes one back in an error message.
+Secrets come from the config (passwords, SSH and OpenPGP key passphrases, credentials in a
+webhook URL, the parts of Apprise URLs that may be tokens); any text leaving the process
+passes through a Scrubber as defence in depth, in case a library quotes one back in an error
+message.
 
 Only secrets of at least MIN_SECRET_LENGTH characters are masked. A shorter one would turn
 up by chance in ordinary text: a password `e` would make `webhook rejected` read
@@ -86,6 +87,8 @@ def configured_secrets(config: Config) -> list[tuple[str, str | None]]:
             (f"servers.{name}.password", server.password),
             (f"servers.{name}.key_passphrase", server.key_passphrase),
         ]
+    if config.pgp is not None:
+        found.append(("pgp.passphrase", config.pgp.passphrase))
     if "://" in config.store:
         # A password in the store's URL (better kept in PGPASSFILE or PGPASSWORD, which
         # campaign-sync never reads back), as written and decoded.

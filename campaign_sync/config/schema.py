@@ -30,6 +30,7 @@ from .checks import BOUNCE_LIMIT_RANGE, MAX_LIMIT_COUNT, RATE_RANGE, TIMEOUT_RAN
 from .load import _ENV_REF as ENV_REFERENCE
 from .model import (
     BOUNCE_TYPES,
+    ENCRYPTED_SUFFIXES,
     EXPORT_TYPES,
     FIELD_NAME,
     FILE_FIELDS,
@@ -297,6 +298,13 @@ def definitions() -> Schema:
             {"type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ["\r", "\n"]}}
         ),
         "field_name": or_env(matching(anchored(FIELD_NAME), FIELD_NAME_TEXT)),
+        # Spaces anywhere (as gpg prints it), a 0x in front, either case.
+        "fingerprint": or_env(
+            matching(
+                r"^\s*(?:0[xX])?(?:\s*[0-9A-Fa-f]){40}(?:(?:\s*[0-9A-Fa-f]){24})?\s*$",
+                "a key's full fingerprint: 40 hexadecimal digits",
+            )
+        ),
     }
 
 
@@ -456,15 +464,48 @@ def source() -> Schema:
                     choice(SOURCE_AFTER), "what happens to an imported file", defaults["after"]
                 ),
                 "archive_dir": TEXT,
+                "member": described(
+                    {"$ref": "#/$defs/remote_path"},
+                    "the member of a .zip archive to import (its only file when not set)",
+                ),
+                "decrypt": described(
+                    BOOLEAN, "decrypt with OpenPGP whatever the name", defaults["decrypt"]
+                ),
+                "verify": described(
+                    {"$ref": "#/$defs/fingerprint"},
+                    "require an OpenPGP signature by this key",
+                ),
             },
             required=("server", "path"),
             description="where the file comes from",
         )
         | {
-            "if": {"required": ["after"], "properties": {"after": {"const": "archive"}}},
-            "then": {"required": ["archive_dir"]},
+            "allOf": [
+                {
+                    "if": {"required": ["after"], "properties": {"after": {"const": "archive"}}},
+                    "then": {"required": ["archive_dir"]},
+                },
+                {  # only an OpenPGP file carries a signature
+                    "if": {"required": ["verify"], "properties": {"verify": {"not": NULL}}},
+                    "then": {"anyOf": [_encrypted_path(), _decrypt_on()]},
+                },
+            ]
         }
     )
+
+
+def _encrypted_name() -> Schema:
+    """A path whose name says OpenPGP (.pgp, .gpg, .asc in any case)."""
+    suffixes = "|".join(caseless(suffix[1:]) for suffix in ENCRYPTED_SUFFIXES)
+    return {"type": "string", "pattern": rf"\.(?:{suffixes})$"}
+
+
+def _encrypted_path() -> Schema:
+    return {"required": ["path"], "properties": {"path": _encrypted_name()}}
+
+
+def _decrypt_on() -> Schema:
+    return {"required": ["decrypt"], "properties": {"decrypt": {"$ref": "#/$defs/true"}}}
 
 
 def target() -> Schema:
@@ -478,9 +519,38 @@ def target() -> Schema:
                 "write under a temporary name, then rename",
                 _defaults(TargetConfig)["atomic"],
             ),
+            "encrypt_to": described(
+                {"$ref": "#/$defs/fingerprint"}, "encrypt with OpenPGP to this key"
+            ),
+            "sign": described(
+                BOOLEAN,
+                "sign the encrypted file with pgp.home's own key",
+                _defaults(TargetConfig)["sign"],
+            ),
         },
         required=("server", "path"),
         description="where the file goes",
+    ) | {
+        "allOf": [
+            {  # sign signs an encrypted file; a name that says OpenPGP must be one
+                "if": {"anyOf": [
+                    {"required": ["sign"], "properties": {"sign": {"$ref": "#/$defs/true"}}},
+                    _encrypted_path(),
+                ]},
+                "then": {"required": ["encrypt_to"], "properties": {"encrypt_to": {"not": NULL}}},
+            }
+        ]
+    }  # fmt: skip
+
+
+def pgp() -> Schema:
+    return mapping(
+        {
+            "home": described(TEXT, "the GnuPG home folder with the keys"),
+            "passphrase": described(SECRET, "the secret key's passphrase"),
+        },
+        required=("home",),
+        description="OpenPGP for partner files, with the machine's gpg",
     )
 
 
@@ -694,7 +764,33 @@ def _top_level_rules() -> list[Schema]:
             },
             "then": {"required": ["smtp"], "properties": {"smtp": {"type": "object"}}},
         },
+        {  # a job that decrypts or encrypts uses pgp
+            "if": {
+                "required": ["jobs"],
+                "properties": {
+                    "jobs": {
+                        "type": "object",
+                        "not": {"additionalProperties": {"not": _pgp_job()}},
+                    }
+                },
+            },
+            "then": {"required": ["pgp"], "properties": {"pgp": {"type": "object"}}},
+        },
     ]
+
+
+def _pgp_job() -> Schema:
+    """A job that decrypts its source or encrypts its target."""
+    source = {"type": "object", "anyOf": [_encrypted_path(), _decrypt_on()]}
+    target = {
+        "type": "object",
+        "required": ["encrypt_to"],
+        "properties": {"encrypt_to": {"not": NULL}},
+    }
+    return {"anyOf": [
+        {"required": ["source"], "properties": {"source": source}},
+        {"required": ["target"], "properties": {"target": target}},
+    ]}  # fmt: skip
 
 
 def top_level() -> dict[str, Schema]:
@@ -724,6 +820,7 @@ def top_level() -> dict[str, Schema]:
         "smtp": nullable({"$ref": "#/$defs/smtp"}),
         "notify": nullable({"$ref": "#/$defs/notify"}),
         "bounces": nullable({"$ref": "#/$defs/bounces"}),
+        "pgp": nullable({"$ref": "#/$defs/pgp"}),
         "jobs": _names({"$ref": "#/$defs/job"}, "jobs by name"),
     }
     return keyed(TOP_LEVEL_KEYS, properties)
@@ -737,6 +834,7 @@ def config_schema() -> Schema:
         "smtp": smtp(),
         "notify": notify(),
         "bounces": bounces(),
+        "pgp": pgp(),
         "job": job(),
         "job_notify": job_notify(),
         "source": source(),

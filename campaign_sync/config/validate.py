@@ -35,6 +35,7 @@ TOP_LEVEL_KEYS = (
     "smtp",
     "notify",
     "bounces",
+    "pgp",
     "jobs",
 )
 SMTP_KEYS = (
@@ -80,6 +81,8 @@ class Validator(ServerChecks, JobChecks):
             )
             if job is not None:
                 jobs[job.name] = job
+        if top.get("pgp") is None:
+            self.attempt(lambda: self.pgp_needed(jobs))
         return Config(
             path=self.path,
             store=self.attempt(lambda: self.store(top.get("store", "campaign-sync.db")), ""),
@@ -100,6 +103,7 @@ class Validator(ServerChecks, JobChecks):
             store_schema=self.attempt(
                 lambda: self.store_schema(top.get("store_schema"), top.get("store")), "public"
             ),
+            pgp=self.attempt(lambda: self.pgp(top.get("pgp"))),
         )
 
     def store(self, value: Any) -> str:

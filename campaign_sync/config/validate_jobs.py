@@ -8,7 +8,6 @@ from typing import Any
 
 from .checks import (
     RATE_RANGE,
-    Checks,
     kind_of,
 )
 from .model import (
@@ -30,12 +29,13 @@ from .model import (
     SourceConfig,
     TargetConfig,
 )
+from .validate_pgp import SOURCE_PACKING_KEYS, TARGET_PACKING_KEYS, PgpChecks
 
 # A fixed date used only to check that a path's placeholders render.
 _SAMPLE_DATE = datetime.date(2000, 1, 31)
 
 
-class JobChecks(Checks):
+class JobChecks(PgpChecks):
     def csv_format(self, raw: Any, key: str, *, imports: bool = False) -> CsvFormat:
         allowed = ("delimiter", "quotechar", "encoding", "date_format")
         spec = self.mapping(raw, key, allowed + (("header",) if imports else ()))
@@ -256,7 +256,9 @@ class JobChecks(Checks):
 
     def source(self, skey: str, spec: dict[str, Any], servers: dict[str, Any]) -> SourceConfig:
         src = self.mapping(
-            spec["source"], skey, ("server", "path", "missing", "after", "archive_dir")
+            spec["source"],
+            skey,
+            ("server", "path", "missing", "after", "archive_dir") + SOURCE_PACKING_KEYS,
         )
         for required in ("server", "path"):
             if required not in src:
@@ -280,6 +282,7 @@ class JobChecks(Checks):
             ),
             after=after,
             archive_dir=archive_dir,
+            **self.source_packing(skey, src),
         )
 
     def columns(
@@ -469,7 +472,7 @@ class JobChecks(Checks):
     def target(self, tkey: str, spec: dict[str, Any], servers: dict[str, Any]) -> TargetConfig:
         if spec.get("target") is None:
             raise self.fail(tkey, "required for an export job")
-        tgt = self.mapping(spec["target"], tkey, ("server", "path", "atomic"))
+        tgt = self.mapping(spec["target"], tkey, ("server", "path", "atomic") + TARGET_PACKING_KEYS)
         for required in ("server", "path"):
             if required not in tgt:
                 raise self.fail(f"{tkey}.{required}", "required")
@@ -477,6 +480,7 @@ class JobChecks(Checks):
             server=self.attempt(lambda: self.server_ref(tgt["server"], f"{tkey}.server", servers)),
             path=self.attempt(lambda: self.remote_path(tgt["path"], f"{tkey}.path")),
             atomic=self.attempt(lambda: self.boolean(tgt.get("atomic", True), f"{tkey}.atomic")),
+            **self.target_packing(tkey, tgt),
         )
 
     def fields(self, fkey: str, value: Any) -> tuple[str, ...]:

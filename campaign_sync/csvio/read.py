@@ -18,16 +18,18 @@ import gzip
 import io
 import operator
 import re
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, islice, repeat
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ..config.model import CsvFormat
 from ..errors import InputError
+from .packing import Stream, open_binary
 
 # One physical line longer than this is not a CSV row of recipients but a broken file.
 MAX_LINE_CHARS = 1 << 20
@@ -104,7 +106,8 @@ class CsvRows:
             try:
                 rows.extend(islice(reader, size))  # keeps the rows read before an error
             except _BROKEN as exc:
-                raise _broken(self._name, begin + _physical_lines(rows) + 1, exc) from None
+                start = begin + _physical_lines(rows) + 1
+                raise _broken(self._name, start, exc, self._source.packing) from None
             except InputError:
                 # Line by line, the rows before the failing line were checked first: a
                 # truncated last row is reported before a broken byte after it. Only the
@@ -174,16 +177,16 @@ def read_csv(
     *,
     label: str | None = None,
     names: Iterable[str] = (),
+    member: str | None = None,
 ) -> Iterator[CsvRows]:
-    """Open `path` (gunzipped when it ends in .gz) and yield its header and rows.
+    """Open `path` (gunzipped when it ends in .gz, its one member or `member` when it ends
+    in .zip: see packing.py) and yield its header and rows.
 
     Blank lines before the header are passed over. A file without a header line
     (`fmt.header` false) takes `names` as its header: one per column.
     """
     name = label or path.name
-    binary: gzip.GzipFile | IO[bytes] = (
-        gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
-    )
+    binary = open_binary(path, name, member)
     try:
         source = _Source(binary, fmt.encoding, name)
         reader = csv.reader(
@@ -192,7 +195,7 @@ def read_csv(
         if not fmt.header:
             yield CsvRows(list(names), reader, source, name, header_line=0)
             return
-        found = _header(reader, name)
+        found = _header(reader, name, source.packing)
         if found is None:
             raise InputError(
                 f"{name}: the file is empty (not even a header line); check the partner's export"
@@ -208,13 +211,15 @@ class _Source:
     `unterminated` is the number of the last line if it has no line end (set once read).
     """
 
-    def __init__(self, binary: gzip.GzipFile | IO[bytes], encoding: str, name: str) -> None:
+    def __init__(self, binary: Stream, encoding: str, name: str) -> None:
         self.binary = binary
         self.encoding = encoding
         self.name = name
+        # What a broken stream is named in an error: the compressed data, or the file.
+        self.packing = "zip" if hasattr(binary, "inflated") else "gzip"
         self.codec = _text_encoding(encoding)
         self.count = 0  # lines handed out so far
-        # Bytes of the file itself (compressed, for a .gz) read so far: what a bar shows.
+        # Bytes of the file itself (compressed, for a .gz or .zip) read so far: for a bar.
         self._raw: Any = getattr(binary, "fileobj", None) or binary
         self.unterminated: int | None = None
 
@@ -231,7 +236,8 @@ class _Source:
         # UTF-16 and friends cannot be split into lines as bytes; let io find the lines (an
         # undecodable byte is then reported at the line being read, which may be a little
         # early). newline="": LF, CRLF and CR end lines, as on the byte path, and stay.
-        text = io.TextIOWrapper(self.binary, encoding=self.codec, newline="")
+        binary = cast(IO[bytes], self.binary)  # (a zip member is a BufferedIOBase too)
+        text = io.TextIOWrapper(binary, encoding=self.codec, newline="")
         return self._text_lines(text.readline)
 
     def _blocks(self) -> Iterator[list[str]]:
@@ -392,12 +398,13 @@ def _too_long(name: str, line: int) -> InputError:
     )
 
 
-def _broken(name: str, start: int, exc: Exception) -> InputError:
-    """The csv and gzip modules' errors in our words, naming the line the row starts on."""
+def _broken(name: str, start: int, exc: Exception, packing: str = "gzip") -> InputError:
+    """The csv, gzip and zipfile modules' errors in our words, naming the line the row
+    starts on."""
     if not isinstance(exc, csv.Error):  # (data is read ahead: the break may lie further on)
         return InputError(
-            f"{name}: line {start}: the gzip data is broken or cut off at or after this line; "
-            "ask for the file again"
+            f"{name}: line {start}: the {packing} data is broken or cut off at or after this "
+            "line; ask for the file again"
         )
     text = str(exc)
     stray = re.fullmatch(r"'(.)' expected after '(.)'", text, re.DOTALL)
@@ -422,17 +429,17 @@ def _broken(name: str, start: int, exc: Exception) -> InputError:
     return InputError(f"{name}: line {start}: {what}")
 
 
-_BROKEN = (csv.Error, EOFError, zlib.error, gzip.BadGzipFile)
+_BROKEN = (csv.Error, EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile)
 
 
-def _header(reader: Any, name: str) -> tuple[list[str], int] | None:
+def _header(reader: Any, name: str, packing: str) -> tuple[list[str], int] | None:
     """The first row that is not blank and the line it starts on; None if there is none."""
     while True:
         start = reader.line_num + 1
         try:
             row = next(reader, None)
         except _BROKEN as exc:
-            raise _broken(name, start, exc) from None
+            raise _broken(name, start, exc, packing) from None
         if row is None:
             return None
         if row and row != [""]:

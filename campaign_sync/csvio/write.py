@@ -29,7 +29,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..config.model import CsvFormat
 from ..errors import InputError
@@ -89,22 +89,28 @@ def _text(value: object) -> str:
 
 
 class CsvWriter:
-    """Writes rows to an already created private file, gzip-compressed when asked.
+    """Writes rows to an already created private file, gzip-compressed when asked, or as the
+    one member `zip_member` of a zip archive.
 
     Text is encoded strictly: a character the job's encoding cannot represent fails the
     export with the row and column named, rather than sending the partner a silently
     altered address or name (a ``?`` in place of ``ł``).
     """
 
-    def __init__(self, path: Path, fmt: CsvFormat, *, compress: bool):
+    def __init__(
+        self, path: Path, fmt: CsvFormat, *, compress: bool, zip_member: str | None = None
+    ):
         self.path = path
         raw: IO[bytes] = open(path, "r+b")  # noqa: SIM115 - closed in close()
         raw.truncate(0)
         self._raw = raw
-        # No file name in the gzip header: ours is a staging name the partner must not see.
-        self._binary: gzip.GzipFile | IO[bytes] = (
-            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6) if compress else raw
-        )
+        self._archive: Any = None
+        self._binary: gzip.GzipFile | IO[bytes] = raw
+        if zip_member is not None:
+            self._binary = self._open_member(zip_member)
+        elif compress:
+            # No file name in the gzip header: ours is a staging name the partner must not see.
+            self._binary = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6)
         self._encoder = codecs.getincrementalencoder(fmt.encoding)("strict")
         self._encoding = fmt.encoding
         self._delimiter = fmt.delimiter
@@ -178,10 +184,25 @@ class CsvWriter:
         if self.progress is not None:
             self.progress(self.rows, None)
 
+    def _open_member(self, member: str) -> IO[bytes]:
+        """The one member of a new zip archive, written as a stream (deflated; zip64 so that
+        any size fits), stamped with the local time and read-only for others (0644)."""
+        import time
+        import zipfile
+
+        self._archive = zipfile.ZipFile(self._raw, "w", compression=zipfile.ZIP_DEFLATED)
+        info = zipfile.ZipInfo(member, date_time=time.localtime()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o100644 << 16
+        stream: IO[bytes] = self._archive.open(info, "w", force_zip64=True)
+        return stream
+
     def close(self) -> None:
         self._binary.write(self._encoder.encode("", final=True))
         if self._binary is not self._raw:
             self._binary.close()
+        if self._archive is not None:
+            self._archive.close()  # the central directory
         self._raw.flush()
         self._raw.close()
 

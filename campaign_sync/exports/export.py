@@ -3,7 +3,8 @@
 This module decides what a file holds: which job type writes which columns, the header
 (a recipient export's fields, its status column), which columns are addresses written
 verbatim. The rows come from the store's exports module (store/<kind>/exports.py), which
-streams them in chunks into the CSV writer (gzip-compressed for .gz targets): memory stays
+streams them in chunks into the CSV writer (gzip-compressed for .gz targets, one zip member
+for .zip targets, then OpenPGP-encrypted when the target says so): memory stays
 flat whatever the list size, and both stores write the same bytes for the same content.
 
 Recipient statuses are statuses.py's: ``include: active`` writes the active members only;
@@ -18,9 +19,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..config.model import BounceLimits, JobConfig
+from ..config.model import BounceLimits, JobConfig, PgpConfig
+from ..csvio.packing import staging_suffix, without_encryption, zip_member_name
 from ..csvio.write import CsvWriter
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..store.base import Store
 
 # Columns of the recipients table itself; every other field lives in the JSON `fields`.
@@ -48,21 +50,71 @@ def write_export(
     changed_since: str | None,
     timezone: str | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    name: str | None = None,
+    pgp: PgpConfig | None = None,
 ) -> int:
     """Write the job's rows to `staging`; returns the number of data rows written.
 
     `store` is the open Store (inside its export snapshot). `changed_since` is the
     watermark of the job's last successful run when the job is `changes_only` (None on its
     first run, which exports everything). `timezone` is the config's (None: the machine's
-    zone): a job's `date_format` writes dates in it. The file is gzipped when `staging` is
-    named like one (the caller names it after the final name). `progress` is told the rows
-    written so far after each chunk.
+    zone): a job's `date_format` writes dates in it. `progress` is told the rows written so
+    far after each chunk.
+
+    `name` is the file's final name (default: the staging file's): one ending in .gz is
+    gzipped, one ending in .zip is a zip archive with one member named after it
+    (packing.zip_member_name). A job whose target has `encrypt_to` writes the CSV to a
+    private file beside `staging` first and encrypts it into `staging` with `pgp`
+    (ASCII-armoured when the name ends in .asc); the plaintext is removed.
     """
+    final = name or staging.name
+    target = job.target
+    if target is None or not target.encrypt_to:
+        return _write_csv(store, job, bounces, staging, final, changed_since, timezone, progress)
+    from ..csvio.pgp import encrypt, private_sibling
+
+    if pgp is None:
+        raise ConfigError("encrypting needs the top-level `pgp` (home: the GnuPG folder)")
+    inner = without_encryption(final)
+    plain = private_sibling(staging, staging_suffix(inner))
+    try:
+        rows = _write_csv(store, job, bounces, plain, inner, changed_since, timezone, progress)
+        encrypt(
+            plain,
+            staging,
+            pgp,
+            to=target.encrypt_to,
+            sign=target.sign,
+            armor=final.lower().endswith(".asc"),
+            label=final,
+        )
+    finally:
+        plain.unlink(missing_ok=True)
+    return rows
+
+
+def _write_csv(
+    store: Store,
+    job: JobConfig,
+    bounces: BounceLimits,
+    staging: Path,
+    final: str,
+    changed_since: str | None,
+    timezone: str | None,
+    progress: Callable[[int, int | None], None] | None,
+) -> int:
+    """Write the job's rows as CSV to `staging`, packed as the name `final` says."""
     sql: ModuleType = store.sql("exports")
     conn = store.conn
     if job.type != "recipient-export" and job.type not in SMALL_EXPORTS:
         raise InputError(f"{job.type} is not an export job type")
-    writer = CsvWriter(staging, job.format, compress=staging.name.endswith(".gz"))
+    lowered = final.lower()
+    writer = CsvWriter(
+        staging,
+        job.format,
+        compress=lowered.endswith(".gz"),
+        zip_member=zip_member_name(final) if lowered.endswith(".zip") else None,
+    )
     writer.progress = progress
     try:
         if job.type == "recipient-export":

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..config.model import Config, JobConfig
+from ..config.model import ENCRYPTED_SUFFIXES, Config, JobConfig
 from ..core import outputs, workdir
 from ..core.path_templates import render
 from ..core.schedule import zone
@@ -416,7 +416,10 @@ def _import(ctx: RunContext) -> None:
 
 
 def _suffix(remote: str) -> str:
-    return ".csv.gz" if remote.endswith(".gz") else ".csv"
+    """The staging copy's suffix, which tells its reader how to unpack it (.gz, .zip, .pgp)."""
+    from ..csvio.packing import staging_suffix
+
+    return staging_suffix(remote)
 
 
 def _fetch(ctx: RunContext, remote: str, staged: Path) -> None:
@@ -448,6 +451,27 @@ def _sha256(path: Path) -> str:
 
 
 def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
+    """Merge the file; an OpenPGP one is first decrypted and its signature checked in full,
+    before the store is even locked for writing (csvio/pgp.py says why)."""
+    source = ctx.job.source
+    decrypt = source is not None and source.decrypt
+    if not (decrypt or path.name.lower().endswith(ENCRYPTED_SUFFIXES)):
+        _merge_rows(ctx, path, label)
+        return
+    from ..csvio.packing import staging_suffix, without_encryption
+    from ..csvio.pgp import decrypted
+
+    pgp = ctx.config.pgp
+    if pgp is None:
+        raise ConfigError("decrypting needs the top-level `pgp` (home: the GnuPG folder)")
+    suffix = staging_suffix(without_encryption(path.name))
+    plain = workdir.staging_file(ctx.config.work_dir, ctx.job.name, suffix)
+    verify = source.verify if source is not None else None
+    with decrypted(path, plain, pgp, label=label, verify=verify) as readable:
+        _merge_rows(ctx, readable, label)
+
+
+def _merge_rows(ctx: RunContext, path: Path, label: str) -> None:
     from ..csvio.read import read_csv
     from ..imports import merge
     from ..imports.common import MergeContext
@@ -469,7 +493,9 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
     )
     try:
         with (
-            read_csv(path, job.format, label=label, names=job.column_labels) as src,
+            read_csv(
+                path, job.format, label=label, names=job.column_labels, member=_member(ctx)
+            ) as src,
             ctx.work(label, "rows", size=path.stat().st_size) as tick,
         ):
             src.progress = tick
@@ -493,6 +519,12 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
         store.rollback()
         raise
     store.commit()
+
+
+def _member(ctx: RunContext) -> str | None:
+    """The zip member the job names (source.member, its {date} filled in), if any."""
+    source = ctx.job.source
+    return render(source.member, ctx.day) if source and source.member else None
 
 
 def _record_rejects(result: RunResult, rejects: Rejects) -> None:
@@ -546,6 +578,8 @@ def _export(ctx: RunContext) -> None:
                     changed_since=changed_since,
                     timezone=ctx.config.timezone,
                     progress=tick,
+                    name=final_name,
+                    pgp=ctx.config.pgp,
                 )
         finally:
             store.rollback()
