@@ -27,6 +27,7 @@ from . import output
 from .completion import complete_jobs
 from .logs import setup_logging
 from .schema_cmd import schema_command
+from .serve_cmd import serve_command
 from .store_cmd import store_group
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -487,3 +488,4 @@ def check(settings: Settings) -> None:
 
 main.add_command(store_group(json_option, pass_settings, engine_call))
 main.add_command(schema_command)
+main.add_command(serve_command(pass_settings, engine_call))
