@@ -34,6 +34,11 @@ def serve_command(pass_settings: Decorator, engine_call: Decorator) -> Any:
         """Serve job status over HTTP (JSON API, metrics, status page); read-only."""
         from campaign_sync.serve.server import serve as run
 
-        run(settings.config(), bind)
+        from .logs import setup_logging
+
+        config = settings.config()
+        # A server's log is its access log: one line per request on stderr unless -q.
+        setup_logging(max(settings.verbose, 1), settings.quiet, config.log_file)
+        run(config, bind)
 
     return serve

@@ -182,6 +182,16 @@ STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 
 
+# serve.token: RFC 6750's token characters, long enough not to be guessed.
+API_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{16,}=*")
+API_TOKEN_MIN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    token: str | None = field(default=None, repr=False)  # the API's bearer token
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -195,6 +205,7 @@ class Config:
     bounces: BounceLimits
     jobs: dict[str, JobConfig]
     store_schema: str = "public"  # a PostgreSQL store's schema
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def job(self, name: str) -> JobConfig:
         try:

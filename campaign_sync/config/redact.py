@@ -86,6 +86,7 @@ def configured_secrets(config: Config) -> list[tuple[str, str | None]]:
             (f"servers.{name}.password", server.password),
             (f"servers.{name}.key_passphrase", server.key_passphrase),
         ]
+    found.append(("serve.token", config.serve.token))
     if "://" in config.store:
         # A password in the store's URL (better kept in PGPASSFILE or PGPASSWORD, which
         # campaign-sync never reads back), as written and decoded.

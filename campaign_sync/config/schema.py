@@ -29,6 +29,8 @@ from .apprise_urls import _SCHEME as APPRISE_SCHEME
 from .checks import BOUNCE_LIMIT_RANGE, MAX_LIMIT_COUNT, RATE_RANGE, TIMEOUT_RANGE
 from .load import _ENV_REF as ENV_REFERENCE
 from .model import (
+    API_TOKEN,
+    API_TOKEN_MIN_LENGTH,
     BOUNCE_TYPES,
     EXPORT_TYPES,
     FIELD_NAME,
@@ -408,6 +410,14 @@ def bounces() -> Schema:
     )
 
 
+def serve() -> Schema:
+    token = matching(anchored(API_TOKEN), f"at least {API_TOKEN_MIN_LENGTH} token characters")
+    return mapping(
+        {"token": described(or_env(token), "the HTTP API's bearer token (a secret)")},
+        description="`campaign-sync serve`, the HTTP service",
+    )
+
+
 def csv_format(*, imports: bool) -> Schema:
     defaults = _defaults(CsvFormat)
     one_character = {"$ref": "#/$defs/one_character"}
@@ -724,6 +734,7 @@ def top_level() -> dict[str, Schema]:
         "smtp": nullable({"$ref": "#/$defs/smtp"}),
         "notify": nullable({"$ref": "#/$defs/notify"}),
         "bounces": nullable({"$ref": "#/$defs/bounces"}),
+        "serve": nullable({"$ref": "#/$defs/serve"}),
         "jobs": _names({"$ref": "#/$defs/job"}, "jobs by name"),
     }
     return keyed(TOP_LEVEL_KEYS, properties)
@@ -737,6 +748,7 @@ def config_schema() -> Schema:
         "smtp": smtp(),
         "notify": notify(),
         "bounces": bounces(),
+        "serve": serve(),
         "job": job(),
         "job_notify": job_notify(),
         "source": source(),

@@ -163,9 +163,16 @@ def last_watermark(conn: sqlite3.Connection, job: str) -> str | None:
     return row[0] if row else None
 
 
-def history(conn: sqlite3.Connection, job: str | None, limit: int) -> list[dict[str, Any]]:
-    query = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY id DESC LIMIT ?"
-    return _select(conn, query, (job, limit) if job else (limit,))
+def history(
+    conn: sqlite3.Connection, job: str | None, limit: int, statuses: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The newest `limit` runs (of `job`; with stored status in `statuses`), newest first."""
+    where = ["job = ?"] if job else []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+    query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+    params = ((job,) if job else ()) + statuses + (limit,)
+    return _select(conn, query + " ORDER BY id DESC LIMIT ?", params)
 
 
 def latest_per_job(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
