@@ -340,6 +340,7 @@ def test_schemathesis_finds_nothing(ws: Workspace) -> None:
                 "--request-timeout", "60",
             ],
             capture_output=True, text=True, timeout=600,
+            cwd=ws.root,  # its cache folder, .schemathesis, goes there
         )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:]
     assert "No issues found" in done.stdout

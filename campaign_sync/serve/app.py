@@ -34,6 +34,11 @@ log = logging.getLogger("campaign_sync.serve")
 access_log = logging.getLogger("campaign_sync.serve.access")
 
 DEFAULT_LIMIT = 20  # as `history`
+# How old an answer about all jobs or all lists may be. Computing one takes milliseconds to
+# tens of milliseconds (each job's schedule, each list's count): under load, every request
+# would pay that and queue behind the others. At most one computation per second serves them
+# all, and no status a person or a scraper acts on changes meaning within a second.
+FRESH_SECONDS = 1.0
 MAX_LIMIT = openapi.MAX_LIMIT  # one answer stays small, whatever a client asks
 REASONS = {
     200: "OK",
@@ -62,8 +67,12 @@ class Response:
 
 
 def json_response(document: Any, status: int = 200, **kw: Any) -> Response:
-    body = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-    return Response(status, body, f"{JSON}; charset=utf-8", **kw)
+    return Response(status, json_body(document), f"{JSON}; charset=utf-8", **kw)
+
+
+def json_body(document: Any) -> bytes:
+    # Compact: Python's JSON encoder runs in C only without indent (~10 times faster).
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def error(status: int, message: str, **kw: Any) -> Response:
@@ -157,6 +166,32 @@ class StoreHandles:
                 log.debug("closing a failed store handle failed", exc_info=True)
 
 
+class Fresh:
+    """A value computed again when it is older than FRESH_SECONDS, by one thread at a time.
+    Meanwhile the others answer with the value before it (at most a computation older), so
+    no request queues behind another's computation; only the very first one waits."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.at = -FRESH_SECONDS
+        self.value: Any = None
+        self.known = False
+
+    def get(self, compute: Callable[[], Any]) -> Any:
+        if time.monotonic() - self.at < FRESH_SECONDS:
+            return self.value
+        if not self.lock.acquire(blocking=not self.known):
+            return self.value  # another thread is computing the next one
+        try:
+            if time.monotonic() - self.at >= FRESH_SECONDS:  # not done while we waited
+                self.value = compute()
+                self.at = time.monotonic()
+                self.known = True
+            return self.value
+        finally:
+            self.lock.release()
+
+
 Handler = Callable[[Request, Store | None], Response]
 
 
@@ -169,6 +204,8 @@ class App:
         self.scrub = Scrubber.from_config(config)
         self.stores = StoreHandles(config)
         self.document = openapi.document(config)
+        self.fresh: dict[str, Fresh] = {name: Fresh() for name in ("jobs", "lists", "metrics")}
+        self.jobs_body: tuple[list[dict[str, Any]], bytes] | None = None  # states, encoded
         self.routes: dict[str, Handler] = {
             "/api/jobs/configured": self.configured,
             "/api/jobs/running": self.running,
@@ -273,14 +310,25 @@ class App:
             return json_response({"status": "unavailable"}, 503)
         return json_response({"status": "ok"})
 
+    def states(self, store: Store | None) -> list[dict[str, Any]]:
+        """The list-jobs documents, at most FRESH_SECONDS old."""
+        states: list[dict[str, Any]] = self.fresh["jobs"].get(
+            lambda: monitor.job_states(self.config, store)
+        )
+        return states
+
     def configured(self, request: Request, store: Store | None) -> Response:
         request.params(())
-        return json_response(monitor.job_states(self.config, store))
+        # The busiest path: its body is encoded once per state, not per request.
+        states = self.states(store)
+        cached = self.jobs_body
+        if cached is None or cached[0] is not states:
+            cached = self.jobs_body = (states, json_body(states))
+        return Response(200, cached[1], f"{JSON}; charset=utf-8")
 
     def running(self, request: Request, store: Store | None) -> Response:
         request.params(())
-        states = monitor.job_states(self.config, store)
-        return json_response([state for state in states if state["running"]])
+        return json_response([state for state in self.states(store) if state["running"]])
 
     def job(self, request: Request, store: Store | None) -> Response:
         name = request.path.removeprefix(JOB_PREFIX)
@@ -288,7 +336,7 @@ class App:
         if name not in self.config.jobs:
             raise NotFound(f"no job of that name is configured; see {JOB_PREFIX}configured")
         limit = limit_of(params)
-        [state] = [s for s in monitor.job_states(self.config, store) if s["name"] == name]
+        [state] = [s for s in self.states(store) if s["name"] == name]
         return json_response({"job": state, "runs": monitor.history(store, name, limit)})
 
     def runs(self, request: Request, store: Store | None) -> Response:
@@ -304,17 +352,23 @@ class App:
 
     def lists(self, request: Request, store: Store | None) -> Response:
         request.params(())
-        return json_response(monitor.list_counts(self.config, store))
+        return json_response(self.fresh["lists"].get(lambda: self.list_counts(store)))
+
+    def list_counts(self, store: Store | None) -> list[dict[str, Any]]:
+        counts: list[dict[str, Any]] = monitor.list_counts(self.config, store)
+        return counts
 
     def metrics(self, request: Request, store: Store | None) -> Response:
         request.params(())
+        return Response(200, self.fresh["metrics"].get(lambda: self.metrics_text(store)),
+                        PROMETHEUS_TEXT)  # fmt: skip
+
+    def metrics_text(self, store: Store | None) -> bytes:
+        """`campaign-sync metrics`: its own reading of the store, as the command does."""
         now = datetime.datetime.now(datetime.timezone.utc)
-        text = metrics.render(
-            monitor.job_states(self.config, store, now),
-            monitor.list_counts(self.config, store),
-            now,
-        )
-        return Response(200, text.encode("utf-8"), PROMETHEUS_TEXT)
+        jobs = monitor.job_states(self.config, store, now)
+        text = metrics.render(jobs, monitor.list_counts(self.config, store), now)
+        return text.encode("utf-8")
 
     def page(self, request: Request, store: Store | None) -> Response:
         now = datetime.datetime.now(datetime.timezone.utc)

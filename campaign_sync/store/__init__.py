@@ -164,6 +164,12 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # v5: addresses and patterns stored with an A-label domain (xn--…) take the Unicode form
     # imports now give them, merged with that form's rows where both exist.
     _decode_a_labels,
+    # v6: runs by status. Status reads (list-jobs, the HTTP service) ask for the running runs
+    # and for the newest runs of a status; without it each such query read every run
+    # (~75 ms at 200,000 runs, on every request).
+    """
+    CREATE INDEX runs_by_status ON runs (status, id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

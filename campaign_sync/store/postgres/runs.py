@@ -13,7 +13,14 @@ import socket
 from typing import Any
 
 from ...result import RunResult
-from ..runs import DEAD_RUN_ERROR, FINISH_COLUMNS, as_record, finish_values, seen_dead
+from ..runs import (
+    DEAD_RUN_ERROR,
+    FINISH_COLUMNS,
+    LATEST_PER_JOB,
+    as_record,
+    finish_values,
+    seen_dead,
+)
 from . import NOW_SQL
 from .connection import driver
 from .locks import DEAD_RUNNING_RUNS_HERE
@@ -122,8 +129,8 @@ def history(
 
 
 def latest_per_job(conn: Connection) -> dict[str, dict[str, Any]]:
-    """The newest run of every job that ever ran."""
-    found = _select(conn, "SELECT DISTINCT ON (job) * FROM runs ORDER BY job, id DESC")
+    """The newest run of every job that ever ran (see LATEST_PER_JOB)."""
+    found = _select(conn, LATEST_PER_JOB)
     return {record["job"]: record for record in found}
 
 

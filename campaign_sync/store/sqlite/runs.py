@@ -20,7 +20,14 @@ from typing import Any
 from ... import store
 from ...errors import ConfigError, JobLocked
 from ...result import RunResult
-from ..runs import DEAD_RUN_ERROR, FINISH_COLUMNS, as_record, finish_values, seen_dead
+from ..runs import (
+    DEAD_RUN_ERROR,
+    FINISH_COLUMNS,
+    LATEST_PER_JOB,
+    as_record,
+    finish_values,
+    seen_dead,
+)
 
 
 @contextmanager
@@ -176,8 +183,8 @@ def history(
 
 
 def latest_per_job(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    """The newest run of every job that ever ran."""
-    found = _select(conn, "SELECT * FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)")
+    """The newest run of every job that ever ran (see LATEST_PER_JOB)."""
+    found = _select(conn, LATEST_PER_JOB)
     return {record["job"]: record for record in found}
 
 
