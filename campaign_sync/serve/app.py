@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 from ..config.model import Config
 from ..config.redact import Scrubber
-from ..errors import StoreError, StoreNotCreated
+from ..errors import CampaignSyncError, StoreError, StoreNotCreated
 from ..ops import metrics, monitor
 from ..store.base import Store
 from ..store.open import open_store
@@ -380,6 +380,8 @@ JOB_PREFIX = "/api/jobs/"
 
 
 def _describe(exc: BaseException) -> str:
-    """An unexpected error in one line: its type, and its text only when it has one."""
+    """An error in one line: ours as it is; another its type, and its text if it has one."""
     text = " ".join(str(exc).split())
+    if isinstance(exc, CampaignSyncError):
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
