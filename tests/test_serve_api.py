@@ -27,6 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_status import DEAD_PID, prepared, record_run, utc
 from test_store_runs import job_locked
 
+from campaign_sync import store
+
 pytestmark = pytest.mark.stores("sqlite", "postgres")
 
 TOKEN = "serve-Test-token_7f3a9c0e5b21d4a8"
@@ -453,15 +455,27 @@ def _writer_holding(ws: Workspace) -> Iterator[None]:
 
 @pytest.mark.stores("sqlite")
 def test_a_store_at_an_older_schema_version_is_not_migrated(ws: Workspace) -> None:
-    history_of_three_kinds(ws)
-    ws.query("PRAGMA user_version = 4")
+    ws.write_config(SERVE_CONFIG)
+    older = store.SCHEMA_VERSION - 1
+    with sqlite3.connect(ws.store, isolation_level=None) as conn:  # a store one version behind
+        conn.execute("PRAGMA journal_mode = WAL")
+        for step in store.MIGRATIONS[:older]:
+            if callable(step):
+                step(conn)
+            else:
+                for statement in store._statements(step):
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {older}")
     with serving(ws) as service:
         status, _, body = service.get("/api/jobs/configured")
         health = service.get("/healthz", token=None)
+        assert ws.query("PRAGMA user_version") == [(older,)]
+        assert ws.run("list-jobs").returncode == 0  # any other command migrates it
+        again = service.get("/api/jobs/configured")[0]
+    assert again == 200  # at once, without a restart
     assert (status, json.loads(body)) == (
         503,
         {"error": "the store cannot be read now; the service's log says why"},
     )
     assert (health[0], json.loads(health[2])) == (503, {"status": "unavailable"})
-    assert ws.query("PRAGMA user_version") == [(4,)]
     assert "older than this campaign-sync's" in service.log.read_text(encoding="utf-8")
