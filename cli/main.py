@@ -30,6 +30,7 @@ from .logs import setup_logging
 from .recipient_cmd import recipient_command
 from .schema_cmd import schema_command
 from .sends_cmd import sends_group
+from .serve_cmd import serve_command
 from .store_cmd import store_group
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -494,3 +495,4 @@ main.add_command(schema_command)
 main.add_command(forget_command(json_option, pass_settings, engine_call))
 main.add_command(recipient_command(json_option, pass_settings, engine_call))
 main.add_command(sends_group(json_option, pass_settings, engine_call))
+main.add_command(serve_command(pass_settings, engine_call))

@@ -204,6 +204,16 @@ STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 
 
+# serve.token: RFC 6750's token characters, long enough not to be guessed.
+API_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{16,}=*")
+API_TOKEN_MIN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    token: str | None = field(default=None, repr=False)  # the API's bearer token
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -218,6 +228,7 @@ class Config:
     jobs: dict[str, JobConfig]
     store_schema: str = "public"  # a PostgreSQL store's schema
     pgp: PgpConfig | None = None
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def job(self, name: str) -> JobConfig:
         try:

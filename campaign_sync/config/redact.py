@@ -89,6 +89,7 @@ def configured_secrets(config: Config) -> list[tuple[str, str | None]]:
         ]
     if config.pgp is not None:
         found.append(("pgp.passphrase", config.pgp.passphrase))
+    found.append(("serve.token", config.serve.token))
     if "://" in config.store:
         # A password in the store's URL (better kept in PGPASSFILE or PGPASSWORD, which
         # campaign-sync never reads back), as written and decoded.

@@ -29,6 +29,8 @@ from .apprise_urls import _SCHEME as APPRISE_SCHEME
 from .checks import BOUNCE_LIMIT_RANGE, MAX_LIMIT_COUNT, RATE_RANGE, TIMEOUT_RANGE
 from .load import _ENV_REF as ENV_REFERENCE
 from .model import (
+    API_TOKEN,
+    API_TOKEN_MIN_LENGTH,
     BOUNCE_TYPES,
     ENCRYPTED_SUFFIXES,
     EXPORT_TYPES,
@@ -413,6 +415,14 @@ def bounces() -> Schema:
     return mapping(
         {key: described(integer(*BOUNCE_LIMIT_RANGE), "", defaults[key]) for key in defaults},
         description="bounces after which an address is no longer mailed",
+    )
+
+
+def serve() -> Schema:
+    token = matching(anchored(API_TOKEN), f"at least {API_TOKEN_MIN_LENGTH} token characters")
+    return mapping(
+        {"token": described(or_env(token), "the HTTP API's bearer token (a secret)")},
+        description="`campaign-sync serve`, the HTTP service",
     )
 
 
@@ -821,6 +831,7 @@ def top_level() -> dict[str, Schema]:
         "notify": nullable({"$ref": "#/$defs/notify"}),
         "bounces": nullable({"$ref": "#/$defs/bounces"}),
         "pgp": nullable({"$ref": "#/$defs/pgp"}),
+        "serve": nullable({"$ref": "#/$defs/serve"}),
         "jobs": _names({"$ref": "#/$defs/job"}, "jobs by name"),
     }
     return keyed(TOP_LEVEL_KEYS, properties)
@@ -835,6 +846,7 @@ def config_schema() -> Schema:
         "notify": notify(),
         "bounces": bounces(),
         "pgp": pgp(),
+        "serve": serve(),
         "job": job(),
         "job_notify": job_notify(),
         "source": source(),

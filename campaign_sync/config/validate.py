@@ -12,6 +12,8 @@ from .checks import (
     kind_of,
 )
 from .model import (
+    API_TOKEN,
+    API_TOKEN_MIN_LENGTH,
     JOB_NAME,
     SCHEMA_NAME,
     STORE_URL_SCHEMES,
@@ -19,6 +21,7 @@ from .model import (
     Config,
     JobConfig,
     NotifyConfig,
+    ServeConfig,
     ServerConfig,
     SmtpConfig,
 )
@@ -36,6 +39,7 @@ TOP_LEVEL_KEYS = (
     "notify",
     "bounces",
     "pgp",
+    "serve",
     "jobs",
 )
 SMTP_KEYS = (
@@ -104,6 +108,7 @@ class Validator(ServerChecks, JobChecks):
                 lambda: self.store_schema(top.get("store_schema"), top.get("store")), "public"
             ),
             pgp=self.attempt(lambda: self.pgp(top.get("pgp"))),
+            serve=self.attempt(lambda: self.serve(top.get("serve")), ServeConfig()),
         )
 
     def store(self, value: Any) -> str:
@@ -219,6 +224,26 @@ class Validator(ServerChecks, JobChecks):
             hard_limit=self.bounce_limit(spec.get("hard_limit", 3), "bounces.hard_limit"),
             soft_limit=self.bounce_limit(spec.get("soft_limit", 10), "bounces.soft_limit"),
         )
+
+    def serve(self, raw: Any) -> ServeConfig:
+        spec = self.mapping(raw, "serve", ("token",))
+        if "token" not in spec:
+            return ServeConfig()
+        token = self.secret(spec["token"], "serve.token")
+        if token is None:
+            # Most often ${VAR} of an unset or empty variable: serving without the token
+            # the operator meant to set would be a surprise, so it is an error, not a default.
+            raise self.fail(
+                "serve.token",
+                "must not be empty; set it (e.g. ${CAMPAIGN_SYNC_API_TOKEN}) or remove the key",
+            )
+        if not API_TOKEN.fullmatch(token):
+            raise self.fail(
+                "serve.token",
+                f"use at least {API_TOKEN_MIN_LENGTH} characters of letters, digits and "
+                "- . _ ~ + / (e.g. the output of `openssl rand -hex 32`)",
+            )
+        return ServeConfig(token=token)
 
 
 def _check_timezone(name: str, error: ConfigError) -> None:

@@ -59,9 +59,26 @@ def job_states(
     ]
 
 
-def history(store: Store | None, job: str | None, limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` runs, of `job` or of all jobs, newest first."""
-    return store.sql("runs").history(store.conn, job, limit) if store else []
+def history(
+    store: Store | None, job: str | None, limit: int, status: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest `limit` runs, of `job` or of all jobs (with `status`), newest first."""
+    if store is None:
+        return []
+    runs = store.sql("runs")
+    if status is None:
+        return runs.history(store.conn, job, limit)
+    if status not in ("running", "interrupted"):
+        return runs.history(store.conn, job, limit, (status,))
+    # A dead run's row still says `running` but reads `interrupted` (nothing is written):
+    # asking for both stored statuses, with room for every stored `running` row (few), finds
+    # the newest `limit` runs that read `status`.
+    stored_running = runs.history(store.conn, job, 1_000_000, ("running",))
+    found = runs.history(store.conn, job, limit + len(stored_running), _LIVE_OR_DEAD)
+    return [run for run in found if run["status"] == status][:limit]
+
+
+_LIVE_OR_DEAD = ("running", "interrupted")
 
 
 def _configured_since(config: Config) -> datetime.datetime:

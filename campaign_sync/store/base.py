@@ -38,8 +38,12 @@ class Store(ABC):
     errors: tuple[type[BaseException], ...]  # what the driver raises
 
     @abstractmethod
-    def __init__(self, location: str, *, schema: str = "public", create: bool = True) -> None:
-        """Open the store, creating and migrating it unless `create` is False."""
+    def __init__(
+        self, location: str, *, schema: str = "public", create: bool = True, read_only: bool = False
+    ) -> None:
+        """Open the store, creating and migrating it unless `create` is False. `read_only`
+        (the HTTP service) writes nothing at all: it neither creates nor migrates, refuses a
+        store at another schema version (StoreUnusable), and the connection cannot write."""
 
     def sql(self, concern: str) -> ModuleType:
         """The backend's module for `concern` ("runs", "recipients", "exports", …)."""

@@ -19,7 +19,11 @@ def store_class(location: str) -> type[Store]:
     return SqliteStore
 
 
-def open_store(location: str, *, schema: str = "public", create: bool = True) -> Store:
+def open_store(
+    location: str, *, schema: str = "public", create: bool = True, read_only: bool = False
+) -> Store:
     """Open the store at `location` (path or URL), creating and migrating it as needed;
-    `create=False` refuses one that does not exist yet (StoreError)."""
-    return store_class(location)(location, schema=schema, create=create)
+    `create=False` refuses one that does not exist yet (StoreError); `read_only` also
+    migrates nothing and gives a connection that cannot write (see Store.__init__)."""
+    opened = store_class(location)
+    return opened(location, schema=schema, create=create and not read_only, read_only=read_only)

@@ -17,6 +17,27 @@ from ..result import FileInfo, RunResult
 
 DEAD_RUN_ERROR = "the process ended before the run finished"
 
+# The newest run of each job, in SQL both stores run alike. A GROUP BY (or DISTINCT ON) reads
+# every run, ~25 ms at 200,000 runs on every status request; this walks the (job, id) index
+# instead, one step to each next job name and one to its newest run: a few dozen index
+# lookups, whatever the history's length. The newest run is found as the last (job, id) at
+# or below (name, the largest id): with `job = name` PostgreSQL would walk the primary key
+# back instead, past every later run of other jobs (far, for a job that last ran long ago).
+LATEST_PER_JOB = """
+WITH RECURSIVE names(job) AS (
+    SELECT min(job) FROM runs
+    UNION ALL
+    SELECT (SELECT min(job) FROM runs WHERE runs.job > names.job) FROM names
+    WHERE names.job IS NOT NULL
+)
+SELECT runs.* FROM names JOIN runs ON runs.id = (
+    SELECT newest.id FROM runs AS newest
+    WHERE (newest.job, newest.id) <= (names.job, 9223372036854775807)
+    ORDER BY newest.job DESC, newest.id DESC LIMIT 1
+)
+WHERE names.job IS NOT NULL
+"""
+
 FINISH_COLUMNS = (
     "status",
     "finished",

@@ -24,11 +24,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ...errors import StoreError, StoreNotCreated
+from ...errors import StoreError, StoreNotCreated, StoreUnusable
 from ..base import Store
 from . import locks
 from .connection import check_schema_name, connect, display, driver, failure
-from .schema import SCHEMA_VERSION, migrate, version
+from .schema import SCHEMA_VERSION, migrate, newer_store, version
 
 # The store's text form of a moment: UTC, microseconds, "+00:00", as SQLite's stores write.
 NOW_SQL = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
@@ -39,17 +39,47 @@ _WRITE_KEY = "SELECT {fn}(hashtextextended(current_schema() || '/write', 0))"
 class PostgresStore(Store):
     kind = "postgres"
 
-    def __init__(self, url: str, *, schema: str = "public", create: bool = True) -> None:
+    def __init__(
+        self, url: str, *, schema: str = "public", create: bool = True, read_only: bool = False
+    ) -> None:
         self.url = url
         self.schema = check_schema_name(schema)
         self.location = f"{display(url)} (schema {schema})"
         self.errors = (driver().Error,)
         self.conn: Any = connect(url, schema)
         try:
-            self._open(create)
+            if read_only:
+                self._open_read_only()
+            else:
+                self._open(create)
         except BaseException:
             self.conn.close()
             raise
+
+    def _open_read_only(self) -> None:
+        """No migration, and a session whose every transaction is READ ONLY: the server
+        itself refuses any write, whatever a query would try. Readers never wait for a
+        writer's row locks; a lock that does block them (a migration's ALTER TABLE) is
+        given up after a few seconds rather than waited for."""
+        try:
+            self.conn.execute(
+                "SELECT set_config('default_transaction_read_only', 'on', false), "
+                "set_config('lock_timeout', '5s', false)"
+            )
+            found = version(self.conn)
+        except self.errors as exc:
+            raise self.failure("cannot read the store", exc) from None
+        if not found:
+            raise StoreNotCreated(
+                f"store {self.location} does not exist yet (it is created by the first run)"
+            )
+        if found > SCHEMA_VERSION:
+            raise newer_store(self.location, found)
+        if found < SCHEMA_VERSION:
+            raise StoreUnusable(
+                f"store {self.location} has schema version {found}, older than this "
+                f"campaign-sync's ({SCHEMA_VERSION}); run any job once to upgrade it"
+            )
 
     def _open(self, create: bool) -> None:
         # A store at this version needs nothing more (two cheap queries: status commands

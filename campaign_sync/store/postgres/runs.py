@@ -13,7 +13,14 @@ import socket
 from typing import Any
 
 from ...result import RunResult
-from ..runs import DEAD_RUN_ERROR, FINISH_COLUMNS, as_record, finish_values, seen_dead
+from ..runs import (
+    DEAD_RUN_ERROR,
+    FINISH_COLUMNS,
+    LATEST_PER_JOB,
+    as_record,
+    finish_values,
+    seen_dead,
+)
 from . import NOW_SQL
 from .connection import driver
 from .locks import DEAD_RUNNING_RUNS_HERE
@@ -109,14 +116,21 @@ def last_watermark(conn: Connection, job: str) -> str | None:
     return row[0] if row else None
 
 
-def history(conn: Connection, job: str | None, limit: int) -> list[dict[str, Any]]:
-    query = "SELECT * FROM runs" + (" WHERE job = %s" if job else "") + " ORDER BY id DESC LIMIT %s"
-    return _select(conn, query, (job, limit) if job else (limit,))
+def history(
+    conn: Connection, job: str | None, limit: int, statuses: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The newest `limit` runs (of `job`; with stored status in `statuses`), newest first."""
+    where = ["job = %s"] if job else []
+    if statuses:
+        where.append(f"status IN ({', '.join('%s' for _ in statuses)})")
+    query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+    params = ((job,) if job else ()) + statuses + (limit,)
+    return _select(conn, query + " ORDER BY id DESC LIMIT %s", params)
 
 
 def latest_per_job(conn: Connection) -> dict[str, dict[str, Any]]:
-    """The newest run of every job that ever ran."""
-    found = _select(conn, "SELECT DISTINCT ON (job) * FROM runs ORDER BY job, id DESC")
+    """The newest run of every job that ever ran (see LATEST_PER_JOB)."""
+    found = _select(conn, LATEST_PER_JOB)
     return {record["job"]: record for record in found}
 
 

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ...errors import StoreError
-from .. import connect, failure, now
+from .. import connect, connect_read_only, failure, now
 from ..base import Store
 from . import runs
 
@@ -20,9 +20,14 @@ class SqliteStore(Store):
     kind = "sqlite"
     errors = (sqlite3.Error,)
 
-    def __init__(self, location: str, *, schema: str = "public", create: bool = True) -> None:
+    def __init__(
+        self, location: str, *, schema: str = "public", create: bool = True, read_only: bool = False
+    ) -> None:
         self.location = location
-        self.conn: sqlite3.Connection = connect(location, create=create)
+        if read_only:
+            self.conn: sqlite3.Connection = connect_read_only(location)
+        else:
+            self.conn = connect(location, create=create)
 
     def now(self) -> str:
         return now()

@@ -20,7 +20,14 @@ from typing import Any
 from ... import store
 from ...errors import ConfigError, JobLocked
 from ...result import RunResult
-from ..runs import DEAD_RUN_ERROR, FINISH_COLUMNS, as_record, finish_values, seen_dead
+from ..runs import (
+    DEAD_RUN_ERROR,
+    FINISH_COLUMNS,
+    LATEST_PER_JOB,
+    as_record,
+    finish_values,
+    seen_dead,
+)
 
 
 @contextmanager
@@ -163,14 +170,21 @@ def last_watermark(conn: sqlite3.Connection, job: str) -> str | None:
     return row[0] if row else None
 
 
-def history(conn: sqlite3.Connection, job: str | None, limit: int) -> list[dict[str, Any]]:
-    query = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY id DESC LIMIT ?"
-    return _select(conn, query, (job, limit) if job else (limit,))
+def history(
+    conn: sqlite3.Connection, job: str | None, limit: int, statuses: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The newest `limit` runs (of `job`; with stored status in `statuses`), newest first."""
+    where = ["job = ?"] if job else []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+    query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+    params = ((job,) if job else ()) + statuses + (limit,)
+    return _select(conn, query + " ORDER BY id DESC LIMIT ?", params)
 
 
 def latest_per_job(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    """The newest run of every job that ever ran."""
-    found = _select(conn, "SELECT * FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)")
+    """The newest run of every job that ever ran (see LATEST_PER_JOB)."""
+    found = _select(conn, LATEST_PER_JOB)
     return {record["job"]: record for record in found}
 
 
