@@ -37,6 +37,17 @@ if ! python3 tests/pgserver.py bindir >/dev/null; then
   fi
 fi
 
+# The status page test (test_status_page.py) drives the distribution's headless Chromium.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "tests/run.sh: the tests need Chromium: sudo apt-get install chromium chromium-driver" >&2
+    exit 1
+  fi
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 python3 -m ruff check .
 python3 -m mypy campaign_sync cli
