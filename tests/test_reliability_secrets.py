@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import pytest
 import sshd as sshd_helper
-from faults import run_cli
+from faults import run_cli, start_cli
 from smtp_server import SmtpTestServer
 from sshd import Sshd, keygen
 from webhook_server import WebhookTestServer
@@ -40,7 +40,8 @@ KEY_PASSPHRASE = "key pass-51d2e8 'q' \"dq\""
 SSH_PASSWORD = "ssh-Pw_4b19e0%$"
 HOOK_TOKEN = "hookTok9c0ffee42"
 WRONG_SMTP = "wrong-smtp-6e6e71"
-SECRETS = [SMTP_PASSWORD, KEY_PASSPHRASE, SSH_PASSWORD, HOOK_TOKEN, WRONG_SMTP]
+API_TOKEN = "apiTok-3e8d1c55b0a94f27"  # serve.token
+SECRETS = [SMTP_PASSWORD, KEY_PASSPHRASE, SSH_PASSWORD, HOOK_TOKEN, WRONG_SMTP, API_TOKEN]
 
 CSV = (
     "email;first_name\n"
@@ -145,7 +146,9 @@ servers:
     known_hosts: {server.known_hosts}
     timeout: 30
     retries: 0
-{_notices(smtp, hook)}jobs:
+{_notices(smtp, hook)}serve:
+  token: ${{API_TOKEN}}
+jobs:
   partner-import:
     type: recipient-import
     list: newsletter
@@ -185,6 +188,7 @@ def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
     key = keygen(tmp_path / "user_key", "ed25519", passphrase=KEY_PASSPHRASE)
     server.authorize(key)
     env = {"KEY_PASS": KEY_PASSPHRASE, "SSH_PASS": SSH_PASSWORD, "SMTP_PASS": SMTP_PASSWORD}
+    env["API_TOKEN"] = API_TOKEN
     scan = Scanner()
     smtp = SmtpTestServer(auth={"mailer": SMTP_PASSWORD}, auth_require_tls=False)
     with smtp, WebhookTestServer() as hook:
@@ -234,6 +238,7 @@ def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
             scan.add_proc(" ".join(args), done)
             assert done.returncode in (0, 1), done.stderr
 
+        _scan_serve(scan, config, env)
         for message in smtp.messages:
             scan.add("notice/mail as received", message.data)
         for request in hook.requests:
@@ -250,6 +255,45 @@ def test_no_secret_in_any_output_channel(server: Sshd, tmp_path: Path) -> None:
     assert (tmp_path / "var" / "campaign-sync.log").stat().st_size > 0
     print(f"secrets: {len(SECRETS)} secrets x {len(scan.channels)} channels scanned, no leak")
     assert scan.leaks() == []
+
+
+def _scan_serve(scan: Scanner, config: Path, env: dict[str, str]) -> None:
+    """`serve`: its answers (with the token, without, with a wrong one, with the token in the
+    query where it does not belong) and its access log."""
+    import http.client
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    service = start_cli(config, "-vv", "serve", "--bind", f"127.0.0.1:{port}", env=env)
+    requests = [
+        (path, headers)
+        for path in ("/api/jobs/configured", "/api/runs", "/api/lists", "/metrics", "/")
+        for headers in ({"Authorization": f"Bearer {API_TOKEN}"}, {}, {"Authorization": "x"})
+    ] + [(f"/api/runs?token={API_TOKEN}", {}), ("/healthz", {}), ("/api/openapi.json", {})]
+    try:
+        deadline = time.monotonic() + 60
+        for path, headers in requests:
+            while True:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:
+                    conn.request("GET", path, headers=headers)
+                    answer = conn.getresponse()
+                    scan.add(f"serve {path} {sorted(headers)}", answer.read())
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline and service.poll() is None
+                    time.sleep(0.1)
+                finally:
+                    conn.close()
+    finally:
+        service.terminate()
+        out, err = service.communicate(timeout=60)
+    scan.add("serve stdout", out)
+    scan.add("serve stderr", err)
+    assert '"GET /api/runs" 401' in err and '"GET /api/runs" 200' in err
 
 
 def test_webhook_with_credentials_in_the_url_is_posted_with_basic_auth(tmp_path: Path) -> None:
