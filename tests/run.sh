@@ -26,6 +26,9 @@ command -v systemd-analyze >/dev/null || need systemd-analyze systemd
 # The PostgreSQL tests need the server binaries (initdb, pg_ctl, postgres, psql).
 python3 tests/pgserver.py bindir >/dev/null || need PostgreSQL postgresql
 
+# The status page test (test_status_page.py) drives the distribution's headless Chromium.
+[ -x /usr/bin/chromium ] || need Chromium chromium chromium-driver
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 python3 -m ruff check .
 python3 -m mypy campaign_sync cli
