@@ -24,6 +24,8 @@ from webhook_server import WebhookTestServer
 from campaign_sync.config.redact import Scrubber
 from campaign_sync.config.redact import apprise_url_parts as secret_parts
 
+pytestmark = pytest.mark.stores("sqlite", "postgres")
+
 IMPORT = ("import", "newsletter-import", "--date", "2026-11-01")
 INSTALL_LINE = "pip install 'campaign-sync[apprise]'"
 # A second local server whose folder cannot be written: its export fails.
@@ -261,8 +263,6 @@ def test_urls_must_be_a_list_of_text(ws: Workspace) -> None:
 HIDE_APPRISE = """\
 import sys
 
-pytestmark = pytest.mark.stores("sqlite", "postgres")
-
 
 class HideApprise:
     def find_spec(self, name, path=None, target=None):
@@ -371,7 +371,8 @@ def test_no_url_token_in_any_output(ws: Workspace, hook: WebhookTestServer) -> N
             "    max_rejects: 50%\n", f"    max_rejects: 50%\n    notify: {{urls: ['{own}']}}\n"
         )
         ws.write_config(
-            text=config.replace("store: store.db\n", "store: store.db\nlog_file: var/cs.log\n")
+            text=config
+            + "log_file: var/cs.log\n"
             + f"smtp: {{host: {smtp.host}, port: {smtp.port}, from: s@example.com}}\n"
             "notify:\n  to: [ops@example.com]\n  urls:\n"
             f"    - json://{USER_TOKEN}:{quote(PASSWORD, safe='')}@"
