@@ -15,6 +15,17 @@ if [ ! -x /usr/sbin/sshd ]; then
   fi
 fi
 
+# The jump host tests put sshd in network namespaces of their own (iproute2's `ip netns`).
+if ! command -v ip >/dev/null && [ ! -x /usr/sbin/ip ] && [ ! -x /sbin/ip ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+  else
+    echo "tests/run.sh: the tests need iproute2's ip: sudo apt-get install iproute2" >&2
+    exit 1
+  fi
+fi
+
 # The systemd tests check generated timers with the real systemd-analyze.
 if ! command -v systemd-analyze >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
