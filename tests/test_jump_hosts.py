@@ -333,15 +333,17 @@ def test_a_changed_bastion_key_is_refused(ws: Workspace, net: Net, tmp_path: Pat
 
 
 class Faulty:
-    """The bastion behind a FaultProxy that crashes it at `after` bytes."""
+    """The bastion behind a FaultProxy that crashes it at `after` bytes (or `fault`)."""
 
-    def __init__(self, net: Net, tmp_path: Path, after: int, direction: str):
+    def __init__(
+        self, net: Net, tmp_path: Path, after: int, direction: str, fault: Fault | None = None
+    ):
         self.net = net
         # The bastion crashes: its session processes die, and the bytes it had sent but the
         # client had not yet read die with the connection (without the reset they could
         # still arrive and finish a transfer the kill was meant to break).
         kill = Fault("reset", after, direction, action=net["bastion"].kill_sessions)
-        self.proxy = FaultProxy((net["bastion"].host, net["bastion"].port), [kill])
+        self.proxy = FaultProxy((net["bastion"].host, net["bastion"].port), [fault or kill])
         bastion = net["bastion"]
         # The proxy is another address: trust the bastion's key there (keys are per port).
         self.known_hosts = tmp_path / "bastion_via_proxy"
@@ -416,6 +418,25 @@ def test_a_bastion_killed_mid_download(
         assert ws.query("SELECT status FROM runs ORDER BY id") == [("succeeded",), ("failed",)]
     assert staging_leftovers(ws) == []
     wait_for(lambda: no_sessions(net), "no session left on any hop")
+
+
+def test_a_bastion_that_stalls_mid_download_times_out_and_the_retry_succeeds(
+    ws: Workspace, net: Net, tmp_path: Path, big_csv: Path
+) -> None:
+    remote = remote_dir(tmp_path)
+    source = remote / "in" / "list.csv.gz"
+    data = gzip.compress(big_csv.read_bytes(), compresslevel=1)
+    source.write_bytes(data)
+    stall = Fault("stall", len(data) // 2, "down")
+    with Faulty(net, tmp_path, 0, "down", fault=stall) as faulty:
+        servers = {**faulty.servers(), "middle": {"jump": "bastion", "timeout": 2}}
+        configure(ws, net, remote, "sftp", "middle", servers=servers)
+        code, result, err = run(ws, "import", "partner-import")
+        assert faulty.proxy.struck == [0]
+    assert code == 0, err
+    assert result["counts"]["inserted"] == ROWS
+    assert not source.exists()
+    assert staging_leftovers(ws) == []
 
 
 OLD = b"email\nold@example.com\n"
