@@ -440,13 +440,16 @@ class Fault:
     kind: "pass" | "reset" (RST to both ends) | "close" (FIN to both ends) | "stall" (stop
     forwarding, keep both sockets open). It strikes once `after` bytes have gone `direction`
     ("down": server to client, "up": client to server); with `chunks`, once that many reads
-    have gone that way instead (an SSH handshake is a fixed sequence of packets).
+    have gone that way instead (an SSH handshake is a fixed sequence of packets). `action`,
+    if any, runs just before the fault strikes: with "reset" and a kill of the server's
+    session processes, the server crashed mid-transfer.
     """
 
     kind: str = "pass"
     after: int = 0
     direction: str = "down"
     chunks: int | None = None
+    action: Callable[[], object] | None = None
 
 
 class FaultProxy:
@@ -544,6 +547,8 @@ class FaultProxy:
             if due:
                 state["done"] = True
                 self.struck.append(number)
+                if fault.action is not None:
+                    fault.action()
                 if fault.kind == "stall":
                     return  # nothing more flows either way; the sockets stay open
                 for sock in pair:

@@ -19,6 +19,8 @@ need() {  # need WHAT PACKAGE...
 
 # The SSH tests start a real OpenSSH sshd on loopback.
 [ -x /usr/sbin/sshd ] || need "OpenSSH's sshd" openssh-server openssh-client
+# The jump host tests put sshd in network namespaces of their own (iproute2's `ip netns`).
+{ command -v ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; } >/dev/null || need "iproute2's ip" iproute2
 # The systemd tests check generated timers with the real systemd-analyze.
 command -v systemd-analyze >/dev/null || need systemd-analyze systemd
 # The OpenPGP tests (tests/test_pgp.py) run the real GnuPG: gpg, gpg-agent and gpgconf.

@@ -64,12 +64,23 @@ def _children(pid: int) -> list[int]:
 class Sshd:
     """One sshd process; `extra` lines are appended to its sshd_config."""
 
-    def __init__(self, directory: Path, *, extra: str = "", host_key_types=("ed25519",)):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        extra: str = "",
+        host_key_types=("ed25519",),
+        host: str = "127.0.0.1",
+        prefix: list[str] | None = None,
+    ):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.extra = extra
         self.user = getpass.getuser()
-        self.host = "127.0.0.1"
+        self.host = host
+        # Runs sshd through this, e.g. `ip netns exec NAME` (tests/netns.py): the listening
+        # address may then be out of this process's reach, and readiness is read off the log.
+        self.prefix = list(prefix or [])
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.host_keys = [keygen(self.dir / f"host_{t}", t) for t in host_key_types]
@@ -113,23 +124,29 @@ class Sshd:
         for _ in range(5):  # another process may grab the port between probe and bind
             self.port = _free_port()
             self._write_config()
+            logged = self.log_file.stat().st_size if self.log_file.exists() else 0
             self.process = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(self.config_file)],
+                [*self.prefix, SSHD, "-D", "-e", "-f", str(self.config_file)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=open(self.log_file, "ab"),  # noqa: SIM115 - owned by the child
             )
-            if self._wait_ready():
+            if self._wait_ready(logged):
                 self._write_known_hosts()
                 return self
             self.stop()
         raise RuntimeError(f"sshd did not start; see {self.log_file}:\n{self.log()}")
 
-    def _wait_ready(self, seconds: float = 10.0) -> bool:
+    def _wait_ready(self, logged: int, seconds: float = 10.0) -> bool:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 return False
+            if self.prefix:
+                if "Server listening on" in self.log()[logged:]:
+                    return True
+                time.sleep(0.05)
+                continue
             try:
                 with socket.create_connection((self.host, self.port), timeout=1) as sock:
                     if sock.recv(64).startswith(b"SSH-"):

@@ -127,6 +127,8 @@ BROKEN = [
     Case("bad server type", {"servers.partner.type": "ftp"}),
     Case("bad protocol", {"servers.partner.protocol": "ftp"}),
     Case("bad host key", {"servers.partner.host_key": "MD5:abc"}),
+    Case("local server with a jump host", {"servers.inbox.jump": "partner"}),
+    Case("jump host not a name", {"servers.partner.jump": ["bastion"]}),
     Case("port not a number", {"smtp.port": "twenty-five"}),
     Case("port out of range", {"smtp.port": 70000}),
     Case("retries out of range", {"servers.partner.retries": 21}),
@@ -214,8 +216,18 @@ BROKEN = [
 ]
 
 # Accepted by both.
+BASTION = {"type": "ssh", "host": "bastion.example.net"}
+
 UNUSUAL = [
     Case("empty sections", {"notify": None, "bounces": None, "timezone": None}),
+    Case(
+        "a chain of jump hosts",
+        {
+            "servers.bastion": BASTION,
+            "servers.inner": {**BASTION, "jump": "bastion"},
+            "servers.partner.jump": "inner",
+        },
+    ),
     Case("header-less columns list", {"jobs.h": headerless("email", None, "first_name")}),
     Case(
         "header-less, header as text",
@@ -348,6 +360,26 @@ UNUSUAL = [
 
 # Where the two cannot agree. Each says which one accepts and why a JSON Schema cannot decide.
 SCHEMA_ACCEPTS_VALIDATE_REFUSES = [
+    Case(
+        "undefined jump host",
+        {"servers.partner.jump": "nowhere"},
+        reason="a value naming a key elsewhere in the file (servers) cannot be checked",
+    ),
+    Case(
+        "local server as jump host",
+        {"servers.partner.jump": "inbox"},
+        reason="the type of the server a value names elsewhere in the file cannot be checked",
+    ),
+    Case(
+        "server as its own jump host",
+        {"servers.partner.jump": "partner"},
+        reason="a value cannot be compared with the key it is under",
+    ),
+    Case(
+        "jump hosts in a loop",
+        {"servers.bastion": {**BASTION, "jump": "partner"}, "servers.partner.jump": "bastion"},
+        reason="following names from server to server is beyond a JSON Schema",
+    ),
     Case(
         "undefined server",
         {"jobs.blocklist.source.server": "nowhere"},

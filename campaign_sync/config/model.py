@@ -85,6 +85,8 @@ class ServerConfig:
     timeout: float = 30.0
     retries: int = 3
     agent: bool = False
+    # ssh: the server this one is reached through (`jump: NAME`), itself perhaps through another.
+    jump: ServerConfig | None = None
 
 
 @dataclass(frozen=True)

@@ -332,6 +332,9 @@ def server() -> Schema:
         "timeout": described(TIMEOUT, "seconds", defaults["timeout"]),
         "retries": described(integer(*RETRIES_RANGE), "", defaults["retries"]),
         "agent": described(BOOLEAN, "use the SSH agent's keys", defaults["agent"]),
+        "jump": described(
+            TEXT, "the name of another ssh server under `servers` to connect through (a bastion)"
+        ),
     }
     local = {"required": ["type"], "properties": {"type": {"const": "local"}}}
     ssh = {"required": ["type"], "properties": {"type": {"const": "ssh"}}}

@@ -73,6 +73,7 @@ class Validator(ServerChecks, JobChecks):
             server = self.attempt(lambda n=name, s=spec: self.server(self.name(n, "servers"), s))
             if server is not None:
                 servers[server.name] = server
+        servers = self.jump_hosts(servers_raw, servers)
         timezone = self.attempt(lambda: self.timezone(top.get("timezone")))
         smtp = self.attempt(lambda: self.smtp(top["smtp"]) if top.get("smtp") is not None else None)
         jobs_raw = top.get("jobs") or {}

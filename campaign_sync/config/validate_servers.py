@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -30,6 +31,7 @@ SERVER_KEYS = (
     "timeout",
     "retries",
     "agent",
+    "jump",
 )
 SSH_PROTOCOLS = ("scp", "sftp")
 
@@ -94,6 +96,65 @@ class ServerChecks(Checks):
             ),
             agent=self.attempt(lambda: self.boolean(spec.get("agent", False), f"{key}.agent")),
         )
+
+    def jump_hosts(
+        self, raw: dict[str, Any], servers: dict[str, ServerConfig]
+    ) -> dict[str, ServerConfig]:
+        """`servers` with each `jump: NAME` replaced by that server's config, chains included.
+
+        A jump host must be another ssh server, and a chain must end: a server that is its
+        own jump host, directly or round a loop, is refused. A jump host that failed its own
+        checks is skipped here: that problem is already reported.
+        """
+        names = {name: self._jump_name(name, spec) for name, spec in raw.items()}
+        for name in servers:
+            self.attempt(lambda n=name: self._check_jump(n, names, raw))
+        resolved: dict[str, ServerConfig] = {}
+
+        def resolve(name: str) -> ServerConfig | None:
+            if name not in resolved and name in servers:
+                via = names.get(name)
+                jump = resolve(via) if via is not None and via in servers else None
+                resolved[name] = dataclasses.replace(servers[name], jump=jump)
+            return resolved.get(name)
+
+        if self.collected:
+            return servers  # something is wrong: no chain is built from a broken config
+        return {name: resolve(name) or server for name, server in servers.items()}
+
+    def _jump_name(self, name: str, spec: Any) -> str | None:
+        value = spec.get("jump") if isinstance(spec, dict) else None
+        if value is None:
+            return None
+        return self.attempt(lambda: self.string(value, f"servers.{name}.jump"))
+
+    def _check_jump(self, name: str, names: dict[str, str | None], raw: dict[str, Any]) -> None:
+        via, key = names.get(name), f"servers.{name}.jump"
+        if via is None:
+            return
+        if via == name:
+            raise self.fail(key, "a server cannot be its own jump host; name another ssh server")
+        if via not in raw:
+            known = ", ".join(sorted(n for n in raw if n != name)) or "none configured"
+            raise self.fail(key, f"no server named '{via}' (servers: {known})")
+        kind = raw[via].get("type") if isinstance(raw[via], dict) else None
+        if kind != "ssh":
+            raise self.fail(
+                key, f"server '{via}' is not of type ssh; a jump host must be an ssh server"
+            )
+        chain = [name]
+        while via is not None and via in names:
+            if via in chain:
+                if via == name:  # reported once per server on the loop, at its own key
+                    loop = " -> ".join([*chain, via])
+                    raise self.fail(
+                        key,
+                        f"jump hosts go round in a loop ({loop}); end the chain at a "
+                        "server without `jump`",
+                    )
+                return  # the loop is further on: reported at the servers on it
+            chain.append(via)
+            via = names[via]
 
     def web_url(self, value: Any, key: str) -> str:
         """An http(s) URL a request can be sent to. Never quoted back: it may hold a password."""

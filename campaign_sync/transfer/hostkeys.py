@@ -130,6 +130,8 @@ class HostKeyPolicy:
     port: int
     known_hosts: Path | None
     pinned: str | None
+    # The jump host the server is reached through: ssh-keyscan must run there.
+    via: str | None = None
 
     def known(self) -> list[KnownKey]:
         return read_known_hosts(self.known_hosts, self.host, self.port) if self.known_hosts else []
@@ -173,16 +175,20 @@ class HostKeyPolicy:
         return host_pattern(self.host, self.port)
 
     def _keyscan(self, key_type: str) -> str:
+        """The command that trusts the key, in backticks (and where to run it)."""
         kind = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(key_type, "ecdsa")
         port = f"-p {self.port} " if self.port != 22 else ""
         target = shlex.quote(str(self.known_hosts))
-        return f"ssh-keyscan {port}-t {kind} {shlex.quote(self.host)} >> {target}"
+        scan = f"ssh-keyscan {port}-t {kind} {shlex.quote(self.host)}"
+        if self.via:  # this machine cannot reach the server: only the jump host can
+            return f"`{scan}` run on jump host '{self.via}', its output added to {target}"
+        return f"`{scan} >> {target}`"
 
     def _unknown(self, key_type: str, offered: str) -> str:
         return (
             f"host key of {self._where()} is unknown (not in {self.known_hosts}): the server "
             f"offered {key_type} {offered}. Check that fingerprint with the partner, then trust "
-            f"it with `{self._keyscan(key_type)}` or set host_key: {offered}."
+            f"it with {self._keyscan(key_type)} or set host_key: {offered}."
         )
 
     def _changed(self, key_type: str, offered: str, old: KnownKey) -> str:
@@ -191,5 +197,5 @@ class HostKeyPolicy:
             f"which does not match line {old.line} of {self.known_hosts} "
             f"({fingerprint(old.blob)}). This may be an attack. If the partner really replaced "
             f"its key (confirm with them), run `ssh-keygen -R {shlex.quote(self._where())} -f "
-            f"{shlex.quote(str(self.known_hosts))}` and then `{self._keyscan(key_type)}`."
+            f"{shlex.quote(str(self.known_hosts))}` and then {self._keyscan(key_type)}."
         )

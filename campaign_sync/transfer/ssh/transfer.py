@@ -4,7 +4,9 @@
 Design choices, and why:
 
 * One paramiko Transport per SshTransfer, opened lazily and reopened after a failure, so a
-  job that fetches, then archives, makes one connection when all goes well.
+  job that fetches, then archives, makes one connection when all goes well. Through jump
+  hosts, one connection per hop; a failure anywhere on the way reopens them all, and
+  close() closes them all.
 * The host key is checked (hostkeys.py) right after key exchange, before any credential is
   sent. There is no auto-add: paramiko's SSHClient policies are not used at all.
 * Every channel gets `timeout` as its socket timeout, so a server that stops sending (or
@@ -204,13 +206,10 @@ class SshTransfer(Transfer):
 
     def close(self) -> None:
         sftp, self._sftp.open_client = self._sftp.open_client, None
-        transport, self.session.transport = self.session.transport, None
         if sftp is not None:
             with suppress(Exception):
                 sftp.close()
-        if transport is not None:
-            with suppress(Exception):
-                transport.close()
+        self.session.close()  # this server's connection and every jump host's
 
     # -- retries ----------------------------------------------------------------------
 
@@ -247,14 +246,10 @@ class SshTransfer(Transfer):
     @contextmanager
     def _watched(self) -> Iterator[_Watchdog]:
         # Twice the timeout: the channel timeouts normally fire first, with a clearer cause.
-        limit = 2 * self.server.timeout + 1
+        # A jump host with a longer timeout of its own may take that long to connect.
+        limit = 2 * max(hop.server.timeout for hop in self.session.hops()) + 1
 
-        def stalled() -> None:
-            transport = self.session.transport
-            if transport is not None:
-                transport.close()
-
-        with _Watchdog(limit, stalled) as watchdog:
+        with _Watchdog(limit, self.session.abort) as watchdog:
             self._watchdog = watchdog
             try:
                 yield watchdog
