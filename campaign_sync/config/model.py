@@ -124,6 +124,8 @@ class SourceConfig:
     missing: str = "fail"  # fail | skip
     after: str = "keep"  # keep | delete | archive
     archive_dir: str | None = None
+    # A pattern path: after a file's failed run, stop (the rest wait) or go on with the next.
+    on_error: str = "stop"  # stop | continue
 
 
 @dataclass(frozen=True)
