@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -377,6 +378,36 @@ def test_a_file_still_growing_is_left_for_the_next_run(ws: Workspace, tmp_path: 
     run = json.loads(again.stdout)
     assert run["file"]["path"] == str(growing)
     assert imported(ws) == ["anna@example.com", "ben@example.com", "late@example.com"]
+
+
+@pytest.mark.parametrize("point", ["after-action", "notice"])
+def test_a_signal_stops_the_files_after_it(ws: Workspace, point: str) -> None:
+    """SIGTERM (cron's `timeout`) after the first file's commit: that file stands, the others
+    wait for the next run, and the run says so."""
+    from faults import child_env, cli_argv
+
+    partner = Partner(ws, "local", None)
+    partner.configure(after="archive")
+    for day in (1, 2, 3):
+        partner.deliver(f"news_{day}.csv", [f"user{day}@example.com"], day=day)
+    argv = cli_argv("--config", str(ws.config), "--json", "import", "news", signal_at=point)
+    done = subprocess.run(argv, capture_output=True, text=True, env=child_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert isinstance(run, dict) and run["status"] == "succeeded"
+    assert run["file"]["path"] == "/in/news_1.csv"
+    assert run["warnings"][-1] == (
+        "stopped by a signal: 2 more files match the pattern; left for the next run"
+    )
+    assert imported(ws) == ["user1@example.com"]
+    assert ws.query("SELECT status FROM runs") == [("succeeded",)]
+    assert sorted(p.name for p in (partner.root / "in").iterdir())[-2:] == [
+        "news_2.csv",
+        "news_3.csv",
+    ]
+    done = ws.run("--json", "import", "news")
+    assert done.returncode == 0, done.stderr
+    assert [r["file"]["path"] for r in runs_of(done)] == ["/in/news_2.csv", "/in/news_3.csv"]
 
 
 def test_a_pattern_in_a_folder_is_refused_by_validate(ws: Workspace) -> None:
