@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -408,6 +409,45 @@ def test_a_signal_stops_the_files_after_it(ws: Workspace, point: str) -> None:
     done = ws.run("--json", "import", "news")
     assert done.returncode == 0, done.stderr
     assert [r["file"]["path"] for r in runs_of(done)] == ["/in/news_2.csv", "/in/news_3.csv"]
+
+
+def test_one_lock_for_all_files_and_one_notice_per_file(ws: Workspace) -> None:
+    """While the first file's notice hangs, the job is locked (a second run exits 75); then
+    each file's run sends its own notice, naming its file."""
+    from webhook_server import WebhookTestServer
+
+    partner = Partner(ws, "local", None)
+    partner.configure()
+    for day in (1, 2, 3):
+        partner.deliver(f"news_{day}.csv", [f"user{day}@example.com"], day=day)
+    with WebhookTestServer("hang") as hook:
+        text = ws.config.read_text()
+        ws.write_config(text=text + f"notify: {{webhook: '{hook.url}', webhook_timeout: 120}}\n")
+        running = subprocess.Popen(
+            ["campaign-sync", "--config", str(ws.config), "--json", "import", "news"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not hook.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert hook.requests, "the first file's notice never came"
+            second = ws.run("--json", "import", "news")
+            assert second.returncode == 75, second.stderr
+            hook.mode = "ok"
+            hook._release.set()  # the hanging notice ends (unanswered: a warning)
+            out, err = running.communicate(timeout=120)
+        finally:
+            running.kill()
+    assert running.returncode == 0, err
+    runs = json.loads(out)
+    assert [run["status"] for run in runs] == ["succeeded"] * 3
+    assert [request.json["file"]["path"] for request in hook.requests] == [
+        f"/in/news_{day}.csv" for day in (1, 2, 3)
+    ]
+    assert ws.query("SELECT count(*) FROM runs") == [(3,)]
 
 
 def test_a_pattern_in_a_folder_is_refused_by_validate(ws: Workspace) -> None:
