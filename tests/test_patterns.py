@@ -18,6 +18,7 @@ from conftest import Workspace
 from sshd import Sshd
 
 from campaign_sync.core.name_patterns import NamePattern, name_pattern
+from campaign_sync.errors import SourceMissing, TransferError
 from campaign_sync.transfer.ssh.listing import parse_listing
 
 pytestmark = pytest.mark.stores("sqlite", "postgres")
@@ -234,7 +235,8 @@ def test_a_missing_folder_is_no_match(ws: Workspace, partner: Partner) -> None:
     assert "no folder" in error
 
 
-def test_dry_run_reports_each_file_and_records_nothing(ws: Workspace, partner: Partner) -> None:
+def test_dry_run_reports_each_file_and_records_nothing(ws: Workspace) -> None:
+    partner = Partner(ws, "local", None)  # the transfer is that of a real run
     partner.configure(after="delete")
     partner.deliver("news_1.csv", ["anna@example.com"], day=1)
     partner.deliver("news_2.csv", ["ben@example.com", "carl@example.com"], day=2)
@@ -251,7 +253,8 @@ def test_dry_run_reports_each_file_and_records_nothing(ws: Workspace, partner: P
     assert ws.query("SELECT count(*) FROM runs") == [(0,)]
 
 
-def test_file_option_imports_that_one_file(ws: Workspace, partner: Partner) -> None:
+def test_file_option_imports_that_one_file(ws: Workspace) -> None:
+    partner = Partner(ws, "local", None)  # no server is asked at all
     partner.configure()
     partner.deliver("news_1.csv", ["anna@example.com"], day=1)
     own = ws.root / "mended.csv"
@@ -338,8 +341,10 @@ def test_scp_without_gnu_find_says_to_use_sftp(ws: Workspace, tmp_path: Path) ->
         done = ws.run("--json", "import", "news")
     assert done.returncode == 1, done.stderr
     error = json.loads(done.stdout)["error"]
-    assert "unknown predicate" in error
-    assert error.endswith("if it has another find, set protocol: sftp")
+    assert error.endswith(
+        f"list {partner.root / 'in'}: listing a folder over scp runs GNU find on the server "
+        "(find -printf), which this server does not have; set protocol: sftp"
+    )
     assert ws.query("SELECT status FROM runs") == [("failed",)]
 
 
@@ -492,5 +497,18 @@ def test_scp_listing_parser() -> None:
         ("a b.csv", 12, 1780000000),
         ("new\nline.csv", 34, 1780000001),
     ]
-    with pytest.raises(Exception, match="ended in the middle of a name"):
+    with pytest.raises(TransferError, match="ended in the middle of a name"):
         parse_listing(b"12 1780000000 cut", "/in")
+    with pytest.raises(SourceMissing, match="no folder /in"):
+        parse_listing(b"no-such-folder\x00", "/in")
+    with pytest.raises(TransferError, match="^/in is not a folder$"):
+        parse_listing(b"not-a-folder\x00", "/in")
+
+
+def test_a_folder_that_is_a_file_is_named_as_one(ws: Workspace, partner: Partner) -> None:
+    partner.configure(pattern="news_1.csv/news_*.csv")
+    partner.deliver("news_1.csv", ["anna@example.com"], day=1)
+    done = partner.ws.run("--json", "import", "news")
+    assert done.returncode == 1, done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error.endswith(f"{partner.remote('news_1.csv')} is not a folder"), error

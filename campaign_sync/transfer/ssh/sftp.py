@@ -84,12 +84,16 @@ class SftpChannel:
         return attributes.st_size
 
     def list_files(self, folder: str) -> list[RemoteFile]:
+        where = sftp_path(folder) or "."
         try:
-            entries = self.client().listdir_attr(sftp_path(folder) or ".")
-        except FileNotFoundError:
-            raise SourceMissing(f"no folder {folder or '.'}") from None
-        except OSError as exc:
-            if bare_refusal(exc) and not self.is_directory(folder or "."):
+            entries = self.client().listdir_attr(where)
+        except OSError:
+            # OpenSSH says "no such file" for a file named as the folder, too: look.
+            try:
+                mode = self.client().stat(where).st_mode
+            except FileNotFoundError:
+                raise SourceMissing(f"no folder {folder or '.'}") from None
+            if mode is not None and not stat.S_ISDIR(mode):
                 raise TransferError(f"{folder} is not a folder") from None
             raise
         # OpenSSH reports each entry as lstat sees it: a link is a link, never its target.
