@@ -141,7 +141,7 @@ def run_runs(config: Config, name: str, kind: str, options: RunOptions) -> list[
             store = open_store(location, schema=config.store_schema)
         try:
             with store.job_lock(config.work_dir, name):
-                return _run_locked(config, job, options, store)
+                return _runs_locked(config, job, options, store)
         finally:
             store.close()  # outside interruptible(): a signal here is only noted
 
@@ -191,7 +191,12 @@ def _check_output(output: Path) -> None:
         raise UsageError(f"--output {output}: there is no folder {output.parent}")
 
 
-def _run_locked(
+def _run_locked(config: Config, job: JobConfig, options: RunOptions, store: Store) -> RunResult:
+    """The job's run (the last of several) with its lock held by the caller."""
+    return _runs_locked(config, job, options, store)[-1]
+
+
+def _runs_locked(
     config: Config, job: JobConfig, options: RunOptions, store: Store
 ) -> list[RunResult]:
     runs = store.sql("runs")
