@@ -504,8 +504,6 @@ def _run_pattern(first: RunContext, pattern: NamePattern) -> list[RunResult]:
     _execute(first, lambda ctx: listed.extend(_matches(ctx, pattern)))
     if not first.dropped:
         return [first.result]  # the listing failed, or nothing matched
-    source = first.job.source
-    assert source is not None
     results: list[RunResult] = []
     last: RunContext | None = None
     passed: list[int] = []  # runs that imported the matches passed over
