@@ -180,21 +180,21 @@ def _parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 def _run(settings: Settings, name: str, kind: str, **options: Any) -> None:
     from campaign_sync.ops import interrupts
-    from campaign_sync.ops.runner import RunOptions, run_job
+    from campaign_sync.ops.runner import RunOptions, exit_code, run_runs
 
     config = settings.config()
     progress = not (settings.as_json or settings.quiet)
     # cron and `timeout` stop jobs with SIGTERM: handled like Ctrl-C, where a run can stop.
     interrupts.install()
-    result = run_job(config, name, kind, RunOptions(progress=progress, **options))
+    results = run_runs(config, name, kind, RunOptions(progress=progress, **options))
     late = interrupts.late()  # e.g. while the store was being closed
     if late:
-        result.warnings.append(late)
-    output.show_run(result, settings.as_json, quiet=settings.quiet)
+        results[-1].warnings.append(late)
+    output.show_runs(results, settings.as_json, quiet=settings.quiet)
     late = interrupts.late()  # while the result was being printed: it is out, say so aside
     if late:
         click.echo(f"campaign-sync: warning: {late}", err=True)
-    sys.exit(result.exit_code)
+    sys.exit(exit_code(results))
 
 
 @main.command("import")

@@ -23,6 +23,22 @@ def _fancy() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
+def show_runs(results: list[RunResult], as_json: bool, *, quiet: bool = False) -> None:
+    """A command's runs: one run as its document, several (a pattern source's new files)
+    as a list of them in the order they ran, each shown in turn without --json."""
+    if len(results) == 1:
+        show_run(results[0], as_json, quiet=quiet)
+        return
+    if as_json:
+        emit_json([result.as_dict() for result in results])
+        for result in results:
+            if result.error:
+                click.echo(f"campaign-sync: error: {result.error}", err=True)
+        return
+    for result in results:
+        show_run(result, as_json, quiet=quiet)
+
+
 def show_run(result: RunResult, as_json: bool, *, quiet: bool = False) -> None:
     if as_json:
         emit_json(result.as_dict())

@@ -11,6 +11,7 @@ cases run the real command in a child process.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -558,10 +559,13 @@ def test_hostile_source_names_on_a_local_server(tmp_path: Path, name: str) -> No
     (tmp_path / "inbox" / "in" / name).write_text("email\nanna@example.com\n", encoding="utf-8")
     (tmp_path / "inbox" / "in" / "stara.csv").write_text("email\nwrong@example.com\n")
     config = tmp_path / "campaign-sync.yaml"
+    # A *, ? or [ in a source's file name makes it a pattern; the name itself is written
+    # with them escaped ([*], [?], [[]), and names that file only, not `stara.csv`.
+    path = "/in/" + glob.escape(name)
     config.write_text(
         CONFIG
         + "  hostile-import:\n    type: recipient-import\n    list: newsletter\n"
-        + f"    source: {{server: inbox, path: {json.dumps('/in/' + name)}}}\n",
+        + f"    source: {{server: inbox, path: {json.dumps(path)}}}\n",
         encoding="utf-8",
     )
     done = run_cli(config, "--json", "import", "hostile-import")

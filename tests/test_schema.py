@@ -184,6 +184,8 @@ BROKEN = [
     Case("missing bad choice", {"jobs.blocklist.source.missing": "ignore"}),
     Case("after archive without archive_dir", {"jobs.blocklist.source.after": "archive"}),
     Case("unknown path placeholder", {"jobs.blocklist.source.path": "/x_{day}.csv"}),
+    Case("wildcard in a source folder", {"jobs.blocklist.source.path": "/in/*/blocklist.csv"}),
+    Case("on_error bad choice", {"jobs.blocklist.source.on_error": "ignore"}),
     Case("unbalanced braces in a path", {"jobs.export.target.path": "/x_{date.csv"}),
     Case("schedule hour 25", {"jobs.recipients.schedule": "daily 25:00"}),
     Case("schedule unknown weekday", {"jobs.export.schedule": "weekly someday 06:00"}),
@@ -325,6 +327,13 @@ UNUSUAL = [
             "jobs.export.changes_only": True,
             "jobs.export.target.atomic": False,
             "jobs.export.format": {"date_format": "%d.%m.%Y"},
+        },
+    ),  # fmt: skip
+    Case(
+        "source name pattern",
+        {
+            "jobs.blocklist.source.path": "/in/{date:%Y}/blocklist_*[0-9]?.csv",
+            "jobs.blocklist.source.on_error": "continue",
         },
     ),  # fmt: skip
     Case("adding modes", {"jobs.unsubscribers.mode": "add-only", "jobs.bounces.mode": "upsert"}),

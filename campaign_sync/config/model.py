@@ -146,6 +146,8 @@ class SourceConfig:
     member: str | None = None  # the member of a .zip to import (path template)
     decrypt: bool = False  # OpenPGP whatever the name says (.pgp, .gpg and .asc always are)
     verify: str | None = None  # the fingerprint whose signature the file must carry
+    # A pattern path: after a file's failed run, stop (the rest wait) or go on with the next.
+    on_error: str = "stop"  # stop | continue
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ LOCAL_SERVER_KEYS = ("type", "path")
 HOST_KEY = r"SHA256:[A-Za-z0-9+/]{43}=?"
 SOURCE_MISSING = ("fail", "skip")
 SOURCE_AFTER = ("keep", "delete", "archive")
+SOURCE_ON_ERROR = ("stop", "continue")
 EXPORT_INCLUDE = ("active", "all")
 # Import types that only add rows, and the modes that do that.
 ADDING_TYPES = ("unsubscriber-import", "bounce-import")
@@ -295,6 +296,23 @@ def definitions() -> Schema:
                 ],
             }
         ),
+        # A remote path whose folders hold no wildcard (*, ? or [); the file name may.
+        "source_path": {
+            "allOf": [
+                {"$ref": "#/$defs/remote_path"},
+                or_env(
+                    {
+                        "anyOf": [
+                            matching(
+                                r"^[^*?\[]*$|^[^*?\[]*/[^/]*$",
+                                "a path with wildcards (*, ? or [...]) in the file name only",
+                            ),
+                            {"type": "number"},
+                        ]
+                    }
+                ),
+            ]
+        },
         "server_ref": described(TEXT, "the name of a server under `servers`"),
         "one_character": or_env(
             {"type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ["\r", "\n"]}}
@@ -469,7 +487,7 @@ def source() -> Schema:
         mapping(
             {
                 "server": {"$ref": "#/$defs/server_ref"},
-                "path": {"$ref": "#/$defs/remote_path"},
+                "path": {"$ref": "#/$defs/source_path"},
                 "missing": described(
                     choice(SOURCE_MISSING), "no file: fail the run, or skip it", defaults["missing"]
                 ),
@@ -487,6 +505,11 @@ def source() -> Schema:
                 "verify": described(
                     {"$ref": "#/$defs/fingerprint"},
                     "require an OpenPGP signature by this key",
+                ),
+                "on_error": described(
+                    choice(SOURCE_ON_ERROR),
+                    "a pattern path: after a failed file, stop or go on with the next",
+                    defaults["on_error"],
                 ),
             },
             required=("server", "path"),

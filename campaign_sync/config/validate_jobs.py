@@ -258,7 +258,7 @@ class JobChecks(PgpChecks):
         src = self.mapping(
             spec["source"],
             skey,
-            ("server", "path", "missing", "after", "archive_dir") + SOURCE_PACKING_KEYS,
+            ("server", "path", "missing", "after", "archive_dir", "on_error") + SOURCE_PACKING_KEYS,
         )
         for required in ("server", "path"):
             if required not in src:
@@ -274,7 +274,7 @@ class JobChecks(PgpChecks):
         # Each key checked on its own (attempt), so validate reports all of them.
         return SourceConfig(
             server=self.attempt(lambda: self.server_ref(src["server"], f"{skey}.server", servers)),
-            path=self.attempt(lambda: self.remote_path(src["path"], f"{skey}.path")),
+            path=self.attempt(lambda: self.source_path(src["path"], f"{skey}.path")),
             missing=self.attempt(
                 lambda: self.string(
                     src.get("missing", "fail"), f"{skey}.missing", choices=("fail", "skip")
@@ -282,8 +282,25 @@ class JobChecks(PgpChecks):
             ),
             after=after,
             archive_dir=archive_dir,
+            on_error=self.attempt(
+                lambda: self.string(
+                    src.get("on_error", "stop"), f"{skey}.on_error", choices=("stop", "continue")
+                )
+            ),
             **self.source_packing(skey, src),
         )
+
+    def source_path(self, value: Any, key: str) -> str:
+        """A remote path whose file name may be a pattern; its folders may not."""
+        text = self.remote_path(value, key)
+        from ..core.name_patterns import name_pattern
+        from ..core.path_templates import render
+
+        try:
+            name_pattern(render(text, _SAMPLE_DATE))
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+        return text
 
     def columns(
         self, ckey: str, columns: Any, kind: str, header: bool | None

@@ -38,6 +38,7 @@ from types import FrameType
 class _State:
     raising = False  # inside an interruptible() block
     noted: list[str] = []  # signals that arrived outside one, not acted on yet
+    seen = 0  # signals handled so far, acted on or not
 
 
 _state = _State()
@@ -50,6 +51,7 @@ def install() -> None:
 
 
 def _handle(signum: int, _frame: FrameType | None) -> None:
+    _state.seen += 1
     if _state.raising:
         raise KeyboardInterrupt
     _state.noted.append(signal.Signals(signum).name)
@@ -68,6 +70,13 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         _state.raising = outer
+
+
+def seen() -> int:
+    """How many signals have arrived so far: a run of several files compares it after each
+    file, since a signal that ended one file's run (or came while its notice went out)
+    must stop the files after it too."""
+    return _state.seen
 
 
 def late() -> str | None:

@@ -3,6 +3,9 @@
 Every run is recorded and every failure becomes a failed run with a notice; the caller gets
 a RunResult whose `exit_code` is the documented one. Only the lock refusal (exit 75) and
 usage errors are raised instead: they change nothing and record nothing.
+
+An import whose source path is a pattern (`/import/newsletter_*.csv`) makes one run per new
+matching file, oldest first, all under the one job lock (see _run_pattern).
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..config.model import ENCRYPTED_SUFFIXES, Config, JobConfig
 from ..core import outputs, workdir
+from ..core.name_patterns import NamePattern, name_pattern, oldest_first
 from ..core.path_templates import render
 from ..core.schedule import zone
 from ..errors import (
@@ -45,7 +49,7 @@ from . import interrupts
 if TYPE_CHECKING:
     from ..imports.common import Rejects
 from ..transfer import open_transfer
-from ..transfer.base import Progress
+from ..transfer.base import Progress, RemoteFile
 from ..transfer.progress import Tick
 
 log = logging.getLogger("campaign_sync")
@@ -68,6 +72,14 @@ class RunContext:
     options: RunOptions
     store: Store
     result: RunResult
+    # One file of a pattern source: the run is recorded only once it has something to
+    # record (a file to import, or a failure). A file already imported is `dropped`: passed
+    # over without a run, a notice or a line of output of its own.
+    deferred: bool = False
+    dropped: bool = False
+    already: int | None = None  # the run that imported the dropped file
+    later: int = 0  # matching files after this one, which a failure may leave waiting
+    clock: float = field(default_factory=time.monotonic)
 
     @property
     def conn(self) -> Any:
@@ -79,9 +91,7 @@ class RunContext:
 
     @property
     def day(self) -> datetime.date:
-        if self.options.date:
-            return self.options.date
-        return datetime.datetime.now(zone(self.config.timezone)).date()
+        return _day(self.config, self.options)
 
     def progress(self, label: str) -> AbstractContextManager[Progress | None]:
         from ..transfer.progress import transfer_progress
@@ -97,8 +107,22 @@ class RunContext:
         return work_progress(label, unit, total=total, size=size, enabled=self.options.progress)
 
 
+def _day(config: Config, options: RunOptions) -> datetime.date:
+    """The day the job's path templates are rendered for."""
+    if options.date:
+        return options.date
+    return datetime.datetime.now(zone(config.timezone)).date()
+
+
 def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunResult:
-    """Run job `name` as the command `kind` (import, export, dispatch) asked for."""
+    """Run job `name` as the command `kind` (import, export, dispatch) asked for; its run,
+    or the last of several (a pattern source: see run_runs)."""
+    return run_runs(config, name, kind, options)[-1]
+
+
+def run_runs(config: Config, name: str, kind: str, options: RunOptions) -> list[RunResult]:
+    """Run job `name` as the command `kind` asked for: its runs in order, one unless the job
+    imports a pattern source and found several new files."""
     job = config.job(name)
     if job.kind != kind:
         raise UsageError(
@@ -117,7 +141,7 @@ def run_job(config: Config, name: str, kind: str, options: RunOptions) -> RunRes
             store = open_store(location, schema=config.store_schema)
         try:
             with store.job_lock(config.work_dir, name):
-                return _run_locked(config, job, options, store)
+                return _runs_locked(config, job, options, store)
         finally:
             store.close()  # outside interruptible(): a signal here is only noted
 
@@ -171,31 +195,64 @@ def _check_output(output: Path) -> None:
 
 
 def _run_locked(config: Config, job: JobConfig, options: RunOptions, store: Store) -> RunResult:
+    """The job's run (the last of several) with its lock held by the caller."""
+    return _runs_locked(config, job, options, store)[-1]
+
+
+def _runs_locked(
+    config: Config, job: JobConfig, options: RunOptions, store: Store
+) -> list[RunResult]:
     runs = store.sql("runs")
+    pattern = _pattern(config, job, options)
     try:
         with interrupts.interruptible():
             runs.mark_interrupted(store.conn, job.name)  # we hold the lock: running rows are dead
-            started = store.now()
-            result = RunResult(
-                job=job.name, job_type=job.type, started=started, dry_run=options.dry_run
-            )
-            if not options.dry_run:
-                result.run_id = runs.start(store.conn, job.name, job.type, started)
+            ctx = _begin(config, job, options, store, deferred=pattern is not None)
     except store.errors as exc:  # locked past the busy timeout, read-only, disk full
         raise store.failure("cannot record the run in the store", exc) from None
     if workdir.clear_staging(config.work_dir, job.name):
         log.info("%s: removed staging files left by an interrupted run", job.name)
-    ctx = RunContext(config, job, options, store, result)
-    clock = time.monotonic()
-    log.info("%s: started%s", job.name, _run_label(result))
+    if pattern is not None:
+        return _run_pattern(ctx, pattern)
+    return [_execute(ctx, _work)]
+
+
+def _pattern(config: Config, job: JobConfig, options: RunOptions) -> NamePattern | None:
+    """The pattern of an import's source path for the run's day; None for one file."""
+    if job.source is None or job.kind != "import" or options.file is not None:
+        return None
+    return name_pattern(render(job.source.path, _day(config, options)))
+
+
+def _begin(
+    config: Config, job: JobConfig, options: RunOptions, store: Store, *, deferred: bool = False
+) -> RunContext:
+    """A new run: its result and, unless it is deferred or a dry run, its `running` record."""
+    started = store.now()
+    result = RunResult(job=job.name, job_type=job.type, started=started, dry_run=options.dry_run)
+    if not options.dry_run and not deferred:
+        result.run_id = store.sql("runs").start(store.conn, job.name, job.type, started)
+    return RunContext(config, job, options, store, result, deferred=deferred)
+
+
+def _work(ctx: RunContext) -> None:
+    if ctx.job.kind == "import":
+        _import(ctx)
+    elif ctx.job.kind == "export":
+        _export(ctx)
+    else:
+        _dispatch(ctx)
+
+
+def _execute(ctx: RunContext, work: Callable[[RunContext], None]) -> RunResult:
+    """Do the run's work and turn its outcome into the recorded, notified result."""
+    result, store = ctx.result, ctx.store
+    log.info("%s: started%s", ctx.job.name, _run_label(result))
     try:
         with interrupts.interruptible():  # windows 2 and 4 of interrupts.py
-            if job.kind == "import":
-                _import(ctx)
-            elif job.kind == "export":
-                _export(ctx)
-            else:
-                _dispatch(ctx)
+            work(ctx)
+        if ctx.dropped:
+            return result  # no run of its own: nothing to record or notify
     except CampaignSyncError as exc:
         _fail(result, str(exc), exc.exit_code)
     except OSError as exc:
@@ -215,9 +272,9 @@ def _run_locked(config: Config, job: JobConfig, options: RunOptions, store: Stor
     except BaseException as exc:
         # A bug: record it, then let it propagate with its traceback.
         _fail(result, f"internal error: {exc!r}", EXIT_FAILED)
-        _close(ctx, clock)
+        _close(ctx)
         raise
-    _close(ctx, clock)
+    _close(ctx)
     return result
 
 
@@ -270,13 +327,16 @@ def _now(store: Store) -> str:
         return _host_now()
 
 
-def _close(ctx: RunContext, clock: float) -> None:
+def _close(ctx: RunContext) -> None:
     """Record the outcome (unless the data transaction already did) and send notices."""
     result = ctx.result
+    left = _left_waiting(ctx)
+    if left:
+        result.warnings.append(left)
     _scrub(ctx.config, result)
     if result.finished is None:
         result.finished = _now(ctx.store)
-        result.duration_seconds = round(time.monotonic() - clock, 3)
+        result.duration_seconds = round(time.monotonic() - ctx.clock, 3)
         _record(ctx)
     warned = len(result.warnings)
     if not _notify(ctx.config, ctx.job, result):
@@ -314,7 +374,9 @@ def _notify(config: Config, job: JobConfig, result: RunResult) -> bool:
 
 
 def _run_label(result: RunResult) -> str:
-    return " (dry run)" if result.dry_run else f" (run {result.run_id})"
+    if result.dry_run:
+        return " (dry run)"
+    return f" (run {result.run_id})" if result.run_id is not None else ""
 
 
 def _summary(result: RunResult) -> str:
@@ -328,7 +390,7 @@ def _record(ctx: RunContext) -> None:
     """Write the run's outcome. When the store refuses even that (the disk is still full),
     the run says so; its `running` row is then marked by the next run."""
     result = ctx.result
-    if result.run_id is None:
+    if result.run_id is None and not (ctx.deferred and not result.dry_run):
         return
     try:
         _write_finish(ctx)
@@ -348,8 +410,17 @@ def _record(ctx: RunContext) -> None:
 
 
 def _write_finish(ctx: RunContext) -> None:
+    _record_start(ctx)
     with ctx.store.transaction():
         ctx.runs.finish(ctx.conn, ctx.result)
+
+
+def _record_start(ctx: RunContext) -> None:
+    """Give a deferred run its `running` record (before it changes anything, or as it ends)."""
+    result = ctx.result
+    if ctx.deferred and result.run_id is None and not result.dry_run:
+        started = result.started or ctx.store.now()
+        result.run_id = ctx.runs.start(ctx.conn, ctx.job.name, ctx.job.type, started)
 
 
 def _scrub(config: Config, result: RunResult) -> None:
@@ -377,7 +448,9 @@ def _finish_in_transaction(ctx: RunContext, status: str) -> None:
 # --------------------------------------------------------------------------- import
 
 
-def _import(ctx: RunContext) -> None:
+def _import(ctx: RunContext, matched: str | None = None) -> None:
+    """Import --file, the source path rendered for the day, or `matched` (one file of a
+    pattern source, which is dropped when it turns out to be no new file)."""
     job, options, result = ctx.job, ctx.options, ctx.result
     staged: Path | None = None
     remote: str | None = None
@@ -386,7 +459,7 @@ def _import(ctx: RunContext) -> None:
             path, label = options.file, str(options.file)
         else:
             assert job.source is not None, "validated: an import without --file has a source"
-            remote = render(job.source.path, ctx.day)
+            remote = matched or render(job.source.path, ctx.day)
             staged = workdir.staging_file(ctx.config.work_dir, job.name, _suffix(remote))
             try:
                 _fetch(ctx, remote, staged)
@@ -394,6 +467,8 @@ def _import(ctx: RunContext) -> None:
                 if job.source.missing == "skip":
                     result.status = "skipped"
                     result.message = f"{exc} (missing: skip)"
+                    # A match gone since the listing: as if it had not matched.
+                    ctx.dropped = matched is not None
                     return
                 raise
             path, label = staged, remote
@@ -407,12 +482,133 @@ def _import(ctx: RunContext) -> None:
             )
             if remote and not options.dry_run:
                 _after(ctx, remote)  # an earlier run may have died before archiving it
+            if matched is not None:
+                ctx.dropped, ctx.already = True, previous
+                log.info("%s: %s", job.name, result.message)
             return
+        _record_start(ctx)
         _merge_file(ctx, path, label)
         if remote and not options.dry_run:
             _after(ctx, remote)
     finally:
         workdir.remove_quietly(staged)
+
+
+def _run_pattern(first: RunContext, pattern: NamePattern) -> list[RunResult]:
+    """Import each new file matching `pattern`, oldest first, each as its own run.
+
+    `first` lists the folder. When the listing fails, when nothing matches, or when every
+    match was imported before, `first` is the one run recorded (failed, missing or skipped);
+    otherwise it is dropped and each new file gets a run of its own, recorded, notified and
+    after-actioned on its own. A failed file stops the rest (they wait for the next run)
+    unless `on_error: continue`; a signal always stops them.
+    """
+    listed: list[RemoteFile] = []
+    _execute(first, lambda ctx: listed.extend(_matches(ctx, pattern)))
+    if not first.dropped:
+        return [first.result]  # the listing failed, or nothing matched
+    results: list[RunResult] = []
+    last: RunContext | None = None
+    passed: list[int] = []  # runs that imported the matches passed over
+    carried: list[str] = []  # warnings about those (a failed after-action)
+    signals = interrupts.seen()
+    for position, file in enumerate(listed):
+        try:
+            ctx = _begin(first.config, first.job, first.options, first.store, deferred=True)
+        except first.store.errors as exc:
+            carried.append(f"{first.store.failure('cannot start the next run', exc)}")
+            break
+        ctx.later = len(listed) - position - 1
+        remote = pattern.path(file.name)
+        _execute(ctx, lambda c: _import(c, remote))  # noqa: B023 - called before the next turn
+        if ctx.dropped:
+            carried += ctx.result.warnings
+            if ctx.already is not None:
+                passed.append(ctx.already)
+            continue
+        results.append(ctx.result)
+        last = ctx
+        if interrupts.seen() != signals and ctx.later and not _stops(ctx):
+            # Came while the run's notice went out or after it: the rest must wait too.
+            carried.append(f"stopped by a signal: {_waiting(ctx.later)}")
+        if interrupts.seen() != signals or _stops(ctx):
+            break
+    if last is None:
+        _nothing_new(first, pattern, passed, carried)
+        return [first.result]
+    if carried:  # about files passed over after the last run: kept with it
+        last.result.warnings += carried
+        _scrub(last.config, last.result)
+        _record(last)
+    return results
+
+
+def exit_code(results: list[RunResult]) -> int:
+    """The exit code of a command's runs: that of the first run that did not succeed or
+    skip (1 for a failed or interrupted run, 3 for a missing source), else 0."""
+    return next((result.exit_code for result in results if result.exit_code), 0)
+
+
+def _stops(ctx: RunContext) -> bool:
+    """Whether this run's outcome leaves the files after it for the next run."""
+    assert ctx.job.source is not None
+    if ctx.result.status == "interrupted":
+        return True
+    return ctx.result.status == "failed" and ctx.job.source.on_error == "stop"
+
+
+def _waiting(count: int) -> str:
+    files = "file matches" if count == 1 else "files match"
+    return f"{count} more {files} the pattern; left for the next run"
+
+
+def _left_waiting(ctx: RunContext) -> str | None:
+    """The warning of a failed file's run that leaves the matches after it waiting."""
+    if ctx.later and _stops(ctx):
+        return _waiting(ctx.later)
+    return None
+
+
+def _matches(ctx: RunContext, pattern: NamePattern) -> list[RemoteFile]:
+    """The files matching `pattern`, oldest first; none makes this run missing or skipped."""
+    source = ctx.job.source
+    assert source is not None
+    server = ctx.config.servers[source.server]
+    why = ""
+    try:
+        with open_transfer(server) as transfer:
+            files = transfer.list_files(pattern.folder)
+    except SourceMissing as exc:
+        files, why = [], f": {exc}"
+    found = oldest_first(file for file in files if pattern.matches(file.name))
+    log.info("%s: %d of %d files match %s", ctx.job.name, len(found), len(files), pattern)
+    if found:
+        ctx.dropped = True
+        return found
+    problem = f"no file matches {pattern} on server '{server.name}'{why}"
+    if source.missing == "fail":
+        raise SourceMissing(problem)
+    ctx.result.status = "skipped"
+    ctx.result.message = f"{problem} (missing: skip)"
+    return []
+
+
+def _nothing_new(
+    first: RunContext, pattern: NamePattern, passed: list[int], carried: list[str]
+) -> None:
+    """Close the listing's run as the skipped run of a pattern without a new file."""
+    result = first.result
+    result.status = "skipped"
+    runs = ", ".join(str(run) for run in sorted(set(passed)))
+    result.message = (
+        f"no new file: every file matching {pattern} was already imported (by run "
+        f"{runs}); use --force to import them again"
+        if passed
+        else f"no new file matches {pattern}"
+    )
+    result.warnings += carried
+    first.dropped = False
+    _close(first)
 
 
 def _suffix(remote: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -57,10 +58,36 @@ def no_archive_name(path: str, archive_dir: str) -> str:
     return f"cannot archive {path}: {ARCHIVE_NAMES} files of that name are already in {archive_dir}"
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """A regular file a folder listing found."""
+
+    name: str  # its name in the folder, never a path
+    size: int
+    # Whole seconds since the epoch: all an SFTP (version 3) server reports, so every kind
+    # of server orders files alike.
+    mtime: int
+
+
+def plain_name(name: str) -> bool:
+    """Whether a name a server listed is one entry of the folder: no path, nothing odd.
+
+    A hostile server could answer a listing with `../x` or `a/b`; such a name is passed over
+    (it is only ever used to build the remote path fetched, never a local one).
+    """
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
+
+
 class Transfer:
     """One connection to one server. Use as a context manager; every path closes it."""
 
     server: ServerConfig
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        """The regular files directly in `folder` (`""`: the login or root folder), in no
+        particular order: no folders, no symbolic links, nothing else. SourceMissing when
+        there is no such folder."""
+        raise NotImplementedError
 
     def size(self, path: str) -> int | None:
         """The size of a remote file, or None if there is none."""

@@ -15,7 +15,14 @@ from typing import BinaryIO
 
 from ..config.model import ServerConfig
 from ..errors import CampaignSyncError, SourceMissing, TransferError
-from .base import TEMP_PREFIX, Progress, Transfer, archive_names, no_archive_name
+from .base import (
+    TEMP_PREFIX,
+    Progress,
+    RemoteFile,
+    Transfer,
+    archive_names,
+    no_archive_name,
+)
 
 
 class LocalTransfer(Transfer):
@@ -39,6 +46,27 @@ class LocalTransfer(Transfer):
         assert server.path is not None
         self.server = server
         self.root = Path(server.path)
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        # The folder is reached like any other (no link on the way); its entries are looked
+        # at without following links, so a link planted there is neither listed nor read.
+        parts = self._parts(folder, folder=True)
+        shown = folder or "/"
+        try:
+            with self._folder(parts, "list", shown) as fd, os.scandir(fd) as entries:
+                found = []
+                for entry in entries:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed while we looked
+                    if stat.S_ISREG(info.st_mode):
+                        found.append(RemoteFile(entry.name, info.st_size, int(info.st_mtime)))
+                return found
+        except SourceMissing:
+            raise SourceMissing(f"no folder {shown} on server '{self.server.name}'") from None
+        except OSError as exc:
+            raise self._failure("list", shown, _problem(exc)) from None
 
     def size(self, path: str) -> int | None:
         parts = self._parts(path)

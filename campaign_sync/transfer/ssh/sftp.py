@@ -15,7 +15,7 @@ import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, int64
 
 from ...errors import SourceMissing, TransferError
-from ..base import Progress, no_archive_name
+from ..base import Progress, RemoteFile, no_archive_name, plain_name
 from .session import CHUNK, MAX_PACKET_SIZE, WINDOW_SIZE, ConnectionLost
 
 # Bytes of SFTP reads in flight: enough to cover the round trip, yet well inside our 16 MiB
@@ -82,6 +82,28 @@ class SftpChannel:
             return None
         _not_a_file(attributes.st_mode)
         return attributes.st_size
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        where = sftp_path(folder) or "."
+        try:
+            entries = self.client().listdir_attr(where)
+        except OSError:
+            # OpenSSH says "no such file" for a file named as the folder, too: look.
+            try:
+                mode = self.client().stat(where).st_mode
+            except FileNotFoundError:
+                raise SourceMissing(f"no folder {folder or '.'}") from None
+            if mode is not None and not stat.S_ISDIR(mode):
+                raise TransferError(f"{folder} is not a folder") from None
+            raise
+        # OpenSSH reports each entry as lstat sees it: a link is a link, never its target.
+        return [
+            RemoteFile(entry.filename, entry.st_size or 0, int(entry.st_mtime or 0))
+            for entry in entries
+            if entry.st_mode is not None
+            and stat.S_ISREG(entry.st_mode)
+            and plain_name(entry.filename)
+        ]
 
     def fetch(self, path: str, sink: BinaryIO, progress: Progress | None) -> int:
         sftp = self.client()

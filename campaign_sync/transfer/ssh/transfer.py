@@ -39,7 +39,8 @@ import paramiko
 
 from ...config.model import ServerConfig
 from ...errors import CampaignSyncError, HostKeyError, SourceMissing, TransferError
-from ..base import Progress, Transfer, archive_names, no_archive_name, temp_name
+from ..base import Progress, RemoteFile, Transfer, archive_names, no_archive_name, temp_name
+from .listing import listing_command, parse_listing
 from .scp import Scp, scp_fetch, scp_put
 from .session import (
     AuthenticationFailed,
@@ -127,6 +128,16 @@ class SshTransfer(Transfer):
         self.sleep: Callable[[float], None] = time.sleep
 
     # -- the Transfer interface -------------------------------------------------------
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        shown = folder or "."
+        try:
+            if self.server.protocol == "sftp":
+                return self._retrying(f"list {shown}", lambda: self._sftp.list_files(folder))
+            out = self._retrying(f"list {shown}", lambda: self._run(listing_command(folder)))
+            return self._retrying(f"list {shown}", lambda: parse_listing(out, folder))
+        except SourceMissing:
+            raise SourceMissing(f"no folder {shown} on {self.session.where()}") from None
 
     def size(self, path: str) -> int | None:
         if self.server.protocol == "sftp":
