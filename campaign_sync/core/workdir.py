@@ -21,11 +21,19 @@ import tempfile
 from pathlib import Path
 
 from ..errors import CampaignSyncError
+from .private import make_private_folders
+
+REJECTS = "rejects"  # the folder of rejects files, in work_dir
+
+
+def private_folder(work_dir: Path, name: str) -> Path:
+    """`work_dir/name` (`locks`, …), checked and made as the docstring above says."""
+    return _private_dir(work_dir, name)
 
 
 def _private_dir(work_dir: Path, *names: str) -> Path:
     """`work_dir/names...`, each level checked (and made, 0700) as the docstring above says."""
-    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_folders(work_dir)  # and any folder above it that is missing, 0700 too
     _check_unshared(work_dir)
     path = work_dir
     for name in names:

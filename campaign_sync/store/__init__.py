@@ -8,13 +8,13 @@ the same store wait for each other instead of failing. The schema is versioned w
 from __future__ import annotations
 
 import datetime
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..core.private import create_private_file, make_private_folders
 from ..errors import ConfigError, StoreError, StoreNotCreated, StoreUnusable
 
 BUSY_TIMEOUT_MS = 60_000
@@ -193,7 +193,7 @@ def connect(location: str, *, create: bool = True) -> sqlite3.Connection:
             f"store {path} does not exist yet (it is created by the first run)"
         )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folders(path.parent)  # every folder made for it 0700, as the file
         _create_private(path)
     except OSError as exc:
         raise ConfigError(
@@ -276,10 +276,8 @@ def failure(doing: str, location: str | Path, exc: sqlite3.Error) -> StoreError:
 def _create_private(path: Path) -> None:
     """Make a new store file readable by its owner only, whatever the umask: it holds the
     partners' recipients. SQLite gives its -wal and -shm files the same mode."""
-    if str(path) == ":memory:":
-        return
-    with suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    if str(path) != ":memory:":
+        create_private_file(path)
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

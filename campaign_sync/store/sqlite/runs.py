@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ... import store
+from ...core import workdir
 from ...errors import ConfigError, JobLocked
 from ...result import RunResult
 from ..runs import DEAD_RUN_ERROR, FINISH_COLUMNS, as_record, finish_values, seen_dead
+
+# The lock file is opened again by every run: created 0600 when missing, never via a link.
+_LOCK_FILE = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextmanager
@@ -32,9 +36,10 @@ def job_lock(work_dir: Path, job: str) -> Iterator[None]:
     """
     lock_dir = work_dir / "locks"
     try:
-        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # private when we make it
-        lock_dir.mkdir(exist_ok=True, mode=0o700)
-        fd = os.open(lock_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # A private folder of our own (made 0700, a planted link refused), so no one else
+        # can put a name where the lock file is opened.
+        lock_dir = workdir.private_folder(work_dir, "locks")
+        fd = os.open(lock_dir / f"{job}.lock", _LOCK_FILE, 0o600)
     except OSError as exc:
         raise ConfigError(
             f"cannot use {lock_dir}: {exc.strerror}; set `work_dir` to a folder this user "
