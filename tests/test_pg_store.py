@@ -279,8 +279,9 @@ def test_default_change_time_has_the_stores_text_form(store: psycopg.Connection[
 
 
 def test_migrate_twice_is_a_no_op(store: psycopg.Connection[Any], pg_schema: PgSchema):
-    assert schema.migrate(store, pg_schema.url, pg_schema.name) == 5
-    assert store.execute("SELECT version FROM schema_version").fetchall() == [(5,)]
+    assert schema.migrate(store, pg_schema.url, pg_schema.name) == schema.SCHEMA_VERSION
+    steps = [(version,) for version in sorted(schema.MIGRATIONS)]
+    assert store.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == steps
 
 
 def test_missing_schema_is_one_line(pg_schema: PgSchema):
@@ -297,19 +298,21 @@ def test_missing_schema_is_one_line(pg_schema: PgSchema):
 def test_newer_store_is_refused_with_sqlites_wording(
     store: psycopg.Connection[Any], pg_schema: PgSchema, tmp_path: Path
 ):
-    store.execute("INSERT INTO schema_version VALUES (6, 'later')")
+    newer = schema.SCHEMA_VERSION + 1
+    store.execute("INSERT INTO schema_version VALUES (%s, 'later')", (newer,))
     with pytest.raises(StoreUnusable) as caught:
         schema.migrate(store, pg_schema.url, pg_schema.name)
     where = f"{connection.display(pg_schema.url)} (schema {pg_schema.name})"
     assert str(caught.value) == (
-        f"store {where} has schema version 6, newer than this campaign-sync understands (5); "
+        f"store {where} has schema version {newer}, newer than this campaign-sync understands "
+        f"({schema.SCHEMA_VERSION}); "
         "upgrade campaign-sync"
     )
     # SQLite's refusal, word for word apart from the store's name.
     lite_path = tmp_path / "store.db"
     sqlite_store.connect(str(lite_path)).close()
     with sqlite3.connect(lite_path) as lite:
-        lite.execute("PRAGMA user_version = 6")
+        lite.execute(f"PRAGMA user_version = {newer}")
     with pytest.raises(StoreUnusable) as lite_caught:
         sqlite_store.connect(str(lite_path))
     assert str(lite_caught.value) == str(caught.value).replace(where, str(lite_path))
@@ -337,13 +340,14 @@ def test_two_processes_migrating_at_once_make_one_store(pg_schema: PgSchema):
         gate.commit()
     results = [host.communicate(timeout=WAIT) for host in hosts]
     assert [host.returncode for host in hosts] == [0, 0], results
-    assert [out for out, _ in results] == ["5\n", "5\n"]
+    assert [out for out, _ in results] == [f"{schema.SCHEMA_VERSION}\n"] * 2
+    steps = [(version,) for version in sorted(schema.MIGRATIONS)]
     with connection.connect(pg_schema.url, pg_schema.name) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(5,)]
+        assert conn.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == steps
         (tables,) = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (pg_schema.name,)
         ).fetchone() or (0,)
-    assert tables == 10
+    assert tables == 11  # every table of the store, meta and schema_version included
 
 
 # -- job locks ------------------------------------------------------------------------------

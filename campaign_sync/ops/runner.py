@@ -479,6 +479,15 @@ def _merge_file(ctx: RunContext, path: Path, label: str) -> None:
             store.rollback()
             return
         _finish_in_transaction(ctx, "succeeded")
+        if result.run_id is not None and result.file is not None:
+            # Kept for good, unlike the run's record: the file is never imported again.
+            ctx.runs.remember_import(
+                ctx.conn,
+                job.name,
+                result.file.sha256,
+                result.run_id,
+                result.finished or store.now(),
+            )
     except LimitExceeded:
         store.rollback()
         if merge_ctx.counts is not None:  # what would have been applied, for the operator

@@ -164,6 +164,24 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # v5: addresses and patterns stored with an A-label domain (xn--…) take the Unicode form
     # imports now give them, merged with that form's rows where both exist.
     _decode_a_labels,
+    # v6: the checksums of imported files in a table of their own, kept for good: run records
+    # are pruned after `retention.runs`, and a file must never be imported twice however old
+    # its run (a pattern source with `after: keep` sees the same files every day). Filled
+    # from the runs so far. An index on runs' start, which retention prunes by.
+    """
+    CREATE TABLE imported_files (
+        job TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        run_id INTEGER NOT NULL,                     -- the newest run that imported it
+        imported_at TEXT NOT NULL,
+        PRIMARY KEY (job, sha256)
+    ) WITHOUT ROWID;
+    INSERT INTO imported_files (job, sha256, run_id, imported_at)
+        SELECT job, file_sha256, max(id), max(coalesce(finished, started)) FROM runs
+        WHERE status = 'succeeded' AND file_sha256 IS NOT NULL AND type LIKE '%-import'
+        GROUP BY job, file_sha256;
+    CREATE INDEX runs_by_start ON runs (started);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

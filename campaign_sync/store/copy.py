@@ -59,6 +59,7 @@ CLOCK_COLUMNS: dict[str, tuple[str, ...]] = {
     "jobs": ("first_seen",),
     "runs": ("started", "finished", "watermark"),
     "sends": ("created_at", "updated_at"),
+    "imported_files": ("imported_at",),
 }
 CLOCK_FLOOR_KEY = "clock_floor"
 COPIED_AT_KEY = "copied_at"

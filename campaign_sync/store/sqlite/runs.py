@@ -136,13 +136,23 @@ def first_seen(conn: sqlite3.Connection, job: str) -> str | None:
 
 
 def already_imported(conn: sqlite3.Connection, job: str, sha256: str) -> int | None:
-    """The id of a successful run of `job` that imported a file with this checksum."""
+    """The id of the newest run of `job` that imported a file with this checksum (its
+    record may have been pruned since; the checksum never is)."""
     row = conn.execute(
-        "SELECT id FROM runs WHERE job = ? AND file_sha256 = ? AND status = 'succeeded' "
-        "ORDER BY id DESC LIMIT 1",
-        (job, sha256),
+        "SELECT run_id FROM imported_files WHERE job = ? AND sha256 = ?", (job, sha256)
     ).fetchone()
     return int(row[0]) if row else None
+
+
+def remember_import(conn: sqlite3.Connection, job: str, sha256: str, run_id: int, at: str) -> None:
+    """Note that run `run_id` imported a file with this checksum; in the caller's
+    transaction, the one that commits the import."""
+    conn.execute(
+        "INSERT INTO imported_files (job, sha256, run_id, imported_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (job, sha256) DO UPDATE SET run_id = excluded.run_id, "
+        "imported_at = excluded.imported_at",
+        (job, sha256, run_id, at),
+    )
 
 
 def last_success(conn: sqlite3.Connection, job: str) -> dict[str, Any] | None:
