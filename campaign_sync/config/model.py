@@ -109,6 +109,15 @@ class BounceLimits:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How many days run records and rejects files are kept (see docs/configuration.md for
+    why these defaults: a year of history plus a month, and one monthly job's cycle)."""
+
+    runs_days: int = 400
+    rejects_days: int = 30
+
+
+@dataclass(frozen=True)
 class CsvFormat:
     delimiter: str = ","
     quotechar: str = '"'
@@ -195,6 +204,7 @@ class Config:
     bounces: BounceLimits
     jobs: dict[str, JobConfig]
     store_schema: str = "public"  # a PostgreSQL store's schema
+    retention: Retention = field(default_factory=Retention)
 
     def job(self, name: str) -> JobConfig:
         try:

@@ -26,7 +26,14 @@ from typing import Any
 
 from ..core.schedule import GRAMMAR, WEEKDAYS
 from .apprise_urls import _SCHEME as APPRISE_SCHEME
-from .checks import BOUNCE_LIMIT_RANGE, MAX_LIMIT_COUNT, RATE_RANGE, TIMEOUT_RANGE
+from .checks import (
+    BOUNCE_LIMIT_RANGE,
+    DAYS,
+    MAX_LIMIT_COUNT,
+    RATE_RANGE,
+    RETENTION_DAYS_RANGE,
+    TIMEOUT_RANGE,
+)
 from .load import _ENV_REF as ENV_REFERENCE
 from .model import (
     BOUNCE_TYPES,
@@ -46,6 +53,7 @@ from .model import (
     CsvFormat,
     JobConfig,
     NotifyConfig,
+    Retention,
     ServerConfig,
     SmtpConfig,
     SourceConfig,
@@ -408,6 +416,26 @@ def bounces() -> Schema:
     )
 
 
+def retention() -> Schema:
+    defaults = _defaults(Retention)
+    low, high = RETENTION_DAYS_RANGE
+    days = or_env(matching(f"^{DAYS.pattern}$", f"a number of days like 30d, {low}d to {high}d"))
+    return mapping(
+        {
+            "runs": described(
+                days,
+                "how long run records are kept (a job's newest and its last successful run "
+                "always stay)",
+                f"{defaults['runs_days']}d",
+            ),
+            "rejects": described(
+                days, "how long rejects files are kept", f"{defaults['rejects_days']}d"
+            ),
+        },
+        description="how long run records and rejects files (personal data) are kept",
+    )
+
+
 def csv_format(*, imports: bool) -> Schema:
     defaults = _defaults(CsvFormat)
     one_character = {"$ref": "#/$defs/one_character"}
@@ -724,6 +752,7 @@ def top_level() -> dict[str, Schema]:
         "smtp": nullable({"$ref": "#/$defs/smtp"}),
         "notify": nullable({"$ref": "#/$defs/notify"}),
         "bounces": nullable({"$ref": "#/$defs/bounces"}),
+        "retention": nullable({"$ref": "#/$defs/retention"}),
         "jobs": _names({"$ref": "#/$defs/job"}, "jobs by name"),
     }
     return keyed(TOP_LEVEL_KEYS, properties)
@@ -737,6 +766,7 @@ def config_schema() -> Schema:
         "smtp": smtp(),
         "notify": notify(),
         "bounces": bounces(),
+        "retention": retention(),
         "job": job(),
         "job_notify": job_notify(),
         "source": source(),

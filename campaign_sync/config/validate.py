@@ -19,6 +19,7 @@ from .model import (
     Config,
     JobConfig,
     NotifyConfig,
+    Retention,
     ServerConfig,
     SmtpConfig,
 )
@@ -35,6 +36,7 @@ TOP_LEVEL_KEYS = (
     "smtp",
     "notify",
     "bounces",
+    "retention",
     "jobs",
 )
 SMTP_KEYS = (
@@ -100,6 +102,7 @@ class Validator(ServerChecks, JobChecks):
             store_schema=self.attempt(
                 lambda: self.store_schema(top.get("store_schema"), top.get("store")), "public"
             ),
+            retention=self.attempt(lambda: self.retention(top.get("retention")), Retention()),
         )
 
     def store(self, value: Any) -> str:
@@ -215,6 +218,15 @@ class Validator(ServerChecks, JobChecks):
             hard_limit=self.bounce_limit(spec.get("hard_limit", 3), "bounces.hard_limit"),
             soft_limit=self.bounce_limit(spec.get("soft_limit", 10), "bounces.soft_limit"),
         )
+
+    def retention(self, raw: Any) -> Retention:
+        spec = self.mapping(raw, "retention", ("runs", "rejects"))
+        values: dict[str, Any] = {}
+        # Each key on its own, so `validate` reports both when both are wrong.
+        for key, name in (("runs", "runs_days"), ("rejects", "rejects_days")):
+            if key in spec:
+                self.settle(values, name, lambda k=key: self.days(spec[k], f"retention.{k}"))
+        return Retention(**values)
 
 
 def _check_timezone(name: str, error: ConfigError) -> None:

@@ -215,7 +215,37 @@ def _run_locked(config: Config, job: JobConfig, options: RunOptions, store: Stor
         _close(ctx, clock)
         raise
     _close(ctx, clock)
+    _apply_retention(ctx)
     return result
+
+
+def _apply_retention(ctx: RunContext) -> None:
+    """Prune what `retention` lets go, after every recorded run. A failure is a warning
+    kept with the run: it never fails the run or changes its exit code."""
+    if ctx.options.dry_run or ctx.result.run_id is None:
+        return  # a dry run changes nothing; an unrecorded one had no usable store
+    from .retention import prune
+
+    try:
+        report = prune(ctx.config, ctx.store, dry_run=False)
+    except CampaignSyncError as exc:
+        problem = str(exc)
+    except OSError as exc:
+        problem = _os_error(exc)
+    except ctx.store.errors as exc:
+        ctx.store.rollback()
+        problem = str(ctx.store.failure("cannot prune the run records of", exc))
+    else:
+        if report.removed_anything:
+            log.info("retention: %s", report.summary())
+        return
+    ctx.result.warnings.append(
+        f"retention: pruning failed, the run itself stands: {one_line(problem)} "
+        "(`campaign-sync prune` tries again)"
+    )
+    log.warning("%s", ctx.result.warnings[-1])
+    _scrub(ctx.config, ctx.result)
+    _record(ctx)
 
 
 def _interrupted(ctx: RunContext) -> None:

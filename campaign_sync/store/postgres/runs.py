@@ -13,12 +13,22 @@ import socket
 from typing import Any
 
 from ...result import RunResult
-from ..runs import DEAD_RUN_ERROR, FINISH_COLUMNS, as_record, finish_values, seen_dead
+from ..runs import (
+    DEAD_RUN_ERROR,
+    FINISH_COLUMNS,
+    PRUNABLE,
+    as_record,
+    finish_values,
+    prunable_per_job,
+    seen_dead,
+)
 from . import NOW_SQL
 from .connection import driver
 from .locks import DEAD_RUNNING_RUNS_HERE
 
 Connection = Any  # psycopg.Connection, imported lazily
+
+_PRUNABLE = PRUNABLE.format(p="%s")
 
 
 def start(conn: Connection, job: str, job_type: str, started: str) -> int:
@@ -96,6 +106,24 @@ def remember_import(conn: Connection, job: str, sha256: str, run_id: int, at: st
         "imported_at = excluded.imported_at",
         (job, sha256, run_id, at),
     )
+
+
+def prunable(conn: Connection, before: str) -> dict[str, int]:
+    """Per job, how many run records retention would remove (see runs.PRUNABLE)."""
+    return prunable_per_job(conn, _PRUNABLE, before)
+
+
+def prune(conn: Connection, before: str) -> dict[str, int]:
+    """Remove the run records retention lets go; per job, how many went (one transaction:
+    the counts are those of the rows deleted)."""
+    if not prunable(conn, before):
+        return {}
+    with conn.transaction():
+        rows = conn.execute(f"DELETE FROM runs WHERE {_PRUNABLE} RETURNING job", (before,))
+        removed: dict[str, int] = {}
+        for (job,) in rows.fetchall():
+            removed[str(job)] = removed.get(str(job), 0) + 1
+    return dict(sorted(removed.items()))
 
 
 def last_success(conn: Connection, job: str) -> dict[str, Any] | None:

@@ -21,8 +21,17 @@ from ... import store
 from ...core import workdir
 from ...errors import ConfigError, JobLocked
 from ...result import RunResult
-from ..runs import DEAD_RUN_ERROR, FINISH_COLUMNS, as_record, finish_values, seen_dead
+from ..runs import (
+    DEAD_RUN_ERROR,
+    FINISH_COLUMNS,
+    PRUNABLE,
+    as_record,
+    finish_values,
+    prunable_per_job,
+    seen_dead,
+)
 
+_PRUNABLE = PRUNABLE.format(p="?")
 # The lock file is opened again by every run: created 0600 when missing, never via a link.
 _LOCK_FILE = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -153,6 +162,22 @@ def remember_import(conn: sqlite3.Connection, job: str, sha256: str, run_id: int
         "imported_at = excluded.imported_at",
         (job, sha256, run_id, at),
     )
+
+
+def prunable(conn: sqlite3.Connection, before: str) -> dict[str, int]:
+    """Per job, how many run records retention would remove (see runs.PRUNABLE)."""
+    return prunable_per_job(conn, _PRUNABLE, before)
+
+
+def prune(conn: sqlite3.Connection, before: str) -> dict[str, int]:
+    """Remove the run records retention lets go; per job, how many went. The write lock is
+    taken only when there is something to remove (this runs after every run)."""
+    if not prunable(conn, before):
+        return {}
+    with store.transaction(conn):
+        removed = prunable(conn, before)  # again, under the write lock
+        conn.execute(f"DELETE FROM runs WHERE {_PRUNABLE}", (before,))
+    return removed
 
 
 def last_success(conn: sqlite3.Connection, job: str) -> dict[str, Any] | None:
