@@ -200,6 +200,7 @@ def test_check_warns_of_old_rejects_files_without_changing_its_exit_code(
     assert report["stale_rejects"]["folder"] == str(rejects_folder(ws))
     assert report["stale_rejects"]["retention_days"] == 30
     [warning] = report["warnings"]
+    assert warning.startswith(f"rejects: 1 file in {rejects_folder(ws)} is older than ")
     assert "older than retention.rejects (30d)" in warning and "campaign-sync prune" in warning
     assert f"warning: {warning}" in plain.output.splitlines()
 
@@ -219,6 +220,7 @@ def test_a_shorter_retention_applies_to_rejects_and_runs(ws: Workspace) -> None:
     assert ok(ws, "prune", "--dry-run")["rejects"]["files"] == [run["rejects_file"]]
     text = ws.cli("prune").output
     assert text.startswith("removed 0 run records started before ")
+    assert " and 1 rejects file written before " in text
     assert f"  {run['rejects_file']}" in text.splitlines()
     assert not Path(run["rejects_file"]).exists()
 

@@ -59,11 +59,17 @@ class PruneReport:
         """One line: what went, per job."""
         verb = "would remove" if self.dry_run else "removed"
         per_job = ", ".join(f"{job} {count}" for job, count in self.runs.items())
-        runs = f"{sum(self.runs.values())} run records" + (f" ({per_job})" if per_job else "")
+        runs = counted(sum(self.runs.values()), "run record") + (f" ({per_job})" if per_job else "")
         return (
             f"{verb} {runs} started before {self.runs_before} and "
-            f"{len(self.rejects_files)} rejects files written before {self.rejects_before}"
+            f"{counted(len(self.rejects_files), 'rejects file')} written before "
+            f"{self.rejects_before}"
         )
+
+
+def counted(number: int, thing: str) -> str:
+    """`1 rejects file`, `3 rejects files`."""
+    return f"{number} {thing}" + ("" if number == 1 else "s")
 
 
 def prune(config: Config, store: Store | None, *, dry_run: bool) -> PruneReport:
