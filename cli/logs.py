@@ -30,8 +30,11 @@ def setup_logging(verbose: int, quiet: bool, log_file: Path | None) -> None:
         if getattr(existing, "_campaign_sync_stderr", False):
             existing.setLevel(level)
     if log_file and not any(getattr(h, "_campaign_sync_file", False) for h in root.handlers):
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        from campaign_sync.core.private import open_private_log
+
+        # Logs name addresses and files: the file and any folder made for it are private,
+        # whatever the umask, even when the log is the first thing made in a new work_dir.
+        file_handler = logging.StreamHandler(open_private_log(log_file))
         file_handler.setFormatter(logging.Formatter(_FILE_FORMAT))
         file_handler.setLevel(logging.INFO)
         file_handler._campaign_sync_file = True  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from . import output
 from .completion import complete_jobs
 from .forget_cmd import forget_command
 from .logs import setup_logging
+from .prune_cmd import prune_command
 from .recipient_cmd import recipient_command
 from .schema_cmd import schema_command
 from .sends_cmd import sends_group
@@ -481,12 +482,19 @@ def check(settings: Settings) -> None:
 
     config = settings.config(log_file_required=False)
     found = monitor.check_problems(config)
+    # Warnings are reported but leave the exit code alone: it says whether a job needs
+    # attention (docs/commands.md, `check`).
+    warnings, stale = monitor.check_warnings(config)
     if settings.as_json:
-        output.emit_json({"ok": not found, "problems": found})
+        output.emit_json(
+            {"ok": not found, "problems": found, "warnings": warnings, "stale_rejects": stale}
+        )
     else:
         click.echo(
             "\n".join(found) if found else f"OK: {len(config.jobs)} jobs, none overdue or failing"
         )
+        for warning in warnings:
+            click.echo(f"warning: {warning}")
     sys.exit(EXIT_FAILED if found else 0)
 
 
@@ -496,3 +504,4 @@ main.add_command(forget_command(json_option, pass_settings, engine_call))
 main.add_command(recipient_command(json_option, pass_settings, engine_call))
 main.add_command(sends_group(json_option, pass_settings, engine_call))
 main.add_command(serve_command(pass_settings, engine_call))
+main.add_command(prune_command(json_option, pass_settings, engine_call))

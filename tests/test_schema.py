@@ -135,6 +135,8 @@ BROKEN = [
     Case("timeout zero", {"smtp.timeout": 0}),
     Case("rate too high", {"jobs.welcome.rate": 5000}),
     Case("bounce limit zero", {"bounces.hard_limit": 0}),
+    Case("retention without its unit", {"retention.runs": 400}),
+    Case("retention in hours", {"retention.rejects": "48h"}),
     Case("boolean neither true nor false", {"smtp.starttls": "maybe"}),
     Case("password as a number", {"smtp.password": 1234}),
     Case("work_dir blank", {"work_dir": "  "}),
@@ -253,6 +255,12 @@ UNUSUAL = [
     ),  # fmt: skip
     Case("limits", {"jobs.recipients.max_rejects": "12.5 %", "jobs.recipients.max_removals": 50}),
     Case("limit a whole percent", {"jobs.recipients.max_rejects": "100%"}),
+    Case("retention", {"retention": {"runs": "90d", "rejects": " 7d "}}),
+    Case(
+        "retention from ${VAR}",
+        {"retention.rejects": "${KEEP_REJECTS}"},
+        env={"KEEP_REJECTS": "14d"},
+    ),
     Case(
         "postgres store with schema",
         {
@@ -702,6 +710,7 @@ KEY_SECTIONS = {
     "smtp": "smtp",
     "notify": "notify",
     "bounces": "bounces",
+    "retention": "retention",
     "servers.partner": "server",
     "jobs.recipients": "job:recipient-import",
     "jobs.blocklist": "job:blocklist-import",
@@ -734,7 +743,7 @@ def test_every_section_has_the_validators_keys(
         keys = set(schema["properties"])
     elif where == "servers.partner":
         keys = set(resolve(schema, {"$ref": "#/$defs/server"})["properties"])
-    elif where in ("smtp", "notify", "bounces"):
+    elif where in ("smtp", "notify", "bounces", "retention"):
         keys = set(schema["$defs"][where]["properties"])
     else:
         keys = schema_keys(schema, KEY_SECTIONS[where])

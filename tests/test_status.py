@@ -300,6 +300,8 @@ def test_status_commands_read_a_dead_run_while_another_process_holds_the_write_l
     assert json.loads(answers[("check",)].stdout) == {
         "ok": False,
         "problems": [f"newsletter-import: last run interrupted at {started}: {dead}"],
+        "warnings": [],
+        "stale_rejects": None,
     }
     assert json.loads(answers[("history",)].stdout)[0]["status"] == "interrupted"
     assert json.loads(answers[("lists",)].stdout)[0]["active"] == 3
@@ -328,5 +330,10 @@ def test_check_names_a_store_that_runs_cannot_write(ws: Workspace, what: str) ->
         "file": f"store: {data}/store.db is not writable for this user; runs cannot start",
     }[what]
     assert (done.returncode, done.stderr) == (1, "")
-    assert json.loads(done.stdout) == {"ok": False, "problems": [problem]}
+    assert json.loads(done.stdout) == {
+        "ok": False,
+        "problems": [problem],
+        "warnings": [],
+        "stale_rejects": None,
+    }
     assert (plain.returncode, plain.stdout) == (1, f"{problem}\n")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 TABLES = {
     *("lists", "recipients", "blocklist", "unsubscribers", "bounces", "jobs", "runs", "sends"),
-    *("erased", "erasure_secret"),
+    *("erased", "erasure_secret", "imported_files"),
 }
 IDN = "juergen@bücher.de"
 SENDER = "welcome@example.com"
@@ -275,7 +275,7 @@ def test_copy_holds_every_row_of_every_table(source: Path, pg_schema: PgSchema) 
 
     lines = out.splitlines()
     total = sum(len(rows) for rows in before.values())
-    assert lines[-1] == f"copy complete: 10 tables, {total} rows, verified"
+    assert lines[-1] == f"copy complete: {len(TABLES)} tables, {total} rows, verified"
     shown = {line.split()[0]: int(line.split()[1]) for line in lines[:-1]}
     assert shown == {name: len(rows) for name, rows in before.items()}
     assert all("sha256" in line for line in lines[:-1])
@@ -377,7 +377,7 @@ def test_a_schema_holding_other_tables_is_refused(source: Path, pg_schema: PgSch
 def test_an_empty_store_is_a_valid_target(source: Path, pg_schema: PgSchema) -> None:
     make_empty_store(pg_schema)
     out = ok(copy(source, pg_schema))
-    assert out.splitlines()[-1].startswith("copy complete: 10 tables,")
+    assert out.splitlines()[-1].startswith(f"copy complete: {len(TABLES)} tables,")
 
 
 # --------------------------------------------------------------------------- failures
@@ -550,7 +550,7 @@ def test_progress_is_shown_on_a_terminal_only(source: Path, pg_schema: PgSchema)
         os.close(master)
     assert process.returncode == 0
     assert b"copying" in seen
-    assert out.decode().splitlines()[-1].startswith("copy complete: 10 tables,")
+    assert out.decode().splitlines()[-1].startswith(f"copy complete: {len(TABLES)} tables,")
 
 
 def test_progress_stays_off_a_pipe(source: Path, pg_schema: PgSchema) -> None:

@@ -18,6 +18,8 @@ TIMEOUT_RANGE = (0.1, 3600.0)  # seconds: ssh, smtp, webhook
 RATE_RANGE = (0.001, 1000.0)  # messages per second
 BOUNCE_LIMIT_RANGE = (1, 1000)
 MAX_LIMIT_COUNT = 1_000_000_000  # max_rejects / max_removals as a count of rows
+RETENTION_DAYS_RANGE = (1, 36500)  # retention.runs / retention.rejects, in days
+DAYS = re.compile(r"\s*([0-9]{1,9})\s*d\s*")
 
 
 def join_key(prefix: str, key: Any) -> str:
@@ -91,6 +93,22 @@ class Checks:
     def bounce_limit(self, value: Any, key: str) -> int:
         low, high = BOUNCE_LIMIT_RANGE
         return self.integer(value, key, minimum=low, maximum=high)
+
+    def days(self, value: Any, key: str) -> int:
+        """A duration in whole days, written `30d`: a bare number could be read as hours
+        or seconds, so the unit is required."""
+        found = DAYS.fullmatch(value) if isinstance(value, str) else None
+        if found is None:
+            if isinstance(value, int) and not isinstance(value, bool):
+                shown = f"{short(value)} without a unit (write {short(value)}d)"
+            else:
+                shown = f"'{value}'" if isinstance(value, str) else kind_of(value)
+            raise self.fail(key, f"expected a number of days like 30d, got {shown}")
+        number = int(found.group(1))
+        low, high = RETENTION_DAYS_RANGE
+        if not low <= number <= high:
+            raise self.fail(key, f"{number}d is out of range ({low}d..{high}d)")
+        return number
 
     def boolean(self, value: Any, key: str) -> bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):

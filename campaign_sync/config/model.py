@@ -128,6 +128,15 @@ class BounceLimits:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How many days run records and rejects files are kept (see docs/configuration.md for
+    why these defaults: a year of history plus a month, and one monthly job's cycle)."""
+
+    runs_days: int = 400
+    rejects_days: int = 30
+
+
+@dataclass(frozen=True)
 class CsvFormat:
     delimiter: str = ","
     quotechar: str = '"'
@@ -233,6 +242,7 @@ class Config:
     store_schema: str = "public"  # a PostgreSQL store's schema
     pgp: PgpConfig | None = None
     serve: ServeConfig = field(default_factory=ServeConfig)
+    retention: Retention = field(default_factory=Retention)
 
     def job(self, name: str) -> JobConfig:
         try:

@@ -26,7 +26,14 @@ from typing import Any
 
 from ..core.schedule import GRAMMAR, WEEKDAYS
 from .apprise_urls import _SCHEME as APPRISE_SCHEME
-from .checks import BOUNCE_LIMIT_RANGE, MAX_LIMIT_COUNT, RATE_RANGE, TIMEOUT_RANGE
+from .checks import (
+    BOUNCE_LIMIT_RANGE,
+    DAYS,
+    MAX_LIMIT_COUNT,
+    RATE_RANGE,
+    RETENTION_DAYS_RANGE,
+    TIMEOUT_RANGE,
+)
 from .load import _ENV_REF as ENV_REFERENCE
 from .model import (
     API_TOKEN,
@@ -49,6 +56,7 @@ from .model import (
     CsvFormat,
     JobConfig,
     NotifyConfig,
+    Retention,
     ServerConfig,
     SmtpConfig,
     SourceConfig,
@@ -444,6 +452,26 @@ def serve() -> Schema:
     return mapping(
         {"token": described(or_env(token), "the HTTP API's bearer token (a secret)")},
         description="`campaign-sync serve`, the HTTP service",
+    )
+
+
+def retention() -> Schema:
+    defaults = _defaults(Retention)
+    low, high = RETENTION_DAYS_RANGE
+    days = or_env(matching(f"^{DAYS.pattern}$", f"a number of days like 30d, {low}d to {high}d"))
+    return mapping(
+        {
+            "runs": described(
+                days,
+                "how long run records are kept (a job's newest and its last successful run "
+                "always stay)",
+                f"{defaults['runs_days']}d",
+            ),
+            "rejects": described(
+                days, "how long rejects files are kept", f"{defaults['rejects_days']}d"
+            ),
+        },
+        description="how long run records and rejects files (personal data) are kept",
     )
 
 
@@ -858,6 +886,7 @@ def top_level() -> dict[str, Schema]:
         "bounces": nullable({"$ref": "#/$defs/bounces"}),
         "pgp": nullable({"$ref": "#/$defs/pgp"}),
         "serve": nullable({"$ref": "#/$defs/serve"}),
+        "retention": nullable({"$ref": "#/$defs/retention"}),
         "jobs": _names({"$ref": "#/$defs/job"}, "jobs by name"),
     }
     return keyed(TOP_LEVEL_KEYS, properties)
@@ -873,6 +902,7 @@ def config_schema() -> Schema:
         "bounces": bounces(),
         "pgp": pgp(),
         "serve": serve(),
+        "retention": retention(),
         "job": job(),
         "job_notify": job_notify(),
         "source": source(),

@@ -21,6 +21,7 @@ from .model import (
     Config,
     JobConfig,
     NotifyConfig,
+    Retention,
     ServeConfig,
     ServerConfig,
     SmtpConfig,
@@ -40,6 +41,7 @@ TOP_LEVEL_KEYS = (
     "bounces",
     "pgp",
     "serve",
+    "retention",
     "jobs",
 )
 SMTP_KEYS = (
@@ -110,6 +112,7 @@ class Validator(ServerChecks, JobChecks):
             ),
             pgp=self.attempt(lambda: self.pgp(top.get("pgp"))),
             serve=self.attempt(lambda: self.serve(top.get("serve")), ServeConfig()),
+            retention=self.attempt(lambda: self.retention(top.get("retention")), Retention()),
         )
 
     def store(self, value: Any) -> str:
@@ -245,6 +248,15 @@ class Validator(ServerChecks, JobChecks):
                 "- . _ ~ + / (e.g. the output of `openssl rand -hex 32`)",
             )
         return ServeConfig(token=token)
+
+    def retention(self, raw: Any) -> Retention:
+        spec = self.mapping(raw, "retention", ("runs", "rejects"))
+        values: dict[str, Any] = {}
+        # Each key on its own, so `validate` reports both when both are wrong.
+        for key, name in (("runs", "runs_days"), ("rejects", "rejects_days")):
+            if key in spec:
+                self.settle(values, name, lambda k=key: self.days(spec[k], f"retention.{k}"))
+        return Retention(**values)
 
 
 def _check_timezone(name: str, error: ConfigError) -> None:

@@ -22,11 +22,19 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import CampaignSyncError
+from .private import make_private_folders
+
+REJECTS = "rejects"  # the folder of rejects files, in work_dir
+
+
+def private_folder(work_dir: Path, name: str) -> Path:
+    """`work_dir/name` (`locks`, …), checked and made as the docstring above says."""
+    return _private_dir(work_dir, name)
 
 
 def _private_dir(work_dir: Path, *names: str) -> Path:
     """`work_dir/names...`, each level checked (and made, 0700) as the docstring above says."""
-    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_folders(work_dir)  # and any folder above it that is missing, 0700 too
     _check_unshared(work_dir)
     path = work_dir
     for name in names:
@@ -96,12 +104,55 @@ def clear_staging(work_dir: Path, job: str) -> int:
 
 def rejects_file(work_dir: Path, job: str, run_id: int | None) -> Path:
     """A new 0600 file for a run's rejected rows; named by job, time and run."""
-    folder = _private_dir(work_dir, "rejects")
+    folder = _private_dir(work_dir, REJECTS)
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
     tag = f"run{run_id}" if run_id else "dry-run"
     fd, name = tempfile.mkstemp(prefix=f"{job}-{stamp}-{tag}-", suffix=".csv", dir=folder)
     os.close(fd)
     return Path(name)
+
+
+def rejects_files(work_dir: Path) -> list[tuple[float, Path]]:
+    """(last written, path) of every rejects file, oldest first; only reads (for `check`).
+
+    Only regular files directly in the rejects folder count; none when that folder is
+    missing, unreadable, or no folder (a link is not followed)."""
+    folder = work_dir / REJECTS
+    try:
+        if not stat.S_ISDIR(folder.lstat().st_mode):
+            return []
+        with os.scandir(folder) as entries:
+            found = [
+                (info.st_mtime, Path(entry.path))
+                for entry in entries
+                if stat.S_ISREG((info := entry.stat(follow_symlinks=False)).st_mode)
+            ]
+    except OSError:  # no such folder, or none that can be read: `check` names the folder
+        return []
+    return sorted(found)
+
+
+def remove_rejects(work_dir: Path, before: float, *, dry_run: bool) -> list[Path]:
+    """Remove (with `dry_run`: only name) the rejects files last written before `before`
+    (a POSIX time), oldest first.
+
+    Only in a rejects folder that passes the checks above, like clear_staging: a link
+    planted there must never make us delete what it points to (CampaignSyncError then)."""
+    folder = work_dir / REJECTS
+    if not os.path.lexists(folder):
+        return []
+    _check_unshared(work_dir)
+    problem = _not_our_folder(folder)
+    if problem:
+        raise CampaignSyncError(
+            f"work_dir: {problem}; its rejects files are not pruned: remove it (it is "
+            "recreated) or set `work_dir` to another folder"
+        )
+    old = [path for written, path in rejects_files(work_dir) if written < before]
+    if not dry_run:
+        for path in old:
+            path.unlink(missing_ok=True)  # removes a name, never what a link points to
+    return old
 
 
 def remove_quietly(path: Path | None) -> None:

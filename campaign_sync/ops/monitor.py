@@ -200,6 +200,24 @@ def check_problems(config: Config) -> list[str]:
         raise
 
 
+def check_warnings(config: Config) -> tuple[list[str], dict[str, Any] | None]:
+    """What `check` reports without failing: rejects files kept past `retention.rejects`
+    (pruning has not run on this host since, or fails: its warning is in the runs). The
+    lines, and the details for the JSON document. Reads only."""
+    from .retention import counted, stale_rejects
+
+    stale = stale_rejects(config)
+    if stale is None:
+        return [], None
+    are = "is" if stale["files"] == 1 else "are"
+    line = (
+        f"rejects: {counted(stale['files'], 'file')} in {stale['folder']} {are} older than "
+        f"retention.rejects ({stale['retention_days']}d), the oldest written "
+        f"{stale['oldest']}; `campaign-sync prune` removes them"
+    )
+    return [line], stale
+
+
 def problems(states: list[dict[str, Any]]) -> list[str]:
     """One line per job that monitoring should alert on."""
     found = []

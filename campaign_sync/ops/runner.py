@@ -275,7 +275,37 @@ def _execute(ctx: RunContext, work: Callable[[RunContext], None]) -> RunResult:
         _close(ctx)
         raise
     _close(ctx)
+    _apply_retention(ctx)
     return result
+
+
+def _apply_retention(ctx: RunContext) -> None:
+    """Prune what `retention` lets go, after every recorded run. A failure is a warning
+    kept with the run: it never fails the run or changes its exit code."""
+    if ctx.options.dry_run or ctx.result.run_id is None:
+        return  # a dry run changes nothing; an unrecorded one had no usable store
+    from .retention import prune
+
+    try:
+        report = prune(ctx.config, ctx.store, dry_run=False)
+    except CampaignSyncError as exc:
+        problem = str(exc)
+    except OSError as exc:
+        problem = _os_error(exc)
+    except ctx.store.errors as exc:
+        ctx.store.rollback()
+        problem = str(ctx.store.failure("cannot prune the run records of", exc))
+    else:
+        if report.removed_anything:
+            log.info("retention: %s", report.summary())
+        return
+    ctx.result.warnings.append(
+        f"retention: pruning failed, the run itself stands: {one_line(problem)} "
+        "(`campaign-sync prune` tries again)"
+    )
+    log.warning("%s", ctx.result.warnings[-1])
+    _scrub(ctx.config, ctx.result)
+    _record(ctx)
 
 
 def _interrupted(ctx: RunContext) -> None:
@@ -704,6 +734,15 @@ def _merge_rows(ctx: RunContext, path: Path, label: str) -> None:
             store.rollback()
             return
         _finish_in_transaction(ctx, "succeeded")
+        if result.run_id is not None and result.file is not None:
+            # Kept for good, unlike the run's record: the file is never imported again.
+            ctx.runs.remember_import(
+                ctx.conn,
+                job.name,
+                result.file.sha256,
+                result.run_id,
+                result.finished or store.now(),
+            )
     except LimitExceeded:
         store.rollback()
         if merge_ctx.counts is not None:  # what would have been applied, for the operator

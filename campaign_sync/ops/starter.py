@@ -7,9 +7,11 @@ then replace the parts one at a time. Nothing that exists is ever overwritten.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
+from ..core.private import create_private_file, make_private_folders
 from ..errors import UsageError
 
 CONFIG_NAME = "campaign-sync.yaml"
@@ -114,10 +116,14 @@ def write_starter(folder: Path) -> list[Path]:
     made = []
     try:
         for name in FOLDERS:
-            (folder / name).mkdir(parents=True, exist_ok=True)
+            make_private_folders(folder / name)  # 0700, like every folder campaign-sync makes
         for name, text in FILES.items():
             path = folder / name
-            with open(path, "x", encoding="utf-8") as out:  # "x": never through a new name
+            # Created 0600 (the config will hold the servers and the relay, often secrets),
+            # exclusively: never through a name that exists already, a link included.
+            if not create_private_file(path):
+                raise OSError(errno.EEXIST, "File exists", str(path))
+            with open(path, "w", encoding="utf-8") as out:
                 out.write(text)
             made.append(path)
     except OSError as exc:

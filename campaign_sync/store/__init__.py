@@ -8,13 +8,13 @@ the same store wait for each other instead of failing. The schema is versioned w
 from __future__ import annotations
 
 import datetime
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..core.private import create_private_file, make_private_folders
 from ..errors import ConfigError, StoreError, StoreNotCreated, StoreUnusable
 
 BUSY_TIMEOUT_MS = 60_000
@@ -185,6 +185,24 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     CREATE INDEX runs_by_status ON runs (status, id);
     """,
+    # v8: the checksums of imported files in a table of their own, kept for good: run records
+    # are pruned after `retention.runs`, and a file must never be imported twice however old
+    # its run (a pattern source with `after: keep` sees the same files every day). Filled
+    # from the runs so far. An index on runs' start, which retention prunes by.
+    """
+    CREATE TABLE imported_files (
+        job TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        run_id INTEGER NOT NULL,                     -- the newest run that imported it
+        imported_at TEXT NOT NULL,
+        PRIMARY KEY (job, sha256)
+    ) WITHOUT ROWID;
+    INSERT INTO imported_files (job, sha256, run_id, imported_at)
+        SELECT job, file_sha256, max(id), max(coalesce(finished, started)) FROM runs
+        WHERE status = 'succeeded' AND file_sha256 IS NOT NULL AND type LIKE '%-import'
+        GROUP BY job, file_sha256;
+    CREATE INDEX runs_by_start ON runs (started);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -214,7 +232,7 @@ def connect(location: str, *, create: bool = True) -> sqlite3.Connection:
             f"store {path} does not exist yet (it is created by the first run)"
         )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folders(path.parent)  # every folder made for it 0700, as the file
         _create_private(path)
     except OSError as exc:
         raise ConfigError(
@@ -339,10 +357,8 @@ def failure(doing: str, location: str | Path, exc: sqlite3.Error) -> StoreError:
 def _create_private(path: Path) -> None:
     """Make a new store file readable by its owner only, whatever the umask: it holds the
     partners' recipients. SQLite gives its -wal and -shm files the same mode."""
-    if str(path) == ":memory:":
-        return
-    with suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    if str(path) != ":memory:":
+        create_private_file(path)
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

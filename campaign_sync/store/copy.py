@@ -61,6 +61,7 @@ CLOCK_COLUMNS: dict[str, tuple[str, ...]] = {
     "sends": ("created_at", "updated_at"),
     "erased": ("erased_at",),
     "erasure_secret": ("created_at",),
+    "imported_files": ("imported_at",),
 }
 CLOCK_FLOOR_KEY = "clock_floor"
 COPIED_AT_KEY = "copied_at"

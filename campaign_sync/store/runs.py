@@ -38,6 +38,22 @@ SELECT runs.* FROM names JOIN runs ON runs.id = (
 WHERE names.job IS NOT NULL
 """
 
+# The runs retention may remove (`{p}`: the placeholder of the cut-off): started before it,
+# and none of those the house still reads: a run in progress, each job's newest run (its
+# state in list-jobs and check), its newest successful one (`overdue` counts from it) and
+# its newest export that set a watermark (a changes_only export continues from it). The
+# DOI cut-offs (jobs.first_seen) and imported files' checksums (imported_files) are kept in
+# tables of their own, which retention leaves alone.
+PRUNABLE = """
+    started < {p} AND status <> 'running'
+    AND id NOT IN (SELECT max(id) FROM runs GROUP BY job)
+    AND id NOT IN (
+        SELECT max(id) FROM runs WHERE status IN ('succeeded', 'skipped') GROUP BY job)
+    AND id NOT IN (
+        SELECT max(id) FROM runs WHERE status = 'succeeded' AND watermark IS NOT NULL
+        GROUP BY job)
+"""
+
 FINISH_COLUMNS = (
     "status",
     "finished",
@@ -51,6 +67,15 @@ FINISH_COLUMNS = (
     "warnings",
     "watermark",
 )
+
+
+def prunable_per_job(conn: Any, where: str, before: str) -> dict[str, int]:
+    """Per job, how many runs match `where` (PRUNABLE in the backend's placeholders) for the
+    cut-off `before`; the same query on either backend's connection."""
+    rows = conn.execute(
+        f"SELECT job, count(*) FROM runs WHERE {where} GROUP BY job ORDER BY job", (before,)
+    ).fetchall()
+    return {str(job): int(count) for job, count in rows}
 
 
 def finish_values(result: RunResult) -> tuple[Any, ...]:

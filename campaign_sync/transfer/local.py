@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..config.model import ServerConfig
+from ..core.private import inherited_mode, make_folders_like_parent
 from ..errors import CampaignSyncError, SourceMissing, TransferError
 from .base import (
     TEMP_PREFIX,
@@ -40,6 +41,13 @@ class LocalTransfer(Transfer):
     O_CREAT | O_EXCL | O_NOFOLLOW; a rename onto a name replaces the directory entry, so a
     link planted at the final name is replaced as a link, and its target is never opened.
     The root's own path is the operator's and may go through links.
+
+    The folder is the partner's side, not campaign-sync's own: an upload is made readable
+    as a new file would be (0666 less the umask), and a folder made here (the archive, a
+    dated export folder, the root itself) gets the permissions of the folder it is made in,
+    whatever the umask. It is then open to exactly those who could open its parent (a
+    partner's group reads its archive), and never wider: the files moved into an archive
+    were already readable where they came from.
     """
 
     def __init__(self, server: ServerConfig):
@@ -180,14 +188,14 @@ class LocalTransfer(Transfer):
         fd = self._open_root(verb, path, create)
         try:
             for depth, name in enumerate(parts):
-                if create:
-                    with suppress(FileExistsError):
-                        os.mkdir(name, dir_fd=fd)
+                made = create and _made_folder(fd, name)
                 try:
                     child = os.open(name, _FOLDER, dir_fd=fd)
                 except OSError as exc:
                     shown = "/" + "/".join(parts[: depth + 1])
                     raise self._refusal(exc, fd, name, shown, verb, path) from None
+                if made:  # as open as the folder it is in, whatever the umask
+                    os.fchmod(child, inherited_mode(os.fstat(fd)))
                 os.close(fd)
                 fd = child
             yield fd
@@ -197,7 +205,7 @@ class LocalTransfer(Transfer):
     def _open_root(self, verb: str, path: str, create: bool) -> int:
         try:
             if create:
-                self.root.mkdir(parents=True, exist_ok=True)
+                make_folders_like_parent(self.root)
             return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise SourceMissing(f"no file {path} on server '{self.server.name}'") from None
@@ -241,6 +249,16 @@ _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # Every file we create there: a new name, made by us, never a link; private until complete.
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _made_folder(folder: int, name: str) -> bool:
+    """Make folder `name` in `folder` (0700 until the caller sets its mode); False when the
+    name exists already."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=folder)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _link(what: str) -> str:

@@ -17,8 +17,10 @@ from ..runs import (
     DEAD_RUN_ERROR,
     FINISH_COLUMNS,
     LATEST_PER_JOB,
+    PRUNABLE,
     as_record,
     finish_values,
+    prunable_per_job,
     seen_dead,
 )
 from . import NOW_SQL
@@ -26,6 +28,8 @@ from .connection import driver
 from .locks import DEAD_RUNNING_RUNS_HERE
 
 Connection = Any  # psycopg.Connection, imported lazily
+
+_PRUNABLE = PRUNABLE.format(p="%s")
 
 
 def start(conn: Connection, job: str, job_type: str, started: str) -> int:
@@ -86,13 +90,41 @@ def first_seen(conn: Connection, job: str) -> str | None:
 
 
 def already_imported(conn: Connection, job: str, sha256: str) -> int | None:
-    """The id of a successful run of `job` that imported a file with this checksum."""
+    """The id of the newest run of `job` that imported a file with this checksum (its
+    record may have been pruned since; the checksum never is)."""
     row = conn.execute(
-        "SELECT id FROM runs WHERE job = %s AND file_sha256 = %s AND status = 'succeeded' "
-        "ORDER BY id DESC LIMIT 1",
-        (job, sha256),
+        "SELECT run_id FROM imported_files WHERE job = %s AND sha256 = %s", (job, sha256)
     ).fetchone()
     return int(row[0]) if row else None
+
+
+def remember_import(conn: Connection, job: str, sha256: str, run_id: int, at: str) -> None:
+    """Note that run `run_id` imported a file with this checksum; in the caller's
+    transaction, the one that commits the import."""
+    conn.execute(
+        "INSERT INTO imported_files (job, sha256, run_id, imported_at) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (job, sha256) DO UPDATE SET run_id = excluded.run_id, "
+        "imported_at = excluded.imported_at",
+        (job, sha256, run_id, at),
+    )
+
+
+def prunable(conn: Connection, before: str) -> dict[str, int]:
+    """Per job, how many run records retention would remove (see runs.PRUNABLE)."""
+    return prunable_per_job(conn, _PRUNABLE, before)
+
+
+def prune(conn: Connection, before: str) -> dict[str, int]:
+    """Remove the run records retention lets go; per job, how many went (one transaction:
+    the counts are those of the rows deleted)."""
+    if not prunable(conn, before):
+        return {}
+    with conn.transaction():
+        rows = conn.execute(f"DELETE FROM runs WHERE {_PRUNABLE} RETURNING job", (before,))
+        removed: dict[str, int] = {}
+        for (job,) in rows.fetchall():
+            removed[str(job)] = removed.get(str(job), 0) + 1
+    return dict(sorted(removed.items()))
 
 
 def last_success(conn: Connection, job: str) -> dict[str, Any] | None:
@@ -150,7 +182,8 @@ def _select(conn: Connection, query: str, params: tuple[Any, ...] = ()) -> list[
     if any(record["status"] == "running" for record in records):
         dead = {run_id for run_id, _ in _dead(conn)}
         records = [
-            seen_dead(record) if record["status"] == "running" and record["run_id"] in dead
+            seen_dead(record)
+            if record["status"] == "running" and record["run_id"] in dead
             else record
             for record in records
         ]

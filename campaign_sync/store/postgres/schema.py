@@ -36,7 +36,7 @@ from .connection import check_schema_name, display, driver, failure
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # The same text form as the store's now(): UTC, microseconds, "+00:00". For writers other
 # than campaign-sync; campaign-sync itself always sets these columns.
@@ -155,8 +155,24 @@ _V7 = """
 CREATE INDEX runs_by_status ON runs (status, id);
 """
 
+# v8, as SQLite's: imported files' checksums in their own table, kept when runs are pruned.
+_V8 = """
+CREATE TABLE imported_files (
+    job text COLLATE "C" NOT NULL,
+    sha256 text COLLATE "C" NOT NULL,
+    run_id bigint NOT NULL,
+    imported_at text COLLATE "C" NOT NULL,
+    PRIMARY KEY (job, sha256)
+);
+INSERT INTO imported_files (job, sha256, run_id, imported_at)
+    SELECT job, file_sha256, max(id), max(coalesce(finished, started)) FROM runs
+    WHERE status = 'succeeded' AND file_sha256 IS NOT NULL AND type LIKE '%-import'
+    GROUP BY job, file_sha256;
+CREATE INDEX runs_by_start ON runs (started);
+"""
+
 # version -> the SQL that brings the store to it. Append only; never edit a released step.
-MIGRATIONS: dict[int, str] = {5: _V5, 6: _V6, 7: _V7}
+MIGRATIONS: dict[int, str] = {5: _V5, 6: _V6, 7: _V7, 8: _V8}
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

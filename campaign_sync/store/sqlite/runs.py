@@ -18,16 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from ... import store
+from ...core import workdir
 from ...errors import ConfigError, JobLocked
 from ...result import RunResult
 from ..runs import (
     DEAD_RUN_ERROR,
     FINISH_COLUMNS,
     LATEST_PER_JOB,
+    PRUNABLE,
     as_record,
     finish_values,
+    prunable_per_job,
     seen_dead,
 )
+
+_PRUNABLE = PRUNABLE.format(p="?")
+# The lock file is opened again by every run: created 0600 when missing, never via a link.
+_LOCK_FILE = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextmanager
@@ -39,9 +46,10 @@ def job_lock(work_dir: Path, job: str) -> Iterator[None]:
     """
     lock_dir = work_dir / "locks"
     try:
-        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # private when we make it
-        lock_dir.mkdir(exist_ok=True, mode=0o700)
-        fd = os.open(lock_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # A private folder of our own (made 0700, a planted link refused), so no one else
+        # can put a name where the lock file is opened.
+        lock_dir = workdir.private_folder(work_dir, "locks")
+        fd = os.open(lock_dir / f"{job}.lock", _LOCK_FILE, 0o600)
     except OSError as exc:
         raise ConfigError(
             f"cannot use {lock_dir}: {exc.strerror}; set `work_dir` to a folder this user "
@@ -138,13 +146,39 @@ def first_seen(conn: sqlite3.Connection, job: str) -> str | None:
 
 
 def already_imported(conn: sqlite3.Connection, job: str, sha256: str) -> int | None:
-    """The id of a successful run of `job` that imported a file with this checksum."""
+    """The id of the newest run of `job` that imported a file with this checksum (its
+    record may have been pruned since; the checksum never is)."""
     row = conn.execute(
-        "SELECT id FROM runs WHERE job = ? AND file_sha256 = ? AND status = 'succeeded' "
-        "ORDER BY id DESC LIMIT 1",
-        (job, sha256),
+        "SELECT run_id FROM imported_files WHERE job = ? AND sha256 = ?", (job, sha256)
     ).fetchone()
     return int(row[0]) if row else None
+
+
+def remember_import(conn: sqlite3.Connection, job: str, sha256: str, run_id: int, at: str) -> None:
+    """Note that run `run_id` imported a file with this checksum; in the caller's
+    transaction, the one that commits the import."""
+    conn.execute(
+        "INSERT INTO imported_files (job, sha256, run_id, imported_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (job, sha256) DO UPDATE SET run_id = excluded.run_id, "
+        "imported_at = excluded.imported_at",
+        (job, sha256, run_id, at),
+    )
+
+
+def prunable(conn: sqlite3.Connection, before: str) -> dict[str, int]:
+    """Per job, how many run records retention would remove (see runs.PRUNABLE)."""
+    return prunable_per_job(conn, _PRUNABLE, before)
+
+
+def prune(conn: sqlite3.Connection, before: str) -> dict[str, int]:
+    """Remove the run records retention lets go; per job, how many went. The write lock is
+    taken only when there is something to remove (this runs after every run)."""
+    if not prunable(conn, before):
+        return {}
+    with store.transaction(conn):
+        removed = prunable(conn, before)  # again, under the write lock
+        conn.execute(f"DELETE FROM runs WHERE {_PRUNABLE}", (before,))
+    return removed
 
 
 def last_success(conn: sqlite3.Connection, job: str) -> dict[str, Any] | None:
