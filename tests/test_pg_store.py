@@ -348,7 +348,7 @@ def test_two_processes_migrating_at_once_make_one_store(pg_schema: PgSchema):
         (tables,) = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (pg_schema.name,)
         ).fetchone() or (0,)
-    assert tables == 13  # v5's ten (schema_version and meta among them), v6's erasure two, v8's imported_files
+    assert tables == 13  # v5's ten (schema_version and meta among them), v6's two, v8's one
 
 
 # -- job locks ------------------------------------------------------------------------------
