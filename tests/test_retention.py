@@ -271,10 +271,10 @@ def test_an_older_store_gets_its_checksums_from_the_runs(ws: Workspace) -> None:
     # Back to the schema before checksums had a table of their own.
     if ws.kind == "sqlite":
         statements = ["DROP TABLE imported_files", "DROP INDEX runs_by_start"]
-        statements.append("PRAGMA user_version = 5")
+        statements.append("PRAGMA user_version = 7")
     else:
         statements = ["DROP TABLE imported_files", "DROP INDEX runs_by_start"]
-        statements.append("DELETE FROM schema_version WHERE version = 6")
+        statements.append("DELETE FROM schema_version WHERE version = 8")
     for statement in statements:
         ws.query(statement)
 
