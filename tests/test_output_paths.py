@@ -1,4 +1,5 @@
-"""An output name where something other than a regular file stands is refused, untouched.
+"""An output name where something other than a regular file stands is refused, untouched;
+so is an export's name that promises OpenPGP for a job that does not encrypt.
 
 `export --output`, `metrics --output` and `systemd --output-dir` put their file in place by a
 rename. Found on this machine: `metrics --output /dev/null`, run as root, replaced /dev/null
@@ -59,6 +60,30 @@ def test_export_output(ws: Workspace, kind: str) -> None:
     _refused(done, "--output", target, kind)
     assert _same(target, identity)
     assert ws.dump() == before  # refused before the run: no run recorded either
+
+
+@pytest.mark.parametrize("name", ["out.csv.pgp", "out.GPG", "out.csv.asc"])
+def test_an_encrypted_name_for_a_job_that_does_not_encrypt_is_refused(
+    ws: Workspace, name: str
+) -> None:
+    """The export would hold plain CSV under a name that says OpenPGP: a partner or a script
+    trusting the name would pass personal data on unencrypted."""
+    ws.drop("/import/newsletter_20261101.csv", SAMPLE)
+    assert ws.run("import", "newsletter-import", "--date", "2026-11-01").returncode == 0
+    before = ws.dump()
+    target = ws.root / name
+    done = ws.run("--json", "export", "newsletter-export", "--output", str(target))
+    error = (
+        f"--output {target} names an OpenPGP file, but job 'newsletter-export' has no "
+        "target.encrypt_to: the file would hold plain CSV; name it without .pgp/.gpg/.asc, "
+        "or set target.encrypt_to"
+    )
+    assert (done.returncode, done.stderr) == (2, f"campaign-sync: error: {error}\n")
+    assert json.loads(done.stdout) == {"error": error, "exit_code": 2}
+    assert not target.exists()
+    assert ws.dump() == before
+    plain = ws.run("export", "newsletter-export", "--output", str(ws.root / "out.csv"))
+    assert plain.returncode == 0, plain.stderr  # the same job to a plain name still runs
 
 
 @pytest.mark.parametrize("kind", KINDS)

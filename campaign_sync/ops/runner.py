@@ -131,7 +131,7 @@ def run_runs(config: Config, name: str, kind: str, options: RunOptions) -> list[
     if options.file is not None:
         _check_file(options.file)
     if options.output is not None:
-        _check_output(options.output)
+        _check_output(options.output, job)
     location = _store_location(config, options)
     with (
         _notified_if_it_cannot_start(config, job, options),
@@ -183,8 +183,16 @@ def _check_file(file: Path) -> None:
         raise UsageError(f"--file {file} is not a regular file; name the file to import")
 
 
-def _check_output(output: Path) -> None:
-    """Refuse an --output the export could not be placed at, before anything runs."""
+def _check_output(output: Path, job: JobConfig) -> None:
+    """Refuse an --output the export could not be placed at, or whose name would lie about
+    what it holds, before anything runs."""
+    encrypts = job.target is not None and bool(job.target.encrypt_to)
+    if output.name.lower().endswith(ENCRYPTED_SUFFIXES) and not encrypts:
+        raise UsageError(
+            f"--output {output} names an OpenPGP file, but job '{job.name}' has no "
+            "target.encrypt_to: the file would hold plain CSV; name it without "
+            f"{'/'.join(ENCRYPTED_SUFFIXES)}, or set target.encrypt_to"
+        )
     if output.is_dir():
         raise UsageError(f"--output {output} is a folder; name the file to write")
     refused = outputs.refusal("--output", output)
