@@ -230,7 +230,7 @@ def _erase(store: Store, wanted: list[str], report: ForgetReport, work_dir: Path
             report.suppressed = sql.add_hashes(conn, [hasher(a) for a in wanted], started)
             report.rejects = _rejects_changes(work_dir, wanted, write=True)
             summary = (json.dumps(report.counts()), f"erased {len(wanted)} addresses")
-            report.run_id = sql.record_run(
+            report.run_id = store.sql("runs").record_finished(
                 conn, FORGET_JOB, "forget", (started, store.now()), summary
             )
             store.commit()

@@ -11,8 +11,6 @@ does and does not reach.
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -104,24 +102,6 @@ def add_hashes(conn: psycopg.Connection[Any], hashes: list[str], now: str) -> in
         (hashes, now),
     )
     return cursor.rowcount
-
-
-def record_run(
-    conn: psycopg.Connection[Any],
-    job: str,
-    job_type: str,
-    when: tuple[str, str],
-    texts: tuple[str, str],
-) -> int:
-    """Record a finished, succeeded run: `when` (started, finished), `texts` (counts as
-    JSON, message); returns its id."""
-    row = conn.execute(
-        "INSERT INTO runs (job, type, status, pid, host, started, finished, counts, message) "
-        "VALUES (%s, %s, 'succeeded', %s, %s, %s, %s, %s, %s) RETURNING id",
-        (job, job_type, os.getpid(), socket.gethostname(), *when, *texts),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def drop(conn: psycopg.Connection[Any]) -> None:

@@ -55,6 +55,25 @@ def finish(conn: Connection, result: RunResult) -> None:
     )
 
 
+def record_finished(
+    conn: Connection,
+    job: str,
+    job_type: str,
+    when: tuple[str, str],
+    texts: tuple[str, str],
+) -> int:
+    """Record a run that is over as it starts (an erasure, a settlement): succeeded,
+    `when` (started, finished), `texts` (counts as JSON, message); returns its id. In the
+    caller's transaction."""
+    row = conn.execute(
+        "INSERT INTO runs (job, type, status, pid, host, started, finished, counts, message) "
+        "VALUES (%s, %s, 'succeeded', %s, %s, %s, %s, %s, %s) RETURNING id",
+        (job, job_type, os.getpid(), socket.gethostname(), *when, *texts),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def mark_interrupted(conn: Connection, job: str | None = None) -> None:
     """Mark `running` runs of any host whose job lock nobody holds as `interrupted`.
 

@@ -21,8 +21,6 @@ id), a key space apart from the job locks' single bigint keys.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..sends import SENDS_OF_JOB
 from ..statuses import unsubscription_wins
 from .connection import driver
+from .runs import record_finished
 
 if TYPE_CHECKING:
     from ...config.model import BounceLimits
@@ -247,18 +246,11 @@ def settle_unknown(
             "UPDATE sends SET state = %s, detail = %s, updated_at = %s WHERE id = %s",
             (state, detail, now, row[0]),
         )
-        inserted = conn.execute(
-            "INSERT INTO runs (job, type, status, pid, host, started, finished, counts, "
-            "message) VALUES (%s, %s, 'succeeded', %s, %s, %s, %s, %s, %s) RETURNING id",
-            (
-                record["job"],
-                record["type"],
-                os.getpid(),
-                socket.gethostname(),
-                now,
-                now,
-                json.dumps(record["counts"]),
-                record["message"],
-            ),
-        ).fetchone()
-    return "unknown", int(inserted[0])
+        run_id = record_finished(
+            conn,
+            record["job"],
+            record["type"],
+            (now, now),
+            (json.dumps(record["counts"]), record["message"]),
+        )
+    return "unknown", run_id

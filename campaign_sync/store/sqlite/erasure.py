@@ -10,8 +10,6 @@ the frames that held the addresses (from the imports that wrote them) are gone w
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -102,20 +100,6 @@ def add_hashes(conn: sqlite3.Connection, hashes: list[str], now: str) -> int:
         ((digest, now) for digest in hashes),
     )
     return conn.total_changes - before
-
-
-def record_run(
-    conn: sqlite3.Connection, job: str, job_type: str, when: tuple[str, str], texts: tuple[str, str]
-) -> int:
-    """Record a finished, succeeded run: `when` (started, finished), `texts` (counts as
-    JSON, message); returns its id."""
-
-    cursor = conn.execute(
-        "INSERT INTO runs (job, type, status, pid, host, started, finished, counts, message) "
-        "VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?, ?)",
-        (job, job_type, os.getpid(), socket.gethostname(), *when, *texts),
-    )
-    return int(cursor.lastrowid or 0)
 
 
 def drop(conn: sqlite3.Connection) -> None:

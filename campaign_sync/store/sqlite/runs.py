@@ -89,6 +89,20 @@ def finish(conn: sqlite3.Connection, result: RunResult) -> None:
     )
 
 
+def record_finished(
+    conn: sqlite3.Connection, job: str, job_type: str, when: tuple[str, str], texts: tuple[str, str]
+) -> int:
+    """Record a run that is over as it starts (an erasure, a settlement): succeeded,
+    `when` (started, finished), `texts` (counts as JSON, message); returns its id. In the
+    caller's transaction."""
+    cursor = conn.execute(
+        "INSERT INTO runs (job, type, status, pid, host, started, finished, counts, message) "
+        "VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?, ?)",
+        (job, job_type, os.getpid(), socket.gethostname(), *when, *texts),
+    )
+    return int(cursor.lastrowid or 0)
+
+
 def mark_interrupted(conn: sqlite3.Connection, job: str | None = None) -> None:
     """Mark `running` runs whose process is gone as `interrupted`.
 

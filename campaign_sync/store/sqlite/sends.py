@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import list_id
 from ..sends import SENDS_OF_JOB
 from ..statuses import unsubscription_wins
-from .runs import process_alive
+from .runs import process_alive, record_finished
 from .statuses import outbounced_sql
 
 if TYPE_CHECKING:
@@ -223,18 +223,11 @@ def settle_unknown(
             "UPDATE sends SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
             (state, detail, now, row[0]),
         )
-        cursor = conn.execute(
-            "INSERT INTO runs (job, type, status, pid, host, started, finished, counts, "
-            "message) VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?, ?)",
-            (
-                record["job"],
-                record["type"],
-                os.getpid(),
-                socket.gethostname(),
-                now,
-                now,
-                json.dumps(record["counts"]),
-                record["message"],
-            ),
+        run_id = record_finished(
+            conn,
+            record["job"],
+            record["type"],
+            (now, now),
+            (json.dumps(record["counts"]), record["message"]),
         )
-    return "unknown", int(cursor.lastrowid or 0)
+    return "unknown", run_id
